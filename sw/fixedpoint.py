@@ -1,0 +1,76 @@
+"""The integer contract's arithmetic rules, written down once.
+
+Everything downstream of export (the PyTorch integer reference, the compiler's
+golden model, the RTL) computes requantization with exactly these rules. They
+work on Python ints, numpy integer arrays and torch integer tensors alike,
+because they use only `+`, `*`, `>>` and comparisons (`>>` on negative numbers
+is an arithmetic shift, i.e. floor division by a power of two, in all three).
+
+Rounding rule: round half up (towards +infinity), `(x + 2**(s-1)) >> s`.
+It is the cheapest rounding in hardware (one adder, no sign logic) and it is
+symmetric enough for requantization, where values are clamped at zero anyway.
+"""
+
+import math
+
+# Requantization multiplier: a signed fixed-point integer (batch norm's gamma
+# can be negative) with this many bits, sign included.
+MULTIPLIER_BITS = 16
+MULTIPLIER_MIN = -(1 << (MULTIPLIER_BITS - 1))
+MULTIPLIER_MAX = (1 << (MULTIPLIER_BITS - 1)) - 1
+# Largest right shift the requantization unit implements.
+SHIFT_MAX = 47
+
+
+def rounding_shift_right(x, shift):
+    """`x / 2**shift` rounded half up. `shift` is a Python int >= 0."""
+    if shift < 0:
+        raise ValueError(f"shift must be >= 0, got {shift}")
+    if shift == 0:
+        return x
+    return (x + (1 << (shift - 1))) >> shift
+
+
+def clamp(x, low, high):
+    """Clamp to [low, high] for ints, numpy arrays and torch tensors."""
+    if hasattr(x, "clamp"):  # torch
+        return x.clamp(low, high)
+    if hasattr(x, "clip"):  # numpy
+        return x.clip(low, high)
+    return min(max(x, low), high)
+
+
+def requantize(acc, bias, multiplier, shift, act_bits):
+    """One output channel's requantization: bias add, fixed-point multiply,
+    rounding right shift, clamp to the unsigned `act_bits` range (the ReLU).
+
+    `bias`, `multiplier` may be per-channel arrays broadcast against `acc`;
+    `shift` and `act_bits` are per-layer Python ints.
+    """
+    scaled = rounding_shift_right((acc + bias) * multiplier, shift)
+    return clamp(scaled, 0, (1 << act_bits) - 1)
+
+
+def quantize_multiplier(real):
+    """Nearest `(multiplier, shift)` with `multiplier / 2**shift ~= real`.
+
+    The multiplier uses the full MULTIPLIER_BITS of precision (|m| in
+    [2**14, 2**15) unless the shift would leave [0, SHIFT_MAX]).
+    """
+    real = float(real)
+    if not math.isfinite(real):
+        raise ValueError(f"requantization scale must be finite, got {real}")
+    if real == 0.0:
+        return 0, 0
+    mantissa_bits = MULTIPLIER_BITS - 1
+    exponent = math.frexp(abs(real))[1]  # |real| = f * 2**exponent, f in [0.5, 1)
+    shift = mantissa_bits - exponent
+    shift = min(max(shift, 0), SHIFT_MAX)
+    multiplier = round(real * (1 << shift))
+    if multiplier > MULTIPLIER_MAX or multiplier < MULTIPLIER_MIN:
+        if shift == 0 or abs(multiplier) > (1 << mantissa_bits) + 1:
+            raise ValueError(f"requantization scale {real} is too large for a "
+                             f"{MULTIPLIER_BITS}-bit multiplier")
+        shift -= 1
+        multiplier = round(real * (1 << shift))
+    return int(multiplier), int(shift)
