@@ -7,7 +7,6 @@ everywhere.
 
 import dataclasses
 
-from hw.pe.modes import PeMode
 from sw.errors import UserError
 
 
@@ -16,15 +15,12 @@ class AcceleratorConfig:
     name: str
     # Accumulator width of every PE, sign included.
     acc_width: int = 24
-    # PE modes the fused PEs implement.
-    modes: tuple = tuple(PeMode)
 
 
 CONFIGS = {config.name: config for config in [
     AcceleratorConfig("default"),
-    # A 2x2-and-4x4-only PE: the cheapest fused PE that still runs MPQ groups
-    # of 2 and 4 bits (3-bit operands use 4x4).
-    AcceleratorConfig("w2a2-w4a4", modes=(PeMode.W4A4, PeMode.W2A2)),
+    # Narrower accumulators: for small networks (the digits CNN) on small FPGAs.
+    AcceleratorConfig("small", acc_width=16),
 ]}
 
 

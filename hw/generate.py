@@ -17,7 +17,7 @@ WAIVERS = pathlib.Path(__file__).parent / "lint" / "waivers.vlt"
 
 # Every top-level design, by Verilog module name: config -> elaboratable.
 DESIGNS = {
-    "fused_pe": lambda config: FusedPE(acc_width=config.acc_width, modes=config.modes),
+    "fused_pe": lambda config: FusedPE(acc_width=config.acc_width),
     "fixed_pe": lambda config: FixedPE(acc_width=config.acc_width),
 }
 

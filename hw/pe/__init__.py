@@ -2,7 +2,6 @@
 
 from hw.pe.fixed import FixedPE
 from hw.pe.fused import Brick, FusedPE
-from hw.pe.modes import PeMode, pack_operands, unpack_operands, dot_reference
+from hw.pe.modes import PeMode, pack_activations, pack_weights
 
-__all__ = ["Brick", "FixedPE", "FusedPE", "PeMode", "dot_reference", "pack_operands",
-           "unpack_operands"]
+__all__ = ["Brick", "FixedPE", "FusedPE", "PeMode", "pack_activations", "pack_weights"]

@@ -3,13 +3,19 @@
 A signed 4-bit weight is `w = wH * 4 + wL` (wH signed, wL unsigned 2-bit
 slices) and an unsigned 4-bit activation is `a = aH * 4 + aL`, so
 
-    w * a = (wH*aH << 4) + (wH*aL << 2) + (wL*aH << 2) + wL*aL
+    w * a = (wL*aL + (wH*aL << 2)) + ((wL*aH + (wH*aH << 2)) << 2)
 
-is four 2x2 brick products, shifted and summed. The same four bricks, wired
-to other slices with other shifts, give two 4x2 or 2x4 products or four 2x2
-products. `BRICK_WIRING` is that table; the mode input selects a row on every
-cycle, so a mode change costs no bubble. The products of one cycle are summed
-(a dot-product step) and added to the accumulator.
+Brick `i` multiplies operand slices `i` (see `hw.pe.modes.BRICK_MAP` for what
+the slices hold in each mode). The mode only decides, per cycle,
+
+  - whether the even bricks' weight slices are signed (they are the top slice
+    of a weight only when weights are 2-bit),
+  - whether each pair (bricks 0+1, 2+3) fuses: odd brick shifted by 2, as it
+    holds the high slice of a 4-bit lane; in W2A2 all four are independent,
+  - whether the two pairs fuse: right pair shifted by 2, in W4A4 only,
+
+so a mode change costs no bubble and only small muxes on brick products.
+The products of one cycle are summed (a dot-product step) and accumulated.
 """
 
 from amaranth.hdl import Module, Mux, Signal, signed
@@ -18,16 +24,6 @@ from amaranth.lib.wiring import In, Out
 
 from hw.pe.accumulator import DOT_SHAPE, add_accumulator, check_acc_width
 from hw.pe.modes import OPERAND_LAYOUT, PeMode
-
-# Per mode, per brick: (weight slice, weight slice is signed, activation slice,
-# left shift of the brick's product). A weight slice is signed when it is the
-# top slice of a weight lane (the only slice of a 2-bit weight).
-BRICK_WIRING = {
-    PeMode.W4A4: ((0, False, 0, 0), (1, True, 0, 2), (0, False, 1, 2), (1, True, 1, 4)),
-    PeMode.W4A2: ((0, False, 0, 0), (1, True, 0, 2), (2, False, 1, 0), (3, True, 1, 2)),
-    PeMode.W2A4: ((0, True, 0, 0), (0, True, 1, 2), (1, True, 2, 0), (1, True, 3, 2)),
-    PeMode.W2A2: ((0, True, 0, 0), (1, True, 1, 0), (2, True, 2, 0), (3, True, 3, 0)),
-}
 
 
 class Brick(wiring.Component):
@@ -51,8 +47,8 @@ class FusedPE(wiring.Component):
 
     Ports:
       mode         PeMode, sampled with the operands of the same cycle.
-      weights      four 2-bit slices holding 1, 2 or 4 signed weight lanes.
-      activations  four 2-bit slices holding 1, 2 or 4 unsigned lanes.
+      weights      four 2-bit weight slices (`hw.pe.modes.pack_weights`).
+      activations  four 2-bit activation slices (`pack_activations`).
       enable       add this cycle's dot product; otherwise hold.
       first        start a new sum from `psum_in` instead of the accumulator
                    (output-stationary: `psum_in` = 0 or a bias; a chain of
@@ -62,21 +58,11 @@ class FusedPE(wiring.Component):
 
     Parameters:
       acc_width    accumulator width in bits, sign included.
-      modes        the modes to implement (a cost knob); a mode outside this
-                   set adds zero.
     """
 
-    def __init__(self, *, acc_width=24, modes=tuple(PeMode)):
+    def __init__(self, *, acc_width=24):
         check_acc_width(acc_width)
-        try:
-            modes = tuple(modes)
-        except TypeError:
-            modes = ()
-        if not modes or not all(isinstance(mode, PeMode) for mode in modes):
-            raise ValueError(f"modes must be a non-empty collection of PeMode "
-                             f"({', '.join(mode.name for mode in PeMode)}), got {modes!r}")
         self._acc_width = acc_width
-        self._modes = tuple(mode for mode in PeMode if mode in modes)
         super().__init__({
             "mode": In(PeMode),
             "weights": In(OPERAND_LAYOUT),
@@ -91,31 +77,30 @@ class FusedPE(wiring.Component):
     def acc_width(self):
         return self._acc_width
 
-    @property
-    def modes(self):
-        return self._modes
-
     def elaborate(self, platform):
         m = Module()
 
-        bricks = [Brick() for _ in range(4)]
-        for index, brick in enumerate(bricks):
-            m.submodules[f"brick{index}"] = brick
+        mode_bits = self.mode.as_value()  # see PeMode: bit 0 = 2-bit weights, bit 1 = 2-bit activations
+        weights_2bit = mode_bits[0]
+        pairs_fuse = ~(mode_bits[0] & mode_bits[1])   # all but W2A2
+        halves_fuse = ~(mode_bits[0] | mode_bits[1])  # W4A4 only
 
-        terms = [Signal(signed(9), name=f"term{index}") for index in range(4)]
-        with m.Switch(self.mode):
-            for mode in self._modes:
-                with m.Case(mode):
-                    for brick, term, (w_slice, w_signed, a_slice, shift) in zip(
-                            bricks, terms, BRICK_WIRING[mode]):
-                        m.d.comb += [
-                            brick.weight.eq(self.weights[w_slice]),
-                            brick.weight_signed.eq(w_signed),
-                            brick.activation.eq(self.activations[a_slice]),
-                            term.eq(brick.product << shift),
-                        ]
+        products = []
+        for index in range(4):
+            brick = m.submodules[f"brick{index}"] = Brick()
+            m.d.comb += [
+                brick.weight.eq(self.weights[index]),
+                # Odd bricks always hold the top (sign) slice of a weight.
+                brick.weight_signed.eq(1 if index % 2 else weights_2bit),
+                brick.activation.eq(self.activations[index]),
+            ]
+            products.append(brick.product)
+
+        pairs = [Signal(signed(8), name=f"pair{index}") for index in range(2)]
+        for pair, (even, odd) in zip(pairs, (products[0:2], products[2:4])):
+            m.d.comb += pair.eq(even + Mux(pairs_fuse, odd << 2, odd))
 
         dot = Signal(DOT_SHAPE)
-        m.d.comb += dot.eq(sum(terms))
+        m.d.comb += dot.eq(pairs[0] + Mux(halves_fuse, pairs[1] << 2, pairs[1]))
         add_accumulator(m, self, dot)
         return m

@@ -1,37 +1,40 @@
-"""PE precision modes and how operands are packed into the PE's input ports.
+"""PE precision modes and how operands are placed on the PE's input ports.
 
-Both operand ports carry four 2-bit slices (`OPERAND_LAYOUT`). A 2-bit
-operand takes one slice; a 4-bit operand takes two consecutive slices, low
-slice first. A mode `WxAy` names the weight and activation widths; the PE
-computes the sum of `lanes` products per cycle:
+The fused PE has four 2-bit x 2-bit bricks; brick `i` always multiplies
+weight slice `i` by activation slice `i` (fixed wiring, no operand muxes in
+the PE). A mode `WxAy` names the weight and activation widths; the PE sums
+`lanes` products per cycle. Which lane and which 2-bit part of it each brick
+sees is `BRICK_MAP`:
 
-    mode   lanes   weight lanes (slices)    activation lanes (slices)
-    W4A4   1       w0 = s0,s1               a0 = s0,s1
-    W4A2   2       w0 = s0,s1  w1 = s2,s3   a0 = s0      a1 = s1
-    W2A4   2       w0 = s0     w1 = s1      a0 = s0,s1   a1 = s2,s3
-    W2A2   4       wi = si                  ai = si
+    mode   lanes  brick 0        brick 1        brick 2        brick 3
+    W4A4   1      w0.lo x a0.lo  w0.hi x a0.lo  w0.lo x a0.hi  w0.hi x a0.hi
+    W4A2   2      w0.lo x a0     w0.hi x a0     w1.lo x a1     w1.hi x a1
+    W2A4   2      w0 x a0.lo     w0 x a0.hi     w1 x a1.lo     w1 x a1.hi
+    W2A2   4      w0 x a0        w1 x a1        w2 x a2        w3 x a3
 
-Weights are signed (two's complement), activations unsigned. 3-bit operands
-run in a 4-bit mode. Slices a mode does not use are ignored.
+So in the wider modes an operand appears on more than one brick (the 4-bit
+weight of W4A4 is on slices 0-1 and again on 2-3). That replication is done
+where operands enter the array, once per row or column, not in every PE.
 
-`pack_operands` / `unpack_operands` here are the one definition of that
-packing, used by the testbenches, the compiler and the reference model.
+Weights are signed (two's complement), activations unsigned; 3-bit operands
+run in a 4-bit mode. `pack_weights` / `pack_activations` are the one
+definition of this placement, used by testbenches, compiler and array.
 """
 
 from amaranth.lib import data, enum
 
-
-
 SLICE_BITS = 2
-SLICES = 4
-OPERAND_LAYOUT = data.ArrayLayout(SLICE_BITS, SLICES)
+BRICKS = 4
+OPERAND_LAYOUT = data.ArrayLayout(SLICE_BITS, BRICKS)
 
 
 class PeMode(enum.Enum, shape=2):
-    W4A4 = 0
-    W4A2 = 1
-    W2A4 = 2
-    W2A2 = 3
+    # Bit 0 set: weights are 2-bit; bit 1 set: activations are 2-bit. The PE
+    # decodes its fusion controls straight from these bits.
+    W4A4 = 0b00
+    W2A4 = 0b01
+    W4A2 = 0b10
+    W2A2 = 0b11
 
     @property
     def weight_bits(self):
@@ -44,7 +47,7 @@ class PeMode(enum.Enum, shape=2):
     @property
     def lanes(self):
         """Products per cycle (multiply-accumulates the PE does in this mode)."""
-        return {PeMode.W4A4: 1, PeMode.W4A2: 2, PeMode.W2A4: 2, PeMode.W2A2: 4}[self]
+        return BRICKS * SLICE_BITS * SLICE_BITS // (self.weight_bits * self.activation_bits)
 
     @classmethod
     def for_bits(cls, weight_bits, activation_bits):
@@ -52,9 +55,17 @@ class PeMode(enum.Enum, shape=2):
         for bits, name in ((weight_bits, "weight_bits"), (activation_bits, "activation_bits")):
             if bits not in (2, 3, 4):
                 raise ValueError(f"{name} must be 2, 3 or 4, got {bits!r}")
-        w = 2 if weight_bits == 2 else 4
-        a = 2 if activation_bits == 2 else 4
-        return cls[f"W{w}A{a}"]
+        return cls[f"W{2 if weight_bits == 2 else 4}A{2 if activation_bits == 2 else 4}"]
+
+
+# Per mode, per brick: ((weight lane, weight part), (activation lane, part)).
+# Part 0 is a lane's low 2-bit slice, part 1 its high slice (4-bit lanes only).
+BRICK_MAP = {
+    PeMode.W4A4: (((0, 0), (0, 0)), ((0, 1), (0, 0)), ((0, 0), (0, 1)), ((0, 1), (0, 1))),
+    PeMode.W4A2: (((0, 0), (0, 0)), ((0, 1), (0, 0)), ((1, 0), (1, 0)), ((1, 1), (1, 0))),
+    PeMode.W2A4: (((0, 0), (0, 0)), ((0, 0), (0, 1)), ((1, 0), (1, 0)), ((1, 0), (1, 1))),
+    PeMode.W2A2: (((0, 0), (0, 0)), ((1, 0), (1, 0)), ((2, 0), (2, 0)), ((3, 0), (3, 0))),
+}
 
 
 def weight_range(bits):
@@ -67,47 +78,31 @@ def activation_range(bits):
     return 0, (1 << bits) - 1
 
 
-def pack_operands(values, lane_bits, signed):
-    """Pack `values` (one per lane) into the 8-bit operand word of the PE.
-
-    `lane_bits` is 2 or 4; there are 8 // lane_bits lanes. Returns an int.
-    """
-    if lane_bits not in (2, 4):
-        raise ValueError(f"lane_bits must be 2 or 4, got {lane_bits!r}")
-    lanes = SLICES * SLICE_BITS // lane_bits
-    values = list(values)
-    if len(values) > lanes:
-        raise ValueError(f"{len(values)} values do not fit {lanes} lanes of {lane_bits} bits")
-    low, high = weight_range(lane_bits) if signed else activation_range(lane_bits)
-    word = 0
+def _pack(mode, values, operand):
+    mode = PeMode(mode)
+    index = 0 if operand == "weight" else 1
+    bits = mode.weight_bits if operand == "weight" else mode.activation_bits
+    low, high = weight_range(bits) if operand == "weight" else activation_range(bits)
+    values = [int(value) for value in values]
+    if len(values) != mode.lanes:
+        raise ValueError(f"{mode.name} takes {mode.lanes} {operand} lanes, got {len(values)}")
     for lane, value in enumerate(values):
-        value = int(value)
         if not low <= value <= high:
-            raise ValueError(f"lane {lane} value {value} is outside [{low}, {high}]")
-        word |= (value & ((1 << lane_bits) - 1)) << (lane * lane_bits)
+            raise ValueError(f"{operand} lane {lane} value {value} is outside [{low}, {high}] "
+                             f"for {mode.name}")
+    word = 0
+    for brick, operands in enumerate(BRICK_MAP[mode]):
+        lane, part = operands[index]
+        bits_of_lane = values[lane] & ((1 << bits) - 1)
+        word |= ((bits_of_lane >> (part * SLICE_BITS)) & 0b11) << (brick * SLICE_BITS)
     return word
 
 
-def unpack_operands(word, lane_bits, signed):
-    """Inverse of `pack_operands`: the list of lane values of an 8-bit word."""
-    lanes = SLICES * SLICE_BITS // lane_bits
-    mask = (1 << lane_bits) - 1
-    values = []
-    for lane in range(lanes):
-        value = (word >> (lane * lane_bits)) & mask
-        if signed and value >> (lane_bits - 1):
-            value -= 1 << lane_bits
-        values.append(value)
-    return values
+def pack_weights(mode, weights):
+    """The 8-bit weight word for one cycle of `mode` (one value per lane)."""
+    return _pack(mode, weights, "weight")
 
 
-def dot_reference(mode, weight_word, activation_word):
-    """What the PE adds to its accumulator in one cycle, from the lane values.
-
-    Independent of the PE's brick wiring on purpose: it is the reference the
-    RTL is checked against.
-    """
-    mode = PeMode(mode)
-    weights = unpack_operands(weight_word, mode.weight_bits, signed=True)
-    activations = unpack_operands(activation_word, mode.activation_bits, signed=False)
-    return sum(w * a for w, a in zip(weights[:mode.lanes], activations[:mode.lanes]))
+def pack_activations(mode, activations):
+    """The 8-bit activation word for one cycle of `mode` (one value per lane)."""
+    return _pack(mode, activations, "activation")

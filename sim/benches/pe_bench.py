@@ -14,37 +14,21 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge
 
-from hw.pe.modes import SLICE_BITS, PeMode
-
-
-def lanes(words, lane_bits, signed):
-    """numpy: the lane values of 8-bit operand words, shape (cycles, lanes)."""
-    count = 8 // lane_bits
-    shifts = np.arange(count) * lane_bits
-    values = (words[:, None] >> shifts) & ((1 << lane_bits) - 1)
-    if signed:
-        values = np.where(values >> (lane_bits - 1), values - (1 << lane_bits), values)
-    return values
+from hw.pe.modes import PeMode, activation_range, pack_activations, pack_weights, weight_range
 
 
 class PeReference:
-    """numpy model of the PE: per-cycle dot products and the accumulator."""
+    """numpy model of the PE: per-cycle dot products from lane values, and the
+    accumulator (wrapping at acc_width bits)."""
 
     def __init__(self, acc_width):
         self.acc_width = acc_width
 
     @staticmethod
-    def dot_products(modes, weights, activations):
-        dots = np.zeros(len(modes), dtype=np.int64)
-        for mode in PeMode:
-            rows = modes == mode.value
-            w = lanes(weights[rows], mode.weight_bits, signed=True)[:, :mode.lanes]
-            a = lanes(activations[rows], mode.activation_bits, signed=False)[:, :mode.lanes]
-            dots[rows] = (w * a).sum(axis=1)
-        return dots
+    def dot_products(weight_lanes, activation_lanes):
+        return (weight_lanes * activation_lanes).sum(axis=1)
 
     def accumulate(self, dots, enable, first, psum_in):
-        """The accumulator after each cycle (wrapping at acc_width bits)."""
         mask = (1 << self.acc_width) - 1
         out = np.empty(len(dots), dtype=np.int64)
         acc = 0
@@ -58,19 +42,30 @@ class PeReference:
 
 
 class Stimulus:
-    """Random cycles: modes change on any cycle, with stalls and restarts."""
+    """Random cycles: a random mode on any cycle, random lane values (unused
+    lanes zero), stalls and restarts, packed into the PE's operand words."""
 
     def __init__(self, rng, cycles, acc_width, fused):
-        self.modes = rng.integers(0, len(PeMode), cycles) if fused else np.zeros(cycles, int)
-        self.weights = rng.integers(0, 256, cycles)
-        self.activations = rng.integers(0, 256, cycles)
-        if not fused:  # one 4-bit lane each
-            self.weights &= 0xF
-            self.activations &= 0xF
+        modes = list(PeMode) if fused else [PeMode.W4A4]
+        self.modes = rng.integers(0, len(modes), cycles)
+        self.weight_lanes = np.zeros((cycles, 4), dtype=np.int64)
+        self.activation_lanes = np.zeros((cycles, 4), dtype=np.int64)
+        for index, mode in enumerate(modes):
+            rows = self.modes == index
+            low, high = weight_range(mode.weight_bits)
+            self.weight_lanes[rows, :mode.lanes] = rng.integers(low, high + 1, (rows.sum(), mode.lanes))
+            high = activation_range(mode.activation_bits)[1]
+            self.activation_lanes[rows, :mode.lanes] = rng.integers(0, high + 1, (rows.sum(), mode.lanes))
+        self.modes = np.array([modes[index].value for index in self.modes])
         self.enable = rng.random(cycles) < 0.9
         self.first = rng.random(cycles) < 0.05
         half = 1 << (acc_width - 1)
         self.psum_in = rng.integers(-half, half, cycles)
+
+    def words(self, cycle):
+        mode = PeMode(int(self.modes[cycle]))
+        return (pack_weights(mode, self.weight_lanes[cycle, :mode.lanes]),
+                pack_activations(mode, self.activation_lanes[cycle, :mode.lanes]))
 
 
 class PeDriver:
@@ -84,12 +79,13 @@ class PeDriver:
     def apply(self, stimulus, cycle):
         dut = self.dut
         if self.fused:
+            weights, activations = stimulus.words(cycle)
             dut.mode.value = int(stimulus.modes[cycle])
-            dut.weights.value = int(stimulus.weights[cycle])
-            dut.activations.value = int(stimulus.activations[cycle])
+            dut.weights.value = weights
+            dut.activations.value = activations
         else:
-            dut.weight.value = int(stimulus.weights[cycle])
-            dut.activation.value = int(stimulus.activations[cycle])
+            dut.weight.value = int(stimulus.weight_lanes[cycle, 0]) & 0xF
+            dut.activation.value = int(stimulus.activation_lanes[cycle, 0])
         dut.enable.value = int(stimulus.enable[cycle])
         dut.first.value = int(stimulus.first[cycle])
         dut.psum_in.value = int(stimulus.psum_in[cycle]) & self.mask
@@ -102,7 +98,7 @@ async def run_random(dut, fused):
     rng = np.random.default_rng(seed)
     stimulus = Stimulus(rng, cycles, acc_width, fused)
     reference = PeReference(acc_width)
-    dots = reference.dot_products(stimulus.modes, stimulus.weights, stimulus.activations)
+    dots = reference.dot_products(stimulus.weight_lanes, stimulus.activation_lanes)
     expected = reference.accumulate(dots, stimulus.enable, stimulus.first, stimulus.psum_in)
 
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
@@ -123,8 +119,8 @@ async def run_random(dut, fused):
         got = dut.psum_out.value.to_signed()
         if got != expected[cycle]:
             mismatches.append((cycle, PeMode(int(stimulus.modes[cycle])).name,
-                               hex(stimulus.weights[cycle]), hex(stimulus.activations[cycle]),
-                               got, int(expected[cycle])))
+                               stimulus.weight_lanes[cycle].tolist(),
+                               stimulus.activation_lanes[cycle].tolist(), got, int(expected[cycle])))
     wall_s = time.perf_counter() - start
     dut._log.info("%d cycles, %d mismatches, %.0f cycles/s", cycles, len(mismatches),
                   cycles / wall_s)

@@ -1,14 +1,16 @@
+# amaranth: UnusedElaboratable=no
 """PE units in Amaranth's simulator: exhaustive per mode, mode switching, reset."""
 
+import itertools
 import random
 
 import pytest
 from amaranth.hdl import ClockDomain, Module
 from amaranth.sim import Simulator
 
-from hw.pe import FixedPE, FusedPE, PeMode, dot_reference, pack_operands
+from hw.pe import FixedPE, FusedPE, PeMode, pack_activations, pack_weights
 from hw.pe.accumulator import DOT_SHAPE
-from hw.pe.modes import weight_range
+from hw.pe.modes import activation_range, weight_range
 
 
 def simulate(pe, testbench):
@@ -32,57 +34,67 @@ def wrap(value, width):
     return value - (1 << width) if value >> (width - 1) else value
 
 
-def operand_words(mode):
-    """Every (weight word, activation word) pair whose used slices differ.
+def all_lane_values(mode):
+    """Every combination of lane values the mode allows: (weights, activations)."""
+    w_values = range(weight_range(mode.weight_bits)[0], weight_range(mode.weight_bits)[1] + 1)
+    a_values = range(activation_range(mode.activation_bits)[1] + 1)
+    for weights in itertools.product(w_values, repeat=mode.lanes):
+        for activations in itertools.product(a_values, repeat=mode.lanes):
+            yield weights, activations
 
-    Slices a mode does not use get random values: they must not matter.
-    """
-    rng = random.Random(int(mode.value))
-    used_w = mode.lanes * mode.weight_bits
-    used_a = mode.lanes * mode.activation_bits
-    for w in range(1 << used_w):
-        for a in range(1 << used_a):
-            junk_w = rng.getrandbits(8) & ~((1 << used_w) - 1) & 0xFF
-            junk_a = rng.getrandbits(8) & ~((1 << used_a) - 1) & 0xFF
-            yield w | junk_w, a | junk_a
+
+def dot(weights, activations):
+    """The reference: what one cycle adds, from the lane values alone."""
+    return sum(w * a for w, a in zip(weights, activations))
+
+
+def apply(ctx, pe, mode, weights, activations):
+    ctx.set(pe.mode, mode)
+    ctx.set(pe.weights.as_value(), pack_weights(mode, weights))
+    ctx.set(pe.activations.as_value(), pack_activations(mode, activations))
 
 
 def test_dot_product_fits_the_dot_shape():
-    values = [dot_reference(mode, w, a) for mode in PeMode
-              for w, a in operand_words(mode)]
+    values = [dot(w, a) for mode in PeMode for w, a in all_lane_values(mode)]
     assert min(values) == -120 and max(values) == 105
     assert -(1 << (DOT_SHAPE.width - 1)) <= min(values) and max(values) < 1 << (DOT_SHAPE.width - 1)
 
 
+def test_lane_counts():
+    assert {mode.name: mode.lanes for mode in PeMode} == {"W4A4": 1, "W4A2": 2, "W2A4": 2, "W2A2": 4}
+
+
 @pytest.mark.parametrize("mode", list(PeMode), ids=lambda mode: mode.name)
 def test_fused_pe_exhaustive(mode):
-    """Every operand combination of the mode, each product checked alone:
+    """Every value in every lane, all combinations, each cycle checked alone:
     `first` loads a random `psum_in`, so psum_out - psum_in is one dot product."""
     pe = FusedPE(acc_width=16)
     rng = random.Random(1)
     failures = []
+    checked = 0
 
     async def testbench(ctx, rst):
-        ctx.set(pe.mode, mode)
+        nonlocal checked
         ctx.set(pe.enable, 1)
         ctx.set(pe.first, 1)
-        for w, a in operand_words(mode):
+        for weights, activations in all_lane_values(mode):
             psum_in = rng.randrange(-1000, 1000)
-            ctx.set(pe.weights.as_value(), w)
-            ctx.set(pe.activations.as_value(), a)
+            apply(ctx, pe, mode, weights, activations)
             ctx.set(pe.psum_in, psum_in)
             await ctx.tick()
             got = ctx.get(pe.psum_out)
-            expected = psum_in + dot_reference(mode, w, a)
-            if got != expected:
-                failures.append((hex(w), hex(a), got, expected))
+            checked += 1
+            if got != psum_in + dot(weights, activations):
+                failures.append((weights, activations, got - psum_in))
 
     simulate(pe, testbench)
+    expected_count = (2 ** (mode.weight_bits + mode.activation_bits)) ** mode.lanes
+    assert checked == expected_count
     assert not failures, f"{len(failures)} wrong products, first: {failures[:5]}"
 
 
-def test_fused_pe_lanes_by_hand():
-    """A few products worked out by hand, one per mode, against the wiring."""
+def test_fused_pe_by_hand():
+    """Products worked out by hand, one or two per mode."""
     cases = [
         (PeMode.W4A4, [-8], [15], -120),
         (PeMode.W4A4, [7], [15], 105),
@@ -96,39 +108,48 @@ def test_fused_pe_lanes_by_hand():
         ctx.set(pe.enable, 1)
         ctx.set(pe.first, 1)
         for mode, weights, activations, expected in cases:
-            ctx.set(pe.mode, mode)
-            ctx.set(pe.weights.as_value(), pack_operands(weights, mode.weight_bits, signed=True))
-            ctx.set(pe.activations.as_value(), pack_operands(activations, mode.activation_bits, signed=False))
+            apply(ctx, pe, mode, weights, activations)
             await ctx.tick()
             assert ctx.get(pe.psum_out) == expected, (mode, weights, activations)
 
     simulate(pe, testbench)
 
 
-def random_cycle(rng):
-    return (rng.choice(list(PeMode)), rng.getrandbits(8), rng.getrandbits(8),
-            rng.random() < 0.9, rng.random() < 0.1, rng.randrange(-500, 500))
+def random_lanes(rng, mode):
+    low, high = weight_range(mode.weight_bits)
+    weights = [rng.randint(low, high) for _ in range(mode.lanes)]
+    activations = [rng.randint(*activation_range(mode.activation_bits)) for _ in range(mode.lanes)]
+    return weights, activations
 
 
 @pytest.mark.parametrize("acc_width", [8, 12, 24])
 def test_fused_pe_mode_switches_every_cycle(acc_width):
-    """A random mode on every cycle while accumulating: no bubble, no wrong sum,
-    and the accumulator wraps like a `acc_width`-bit register."""
+    """A random mode on every cycle while accumulating, with stalls and
+    restarts: no bubble, no wrong sum, and the accumulator wraps like an
+    `acc_width`-bit register."""
     pe = FusedPE(acc_width=acc_width)
     rng = random.Random(acc_width)
 
     async def testbench(ctx, rst):
         acc = 0
+        previous_mode = None
+        switches = 0
         for _ in range(3000):
-            mode, w, a, enable, first, psum_in = random_cycle(rng)
-            psum_in = wrap(psum_in, acc_width)
-            for signal, value in ((pe.mode, mode), (pe.weights.as_value(), w), (pe.activations.as_value(), a),
-                                  (pe.enable, enable), (pe.first, first), (pe.psum_in, psum_in)):
-                ctx.set(signal, value)
+            mode = rng.choice(list(PeMode))
+            switches += mode != previous_mode
+            previous_mode = mode
+            weights, activations = random_lanes(rng, mode)
+            enable, first = rng.random() < 0.9, rng.random() < 0.1
+            psum_in = wrap(rng.randrange(-500, 500), acc_width)
+            apply(ctx, pe, mode, weights, activations)
+            ctx.set(pe.enable, enable)
+            ctx.set(pe.first, first)
+            ctx.set(pe.psum_in, psum_in)
             await ctx.tick()
             if enable:
-                acc = wrap((psum_in if first else acc) + dot_reference(mode, w, a), acc_width)
+                acc = wrap((psum_in if first else acc) + dot(weights, activations), acc_width)
             assert ctx.get(pe.psum_out) == acc
+        assert switches > 2000
 
     simulate(pe, testbench)
 
@@ -137,9 +158,7 @@ def test_fused_pe_reset_clears_the_accumulator():
     pe = FusedPE(acc_width=16)
 
     async def testbench(ctx, rst):
-        ctx.set(pe.mode, PeMode.W4A4)
-        ctx.set(pe.weights.as_value(), pack_operands([7], 4, signed=True))
-        ctx.set(pe.activations.as_value(), pack_operands([15], 4, signed=False))
+        apply(ctx, pe, PeMode.W4A4, [7], [15])
         ctx.set(pe.enable, 1)
         for _ in range(3):
             await ctx.tick()
@@ -150,23 +169,9 @@ def test_fused_pe_reset_clears_the_accumulator():
         ctx.set(rst, 0)
         await ctx.tick()
         assert ctx.get(pe.psum_out) == 105
-
-    simulate(pe, testbench)
-
-
-def test_fused_pe_with_a_subset_of_modes_adds_zero_for_the_others():
-    pe = FusedPE(acc_width=16, modes=[PeMode.W4A4, PeMode.W2A2])
-
-    async def testbench(ctx, rst):
-        ctx.set(pe.enable, 1)
-        ctx.set(pe.first, 1)
-        for mode in PeMode:
-            ctx.set(pe.mode, mode)
-            ctx.set(pe.weights.as_value(), 0x55)
-            ctx.set(pe.activations.as_value(), 0xFF)
-            await ctx.tick()
-            expected = dot_reference(mode, 0x55, 0xFF) if mode in pe.modes else 0
-            assert ctx.get(pe.psum_out) == expected
+        ctx.set(pe.enable, 0)
+        await ctx.tick()
+        assert ctx.get(pe.psum_out) == 105
 
     simulate(pe, testbench)
 
@@ -194,35 +199,31 @@ def test_fixed_pe_exhaustive():
     simulate(pe, testbench)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"acc_width": 7}, "acc_width must be an int in [8, 64]"),
-    ({"acc_width": 65}, "acc_width"),
-    ({"acc_width": 16.0}, "acc_width"),
-    ({"acc_width": True}, "acc_width"),
-    ({"modes": []}, "modes must be a non-empty collection of PeMode"),
-    ({"modes": ["W4A4"]}, "modes"),
-    ({"modes": 3}, "modes"),
-])
-def test_fused_pe_rejects_bad_parameters(kwargs, message):
-    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        FusedPE(**kwargs)
-
-
-def test_fixed_pe_rejects_bad_acc_width():
-    with pytest.raises(ValueError, match="acc_width"):
-        FixedPE(acc_width=4)
+@pytest.mark.parametrize("pe_class", [FusedPE, FixedPE])
+@pytest.mark.parametrize("acc_width", [7, 65, 16.0, True, "24"])
+def test_pes_reject_bad_acc_width(pe_class, acc_width):
+    with pytest.raises(ValueError, match=r"acc_width must be an int in \[8, 64\]"):
+        pe_class(acc_width=acc_width)
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda: pack_operands([8], 4, signed=True), "outside"),
-    (lambda: pack_operands([-1], 2, signed=False), "outside"),
-    (lambda: pack_operands([0] * 5, 2, signed=False), "do not fit"),
-    (lambda: pack_operands([0], 3, signed=False), "lane_bits"),
+    (lambda: pack_weights(PeMode.W4A4, [8]), "outside"),
+    (lambda: pack_weights(PeMode.W2A2, [0, 0, 0, 2]), "outside"),
+    (lambda: pack_activations(PeMode.W4A2, [-1, 0]), "outside"),
+    (lambda: pack_activations(PeMode.W2A2, [0] * 5), "takes 4 activation lanes"),
     (lambda: PeMode.for_bits(5, 4), "weight_bits"),
+    (lambda: PeMode.for_bits(4, 1), "activation_bits"),
 ])
 def test_operand_packing_rejects_bad_values(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_packing_replicates_wide_operands_across_bricks():
+    # W4A4: the weight on slices 0-1 and again on 2-3; each activation slice twice.
+    assert pack_weights(PeMode.W4A4, [-3]) == 0b1101_1101
+    assert pack_activations(PeMode.W4A4, [0b1001]) == 0b10_10_01_01
+    assert pack_weights(PeMode.W2A2, [1, -1, -2, 0]) == 0b00_10_11_01
 
 
 def test_modes_for_three_bit_operands_are_four_bit():
