@@ -15,6 +15,7 @@ from sw.errors import UserError
 COMMAND_MODULES = [
     "sim.demo",
     "hw.generate",
+    "sw.quantize.commands",
 ]
 
 

@@ -74,3 +74,41 @@ def quantize_multiplier(real):
         shift -= 1
         multiplier = round(real * (1 << shift))
     return int(multiplier), int(shift)
+
+
+def round_half_up(x):
+    """The same rounding rule on real values: nearest integer, ties towards
+    +infinity (`floor(x + 0.5)`). Quantizers use it to turn a real value into an
+    integer code, so a tie rounds the same way as in `rounding_shift_right`.
+    Works on torch and numpy float arrays and Python floats."""
+    if hasattr(x, "floor"):  # torch
+        return (x + 0.5).floor()
+    if hasattr(x, "dtype"):  # numpy
+        import numpy as np
+        return np.floor(x + 0.5)
+    return math.floor(x + 0.5)
+
+
+def quantize_multipliers(reals):
+    """Per-channel multipliers sharing one per-layer shift.
+
+    Returns `(multipliers, shift)`: a numpy int64 array with
+    `multipliers[i] / 2**shift ~= reals[i]`, and a Python int. The shift is the
+    one `quantize_multiplier` picks for the largest `|real|`, so that channel
+    keeps the full MULTIPLIER_BITS of precision and no multiplier overflows;
+    each multiplier is then rounded exactly as `quantize_multiplier` rounds.
+    """
+    import numpy as np
+    reals = np.asarray(reals, dtype=np.float64)
+    if not np.all(np.isfinite(reals)):
+        raise ValueError("requantization scales must be finite")
+    largest = float(np.max(np.abs(reals))) if reals.size else 0.0
+    if largest == 0.0:
+        return np.zeros(reals.shape, dtype=np.int64), 0
+    _, shift = quantize_multiplier(largest)
+    # Scaling by a power of two is exact in float64; np.round rounds ties to
+    # even exactly like Python's round() in quantize_multiplier.
+    multipliers = np.round(reals * float(1 << shift)).astype(np.int64)
+    if multipliers.max() > MULTIPLIER_MAX or multipliers.min() < MULTIPLIER_MIN:
+        raise ValueError("requantization multiplier out of range")  # cannot happen
+    return multipliers, int(shift)

@@ -1,0 +1,231 @@
+"""Quantized layers: a Conv2d or Linear, its batch norm, ReLU and max-pooling,
+computed so that the fake-quant forward is bit-exact with the integer model.
+
+Between layers the network passes integer activation codes (held exactly in
+float tensors, so gradients flow) and their step. A layer:
+
+1. quantizes its weights to integers (`WeightQuantizer`) and accumulates
+   `acc = conv(codes, w_int)` in float. The operands are small integers, so
+   the float sum is exact while `|acc| < 2**24`; where the shapes allow a
+   larger accumulator the layer accumulates in float64 (exact below 2**53);
+2. requantizes with the integer contract (`sw.fixedpoint.requantize`) on the
+   int64 accumulator, with the per-channel multiplier, per-layer shift and
+   integer bias that the export writes, so the forward value is exactly the
+   integer reference's;
+3. takes its gradient from the real-valued surrogate
+   `clamp(acc * r + c, 0, 2**a - 1)` (straight-through estimator), where
+   `r = s_in s_w gamma / (sigma s_a)` and `c = (gamma (b - mu) / sigma + beta) / s_a`
+   carry batch norm (batch statistics in training, running ones in eval);
+4. max-pools the codes.
+
+The last layer returns logits: `acc + bias_int` (integer bias added), scaled by
+`s_in s_w` for the loss.
+"""
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sw import fixedpoint
+from sw.quantize.quantizers import MIN_STEP, ActivationQuantizer, WeightQuantizer, ste_replace
+
+# Integer bias range (it fits the compiler's 32-bit bias registers).
+BIAS_MAX = (1 << 31) - 1
+# Float32 holds every integer below this exactly.
+FLOAT32_EXACT = 1 << 24
+
+
+class QuantLayer(nn.Module):
+    """One layer of the integer contract, wrapping the user's float modules."""
+
+    def __init__(self, op, bn, pool, weight_bits, act_bits, group_size, input_bits,
+                 flatten_input=False, input_norm=None, name=""):
+        super().__init__()
+        self.op = op            # nn.Conv2d or nn.Linear (the user's module, trained in place)
+        self.bn = bn            # nn.BatchNorm1d/2d or None
+        self.pool = pool        # nn.MaxPool2d or None
+        self.name = name
+        self.is_conv = isinstance(op, nn.Conv2d)
+        self.flatten_input = bool(flatten_input)
+        self.input_bits = int(input_bits)
+        # Input normalisation folded into this layer: x_norm = x * scale - offset,
+        # per input channel (conv) or per input feature (linear).
+        step_unit = 1.0
+        if input_norm is not None:
+            scale, offset = input_norm
+            step_unit = float(torch.as_tensor(scale, dtype=torch.float32).mean())
+            self.register_buffer("input_scale", torch.as_tensor(scale, dtype=torch.float32))
+            self.register_buffer("input_offset", torch.as_tensor(offset, dtype=torch.float32))
+        else:
+            self.input_scale = None
+            self.input_offset = None
+        self.weight_quantizer = WeightQuantizer(op.weight.shape, weight_bits, group_size, step_unit)
+        self.act_quantizer = ActivationQuantizer(act_bits) if act_bits is not None else None
+
+    @property
+    def is_last(self):
+        return self.act_quantizer is None
+
+    # -- the float parameters with the input normalisation folded in --------
+    def folded_weight_bias(self):
+        weight = self.op.weight
+        bias = self.op.bias if self.op.bias is not None else weight.new_zeros(weight.shape[0])
+        if self.input_scale is None:
+            return weight, bias
+        shape = (1, -1, 1, 1) if self.is_conv else (1, -1)
+        folded = weight * self.input_scale.reshape(shape)
+        dims = tuple(range(1, weight.dim()))
+        bias = bias - (weight * self.input_offset.reshape(shape)).sum(dim=dims)
+        return folded, bias
+
+    # -- accumulation --------------------------------------------------------
+    def accumulator_bound(self):
+        """Largest |acc| the shapes and precisions allow."""
+        fan_in = self.op.weight[0].numel()
+        weight_max = max(1 << (int(b) - 1 + int(e)) for b, e in
+                         zip(self.weight_quantizer.group_bits.flatten().tolist(),
+                             self.weight_quantizer.group_shift.flatten().tolist()))
+        return fan_in * ((1 << self.input_bits) - 1) * weight_max
+
+    def _linear_op(self, x, w):
+        if self.is_conv:
+            op = self.op
+            return F.conv2d(x, w, None, op.stride, op.padding, op.dilation, op.groups)
+        return F.linear(x, w)
+
+    def accumulate(self, codes, w_int):
+        """`(acc, acc_int)`: the float accumulator (with gradient) and the same
+        values exactly as int64."""
+        if self.accumulator_bound() < FLOAT32_EXACT:
+            acc = self._linear_op(codes, w_int)
+            return acc, acc.detach().to(torch.int64)
+        acc64 = self._linear_op(codes.double(), w_int.double())
+        return acc64.to(codes.dtype), acc64.detach().to(torch.int64)
+
+    # -- batch norm and requantization parameters -----------------------------
+    def _channel_shape(self):
+        return (1, -1, 1, 1) if self.is_conv else (1, -1)
+
+    def _bn_affine(self, y=None):
+        """`(g, mu, beta)`: BN as `g * (y - mu) + beta`, with batch statistics of
+        `y` in training (running statistics updated), running ones otherwise."""
+        bn = self.bn
+        channels = self.op.weight.shape[0]
+        if bn is None:
+            one = self.op.weight.new_ones(channels)
+            return one, torch.zeros_like(one), torch.zeros_like(one)
+        if self.training and y is not None:
+            dims = [d for d in range(y.dim()) if d != 1]
+            mean = y.mean(dim=dims)
+            var = y.var(dim=dims, unbiased=False)
+            with torch.no_grad():
+                count = y.numel() // channels
+                momentum = 0.1 if bn.momentum is None else bn.momentum
+                bn.running_mean.mul_(1 - momentum).add_(momentum * mean.detach())
+                bn.running_var.mul_(1 - momentum).add_(momentum * var.detach() * count / max(count - 1, 1))
+                bn.num_batches_tracked += 1
+        else:
+            mean, var = bn.running_mean, bn.running_var
+        gamma = bn.weight if bn.affine else torch.ones_like(mean)
+        beta = bn.bias if bn.affine else torch.zeros_like(mean)
+        return gamma / torch.sqrt(var + bn.eps), mean, beta
+
+    @staticmethod
+    def integer_requant(r, c):
+        """Per-channel multiplier, per-layer shift and integer bias for the
+        real map `acc * r + c`: `(acc + bias) * multiplier >> shift`."""
+        reals = r.detach().double().cpu().numpy()
+        multiplier, shift = fixedpoint.quantize_multipliers(reals)
+        offset = c.detach().double().cpu().numpy()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            bias = np.where(multiplier != 0, offset * float(1 << shift) / multiplier, 0.0)
+        bias = np.clip(fixedpoint.round_half_up(bias), -BIAS_MAX, BIAS_MAX).astype(np.int64)
+        device = r.device
+        return (torch.from_numpy(multiplier).to(device), shift, torch.from_numpy(bias).to(device))
+
+    @staticmethod
+    def integer_bias(bias_real):
+        values = fixedpoint.round_half_up(bias_real.detach().double())
+        return values.clamp(-BIAS_MAX, BIAS_MAX).to(torch.int64)
+
+    # -- forward ---------------------------------------------------------------
+    def forward(self, codes, in_step):
+        """`codes`: integer input codes (float tensor); `in_step`: their step.
+        Returns `(codes, step)` for a hidden layer, `(logits, logits_int)` for
+        the last one."""
+        if self.flatten_input:
+            codes = codes.flatten(1)
+        weight, bias = self.folded_weight_bias()
+        w_int, w_step = self.weight_quantizer(weight)
+        acc, acc_int = self.accumulate(codes, w_int)
+        acc_scale = in_step * w_step
+        shape = self._channel_shape()
+        if self.is_last:
+            bias_real = bias / acc_scale
+            bias_int = self.integer_bias(bias_real)
+            logits_int = acc_int + bias_int.reshape(shape)
+            surrogate = (acc + bias_real.reshape(shape)) * acc_scale
+            logits = ste_replace(surrogate, logits_int.to(acc.dtype) * acc_scale.detach())
+            return logits, logits_int
+        step = self.act_quantizer.scaled_step(acc[0].numel())
+        y = acc * acc_scale + bias.reshape(shape) if (self.training and self.bn is not None) else None
+        g, mean, beta = self._bn_affine(y)
+        r = acc_scale * g / step
+        c = (g * (bias - mean) + beta) / step
+        multiplier, shift, bias_int = self.integer_requant(r, c)
+        codes_int = fixedpoint.requantize(acc_int, bias_int.reshape(shape), multiplier.reshape(shape),
+                                          shift, self.act_quantizer.bits)
+        surrogate = (acc * r.reshape(shape) + c.reshape(shape)).clamp(0, self.act_quantizer.qmax)
+        out = ste_replace(surrogate, codes_int)
+        if self.pool is not None:
+            out = F.max_pool2d(out, self.pool.kernel_size, self.pool.stride, self.pool.padding)
+        return out, step
+
+    # -- export ------------------------------------------------------------------
+    @torch.no_grad()
+    def export(self, in_step):
+        """The layer's integers (eval mode: running BN statistics), and the
+        step of its output activations. Same functions as `forward`."""
+        weight, bias = self.folded_weight_bias()
+        q, group_bits, group_shift = self.weight_quantizer.export(weight)
+        _, w_step = self.weight_quantizer(weight)
+        acc_scale = in_step * w_step
+        arrays = {"weight": q, "weight_bits": group_bits, "weight_shift": group_shift}
+        op = self.op
+        fields = {
+            "name": self.name,
+            "kind": "conv2d" if self.is_conv else "linear",
+            "in_channels": int(op.weight.shape[1]),
+            "out_channels": int(op.weight.shape[0]),
+            "flatten_input": self.flatten_input,
+            "input_bits": self.input_bits,
+            "weight_step": float(w_step),
+        }
+        if self.is_conv:
+            fields.update(kernel_size=list(op.kernel_size), stride=list(op.stride),
+                          padding=list(op.padding))
+        if self.is_last:
+            arrays["bias"] = self.integer_bias(bias / acc_scale)
+            fields.update(act_bits=None, requant_shift=None, pool=None,
+                          output_step=float(acc_scale))
+            return fields, arrays, None
+        step = self.act_quantizer.step.clamp(min=MIN_STEP)
+        g, mean, beta = self._bn_affine()
+        multiplier, shift, bias_int = self.integer_requant(acc_scale * g / step,
+                                                           (g * (bias - mean) + beta) / step)
+        arrays.update(bias=bias_int, requant_multiplier=multiplier)
+        pool = None
+        if self.pool is not None:
+            pool = {"kernel_size": list(_pair(self.pool.kernel_size)),
+                    "stride": list(_pair(self.pool.stride)),
+                    "padding": list(_pair(self.pool.padding))}
+        fields.update(act_bits=self.act_quantizer.bits, requant_shift=int(shift), pool=pool,
+                      output_step=float(step))
+        return fields, arrays, step
+
+
+def _pair(value):
+    return (value, value) if isinstance(value, int) else tuple(value)

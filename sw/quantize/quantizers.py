@@ -1,0 +1,170 @@
+"""Quantizers: learned step sizes (LSQ, Esser et al. 2020) with the
+straight-through estimator.
+
+Every rule lives here once:
+
+* rounding of a real value to an integer code: `fixedpoint.round_half_up`
+  (ties towards +infinity, the same rule as the integer requantization);
+* the straight-through estimator (`round_ste`, `ste_replace`): the forward
+  pass takes the rounded (or integer-computed) value, the backward pass the
+  gradient of the unrounded surrogate;
+* LSQ's gradient scaling of a step size (`grad_scale`), `1/sqrt(N * Qp)`.
+
+Weights are signed: a group of precision `p` and shift `e` takes the values
+`q << e` with `q` in `[-2**(p-1), 2**(p-1) - 1]` (see `groups.py`).
+Activations are unsigned: `[0, 2**a - 1]`; the clamp at zero is the ReLU.
+"""
+
+import math
+
+import torch
+from torch import nn
+
+from sw import fixedpoint
+from sw.quantize import groups
+
+# A step size never goes below this (it would make every code saturate).
+MIN_STEP = 1e-8
+
+
+class _RoundSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return fixedpoint.round_half_up(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+class _GradScale(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, scale):
+        ctx.scale = scale
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.scale, None
+
+
+class _Replace(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, surrogate, value):
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+def round_ste(x):
+    """Round half up; the gradient passes straight through."""
+    return _RoundSTE.apply(x)
+
+
+def grad_scale(x, scale):
+    """`x` unchanged forward; its gradient multiplied by `scale` backward."""
+    return _GradScale.apply(x, float(scale))
+
+
+def ste_replace(surrogate, value):
+    """Forward: exactly `value` (computed without gradient, e.g. in integers);
+    backward: the gradient of `surrogate` (the straight-through estimator)."""
+    return _Replace.apply(surrogate, value.detach().to(surrogate.dtype))
+
+
+def signed_range(bits):
+    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+
+def unsigned_range(bits):
+    return 0, (1 << bits) - 1
+
+
+class WeightQuantizer(nn.Module):
+    """Signed weights in groups: per-layer fine step `step`, per-group
+    precision `group_bits` and left shift `group_shift` (buffers, so a
+    mixed-precision pass can change them without touching this code).
+
+    The learned parameter is the step in units of `step_unit`: the first
+    layer's weights carry the folded input normalisation (about 1/64 of the
+    float weights), and a parameter of ordinary magnitude keeps its learning
+    rate comparable to the other layers'."""
+
+    def __init__(self, weight_shape, bits, group_size, step_unit=1.0):
+        super().__init__()
+        self.weight_shape = tuple(weight_shape)
+        self.group_size = int(group_size)
+        shape = groups.group_shape(weight_shape, group_size)
+        self.step = nn.Parameter(torch.tensor(1.0))
+        self.register_buffer("group_bits", torch.full(shape, int(bits), dtype=torch.int64))
+        self.register_buffer("group_shift", torch.zeros(shape, dtype=torch.int64))
+        self.register_buffer("step_unit", torch.tensor(float(step_unit)))
+
+    @property
+    def max_bits(self):
+        return int(self.group_bits.max())
+
+    @torch.no_grad()
+    def init_step(self, weight):
+        """LSQ's initial step, 2 mean|w| / sqrt(Qp), for the widest groups."""
+        qmax = signed_range(self.max_bits)[1]
+        step = 2 * weight.abs().mean().item() / math.sqrt(qmax) / self.step_unit.item()
+        self.step.fill_(max(step, MIN_STEP))
+
+    def _ranges(self, device):
+        bits = groups.expand_to_weights(self.group_bits, self.weight_shape, self.group_size)
+        shift = groups.expand_to_weights(self.group_shift, self.weight_shape, self.group_size)
+        low = -torch.pow(2.0, (bits - 1).float())
+        high = -low - 1
+        unit = torch.pow(2.0, shift.float())
+        return low.to(device), high.to(device), unit.to(device)
+
+    def forward(self, weight):
+        """Returns `(w_int, step)`: `w_int` holds the integer weights `q << e`
+        (as floats, exactly), `step` the per-layer step with LSQ gradient
+        scaling; the real weights are `w_int * step`."""
+        qmax = signed_range(self.max_bits)[1]
+        step = grad_scale(self.step.clamp(min=MIN_STEP), 1.0 / math.sqrt(weight.numel() * qmax))
+        step = step * self.step_unit
+        low, high, unit = self._ranges(weight.device)
+        q = round_ste(torch.clamp(weight / (step * unit), low, high))
+        return q * unit, step
+
+    @torch.no_grad()
+    def export(self, weight):
+        """`(q, group_bits, group_shift)` as int64 tensors; `q` unshifted."""
+        w_int, _ = self.forward(weight)
+        _, _, unit = self._ranges(weight.device)
+        q = (w_int / unit).to(torch.int64)
+        return q, self.group_bits.clone(), self.group_shift.clone()
+
+
+class ActivationQuantizer(nn.Module):
+    """Unsigned `bits`-bit activations with a learned per-layer step."""
+
+    def __init__(self, bits):
+        super().__init__()
+        self.bits = int(bits)
+        self.step = nn.Parameter(torch.tensor(1.0))
+
+    @property
+    def qmax(self):
+        return unsigned_range(self.bits)[1]
+
+    @torch.no_grad()
+    def init_step(self, x):
+        """LSQ's initial step, 2 mean|x| / sqrt(Qp)."""
+        self.step.fill_(max(2 * x.abs().mean().item() / math.sqrt(self.qmax), MIN_STEP))
+
+    def scaled_step(self, features):
+        """The step with LSQ's gradient scale for `features` values per sample."""
+        return grad_scale(self.step.clamp(min=MIN_STEP), 1.0 / math.sqrt(features * self.qmax))
+
+    def forward(self, x):
+        """Returns `(codes, step)`: integer codes in `[0, 2**bits - 1]` (as
+        floats) and the step; the real activations are `codes * step`."""
+        step = self.scaled_step(x[0].numel())
+        codes = round_ste(torch.clamp(x / step, 0, self.qmax))
+        return codes, step

@@ -1,0 +1,330 @@
+"""Training: float pre-training and quantization-aware retraining.
+
+One epoch loop for both; on one CPU, one GPU, or several processes under
+`torchrun` (DDP: gloo on CPU, NCCL on GPU). Every epoch appends a JSON line to
+`OUT/log.jsonl` and replaces `OUT/checkpoint.pt` atomically with everything a
+resume needs (model, optimizer, scheduler, RNG states, log); the data order and
+augmentation of epoch `e` come from a generator seeded by `(seed, e)`. A run
+killed and resumed with `--resume` therefore ends with exactly the weights of
+an uninterrupted one.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import random
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sw.errors import UserError
+from sw.quantize import data as data_module
+from sw.quantize.config import parse_precision
+from sw.quantize.convert import QuantNetwork, calibrate, quantize_network
+from sw.quantize.models import build_model
+
+CHECKPOINT = "checkpoint.pt"
+LOG = "log.jsonl"
+CHECKPOINT_FORMAT = "mpq-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    model: str = "digits-cnn"
+    dataset: str = "digits"
+    data: str | None = None
+    download: bool = False
+    width: float = 1.0
+    precision: str = "float"
+    group_size: int = 16
+    init: str | None = None          # float checkpoint to start QAT from
+    epochs: int = 10
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    lr_schedule: str = "cosine"     # cosine | step | constant
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    seed: int = 0
+    device: str = "auto"
+    out: str = "runs/train"
+    resume: bool = False
+    limit_train: int | None = None
+    limit_test: int | None = None
+    progress: bool = True
+    stop_after_epoch: int | None = None  # stop early (as if killed) after this epoch
+    threads: int | None = None
+
+
+# -- processes and devices ---------------------------------------------------------
+def _distributed():
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return world, int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _device(name, local_rank):
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda: no CUDA device is available")
+        if name == "cuda":
+            name = f"cuda:{local_rank}"
+        # TF32 would make the float accumulation of integer operands inexact.
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    elif name != "cpu":
+        raise UserError(f"unknown device {name!r}; use cpu, cuda or auto")
+    return torch.device(name)
+
+
+# -- model building ----------------------------------------------------------------------
+def model_spec(config, dataset):
+    return {"model": config.model, "width": config.width, "dataset": config.dataset,
+            "input_shape": list(dataset.input_shape), "num_classes": dataset.num_classes,
+            "mean": list(dataset.mean), "std": list(dataset.std),
+            "precision": parse_precision(config.precision, config.group_size).to_dict()}
+
+
+class _DatasetInfo:
+    def __init__(self, spec):
+        self.input_shape = tuple(spec["input_shape"])
+        self.num_classes = spec["num_classes"]
+        self.mean, self.std = spec["mean"], spec["std"]
+
+
+def build_network(spec):
+    """The float or quantized network a model spec describes (fresh weights)."""
+    from sw.quantize.config import PrecisionConfig
+    model = build_model(spec["model"], spec["width"], _DatasetInfo(spec))
+    precision = PrecisionConfig.from_dict(spec["precision"])
+    if precision.is_float:
+        return model
+    return quantize_network(model, precision, tuple(spec["input_shape"]))
+
+
+def load_checkpoint(path, map_location="cpu"):
+    if not os.path.isfile(path):
+        raise UserError(f"no checkpoint at {path}")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as error:  # torch raises many types on a bad file
+        raise UserError(f"cannot read checkpoint {path}: {error}") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{path} is not an mpq training checkpoint")
+    if checkpoint.get("version") != CHECKPOINT_VERSION:
+        raise UserError(f"{path}: checkpoint version {checkpoint.get('version')!r}, "
+                        f"this mpq reads version {CHECKPOINT_VERSION}")
+    return checkpoint
+
+
+def network_from_checkpoint(path, map_location="cpu"):
+    """`(network, spec)` rebuilt from a checkpoint, in eval mode."""
+    checkpoint = load_checkpoint(path, map_location)
+    network = build_network(checkpoint["spec"])
+    network.load_state_dict(checkpoint["model"])
+    network.eval()
+    return network, checkpoint["spec"]
+
+
+def _initial_network(config, dataset, spec, device):
+    precision = parse_precision(config.precision, config.group_size)
+    float_model = build_model(config.model, config.width, dataset)
+    if config.init:
+        checkpoint = load_checkpoint(config.init)
+        init_spec = checkpoint["spec"]
+        if (init_spec["model"], init_spec["width"]) != (config.model, config.width):
+            raise UserError(f"--init {config.init} holds {init_spec['model']} at width "
+                            f"{init_spec['width']}, not {config.model} at width {config.width}")
+        if init_spec["precision"]["weight_bits"] is not None:
+            raise UserError(f"--init {config.init} is not a float checkpoint")
+        float_model.load_state_dict(checkpoint["model"])
+    if precision.is_float:
+        return float_model.to(device)
+    network = quantize_network(float_model, precision, dataset.input_shape).to(device)
+    generator = torch.Generator().manual_seed(config.seed)
+    sample = torch.randperm(len(dataset.train_y), generator=generator)[:256]
+    calibrate(network, dataset.train_x[sample].to(device))
+    return network
+
+
+# -- optimisation ---------------------------------------------------------------------------
+def _optimizer(config, network):
+    decay, no_decay = [], []
+    for name, parameter in network.named_parameters():
+        is_weight = parameter.dim() > 1
+        (decay if is_weight else no_decay).append(parameter)
+    groups = [{"params": decay, "weight_decay": config.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=config.lr)
+    raise UserError(f"unknown optimizer {config.optimizer!r}; use sgd or adam")
+
+
+def _schedule(config, optimizer, steps_per_epoch):
+    total = max(1, config.epochs * steps_per_epoch)
+    if config.lr_schedule == "cosine":
+        rule = lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+    elif config.lr_schedule == "step":
+        rule = lambda step: 0.1 ** (step * 3 // total)
+    elif config.lr_schedule == "constant":
+        rule = lambda step: 1.0
+    else:
+        raise UserError(f"unknown learning-rate schedule {config.lr_schedule!r}; "
+                        "use cosine, step or constant")
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, rule)
+
+
+@torch.no_grad()
+def evaluate(network, dataset, device, batch_size=500):
+    """`(loss, accuracy)` of a float or fake-quant network on the test set."""
+    network.eval()
+    loss, correct = 0.0, 0
+    for images, labels in data_module.epoch_batches(dataset, batch_size, 0, 0, train=False):
+        logits = network(images.to(device).float())
+        labels = labels.to(device)
+        loss += F.cross_entropy(logits, labels, reduction="sum").item()
+        correct += (logits.argmax(1) == labels).sum().item()
+    count = len(dataset.test_y)
+    return loss / count, correct / count
+
+
+# -- files -----------------------------------------------------------------------------------
+def _atomic_save(obj, path):
+    temporary = f"{path}.tmp{os.getpid()}"
+    torch.save(obj, temporary)
+    os.replace(temporary, path)
+
+
+def _write_log(path, entries):
+    temporary = f"{path}.tmp{os.getpid()}"
+    with open(temporary, "w") as f:
+        for entry in entries:
+            f.write(json.dumps(entry) + "\n")
+    os.replace(temporary, path)
+
+
+def _rng_state():
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+            "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _set_rng_state(state):
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _resume_config_check(saved, config):
+    keys = ("model", "dataset", "width", "precision", "group_size", "epochs", "batch_size",
+            "optimizer", "lr", "lr_schedule", "weight_decay", "momentum", "seed", "init",
+            "limit_train")
+    different = [k for k in keys if saved.get(k) != getattr(config, k)]
+    if different:
+        raise UserError("--resume with different settings than the checkpoint: " +
+                        ", ".join(f"{k} ({saved.get(k)!r} there, {getattr(config, k)!r} now)"
+                                  for k in different))
+
+
+# -- the loop --------------------------------------------------------------------------------
+def train(config):
+    """Train as `config` says; returns the list of per-epoch log entries."""
+    world, rank, local_rank = _distributed()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = _device(config.device, local_rank)
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        torch.distributed.init_process_group(backend)
+    if config.epochs < 1:
+        raise UserError("--epochs must be at least 1")
+    dataset = data_module.load_dataset(config.dataset, config.data, config.download,
+                                       config.limit_train, config.limit_test)
+    spec = model_spec(config, dataset)
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+    random.seed(config.seed)
+    network = _initial_network(config, dataset, spec, device)
+    optimizer = _optimizer(config, network)
+    steps_per_epoch = sum(1 for _ in range(0, len(dataset.train_y), config.batch_size))
+    scheduler = _schedule(config, optimizer, steps_per_epoch)
+    os.makedirs(config.out, exist_ok=True)
+    checkpoint_path = os.path.join(config.out, CHECKPOINT)
+    log_path = os.path.join(config.out, LOG)
+    log, start = [], 0
+    if config.resume and os.path.isfile(checkpoint_path):
+        checkpoint = load_checkpoint(checkpoint_path, device)
+        _resume_config_check(checkpoint["config"], config)
+        network.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        _set_rng_state(checkpoint["rng"])
+        log, start = checkpoint["log"], checkpoint["epoch"] + 1
+        if rank == 0:
+            _write_log(log_path, log)
+    elif rank == 0 and os.path.exists(log_path):
+        os.remove(log_path)
+    model = network
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            network, device_ids=[device.index] if device.type == "cuda" else None)
+    is_quantized = isinstance(network, QuantNetwork)
+    for epoch in range(start, config.epochs):
+        if config.stop_after_epoch is not None and epoch > config.stop_after_epoch:
+            break
+        began = time.time()
+        model.train()
+        total_loss, total_correct, total_count = 0.0, 0, 0
+        batches = data_module.epoch_batches(dataset, config.batch_size, epoch, config.seed, rank, world)
+        if config.progress and rank == 0:
+            from tqdm import tqdm
+            batches = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
+                           leave=False, file=sys.stderr, disable=None)
+        for images, labels in batches:
+            images, labels = images.to(device).float(), labels.to(device)
+            logits = model(images)
+            loss = F.cross_entropy(logits, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total_loss += loss.item() * len(labels)
+            total_correct += (logits.argmax(1) == labels).sum().item()
+            total_count += len(labels)
+        seconds = time.time() - began
+        test_loss, test_accuracy = evaluate(network, dataset, device)
+        entry = {"epoch": epoch + 1, "train_loss": total_loss / max(total_count, 1),
+                 "train_accuracy": total_correct / max(total_count, 1),
+                 "test_loss": test_loss,
+                 ("fake_quant_accuracy" if is_quantized else "test_accuracy"): test_accuracy,
+                 "lr": optimizer.param_groups[0]["lr"], "seconds": seconds,
+                 "precision": spec["precision"] and parse_precision(config.precision).describe(),
+                 "processes": world}
+        log.append(entry)
+        if rank == 0:
+            _atomic_save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+                          "epoch": epoch, "config": dataclasses.asdict(config), "spec": spec,
+                          "model": network.state_dict(), "optimizer": optimizer.state_dict(),
+                          "scheduler": scheduler.state_dict(), "rng": _rng_state(), "log": log},
+                         checkpoint_path)
+            with open(log_path, "a") as f:
+                f.write(json.dumps(entry) + "\n")
+            accuracy_name = "fake-quant" if is_quantized else "float"
+            print(f"epoch {epoch + 1}/{config.epochs}: loss {entry['train_loss']:.4f}, "
+                  f"{accuracy_name} test accuracy {100 * test_accuracy:.2f}%, {seconds:.1f} s",
+                  file=sys.stderr, flush=True)
+        if world > 1:
+            torch.distributed.barrier()
+    return log
