@@ -1,0 +1,103 @@
+"""The contract of the project: the fake-quant forward and the integer
+reference compute the same integers."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+from sw.quantize.config import parse_precision
+from sw.quantize.convert import calibrate, quantize_network
+from sw.quantize.export import write_model_file
+from sw.quantize.reference import IntegerModel
+
+
+def _retrain(network, dataset, steps=30, lr=0.02):
+    optimizer = torch.optim.SGD(network.parameters(), lr=lr, momentum=0.9)
+    network.train()
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        index = torch.randint(0, len(dataset.train_y), (32,), generator=generator)
+        loss = F.cross_entropy(network(dataset.train_x[index].float()), dataset.train_y[index])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return network.eval()
+
+
+def _quantized(make_cnn, dataset, precision, mixed_groups=False):
+    torch.manual_seed(0)
+    network = quantize_network(make_cnn(), parse_precision(precision, group_size=4), dataset.input_shape)
+    if mixed_groups:  # what the mixed-precision pass will do: per-group precision and shift
+        generator = torch.Generator().manual_seed(3)
+        for layer in network.layers:
+            quantizer = layer.weight_quantizer
+            choice = torch.randint(0, 3, quantizer.group_bits.shape, generator=generator)
+            quantizer.group_bits.copy_(torch.tensor([2, 3, 4])[choice])
+            quantizer.group_shift.copy_((choice == 0).long())   # 2-bit groups on the coarse grid
+    calibrate(network, dataset.train_x[:128])
+    return _retrain(network, dataset)
+
+
+@pytest.mark.parametrize("precision,mixed", [("w4a4", False), ("w2a2", False), ("w3a3", False),
+                                             ("w4a4,first=w8,last=w8,1=a2", False), ("w4a3", True)])
+def test_fake_quant_and_integer_reference_agree(make_cnn, synthetic_dataset, tmp_path, precision, mixed):
+    network = _quantized(make_cnn, synthetic_dataset, precision, mixed)
+    images = synthetic_dataset.test_x
+    with torch.no_grad():
+        logits, codes, logits_int = network(images.float(), return_codes=True)
+    path = tmp_path / "model.mpq"
+    write_model_file(network, str(path))
+    reference = IntegerModel.load(str(path))
+    ref_logits, ref_codes = reference(images, return_codes=True)
+    assert len(codes) == len(ref_codes) == 3
+    for layer, (fake, exact) in enumerate(zip(codes, ref_codes)):
+        assert torch.equal(fake, exact), f"activation codes differ after layer {layer}"
+        assert exact.max() > 0, "a dead layer would make this test vacuous"
+    assert torch.equal(logits_int, ref_logits)
+    assert torch.equal(logits.argmax(1), ref_logits.argmax(1))   # same prediction on every image
+    accuracy = (ref_logits.argmax(1) == synthetic_dataset.test_y).float().mean()
+    assert accuracy > 0.5
+
+
+class _DtypeRecorder(TorchFunctionMode):
+    def __init__(self):
+        super().__init__()
+        self.dtypes = set()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        for value in (result if isinstance(result, (tuple, list)) else (result,)):
+            if isinstance(value, torch.Tensor):
+                self.dtypes.add(value.dtype)
+        return result
+
+
+def test_integer_reference_uses_integer_tensors_only(make_cnn, synthetic_dataset, tmp_path):
+    network = _quantized(make_cnn, synthetic_dataset, "w4a4")
+    path = tmp_path / "model.mpq"
+    write_model_file(network, str(path))
+    reference = IntegerModel.load(str(path))
+    for layer in reference.layers:
+        tensors = [layer.weight, layer.bias] + ([layer.multiplier] if not layer.is_last else [])
+        assert all(t.dtype == torch.int64 for t in tensors)
+    with _DtypeRecorder() as recorder:
+        reference(synthetic_dataset.test_x)
+    assert recorder.dtypes and not any(d.is_floating_point for d in recorder.dtypes), recorder.dtypes
+
+
+def test_requantized_codes_track_the_real_activation(make_cnn, synthetic_dataset):
+    """The integers are the quantization of the float network's activation."""
+    network = _quantized(make_cnn, synthetic_dataset, "w4a4")
+    layer = network.layers[0]
+    images = synthetic_dataset.test_x[:8].float()
+    with torch.no_grad():
+        codes, step = layer(images, torch.ones(()))
+        weight, bias = layer.folded_weight_bias()
+        w_int, w_step = layer.weight_quantizer(weight)
+        real = F.conv2d(images, w_int * w_step, bias, padding=1)
+        real = layer.bn(real).relu() / step
+    expected = real.add(0.5).floor().clamp(0, 15)
+    # Equal except where the 16-bit multiplier moves a value across a rounding tie.
+    assert (codes != expected).float().mean() < 0.01
+    assert (codes - expected).abs().max() <= 1

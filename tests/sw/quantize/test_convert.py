@@ -1,0 +1,92 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sw.errors import UserError
+from sw.quantize.config import parse_precision
+from sw.quantize.convert import quantize_network
+from sw.quantize.models import digits_cnn, vgg9
+
+W4A4 = parse_precision("w4a4")
+
+
+class CustomForward(nn.Module):
+    """A user's network written with its own forward and functional calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.pool = nn.MaxPool2d(2)
+        self.fc = nn.Linear(8 * 4 * 4, 5)
+
+    def forward(self, x):
+        x = self.pool(F.relu(self.bn(self.conv(x))))
+        return self.fc(x.view(x.size(0), -1))
+
+
+def test_maps_a_users_own_network():
+    network = quantize_network(CustomForward(), W4A4, (3, 8, 8), input_mean=0.5, input_std=0.25)
+    assert [layer.name for layer in network.layers] == ["conv", "fc"]
+    assert network.layers[0].pool is not None and network.layers[1].flatten_input
+    assert network.layers[1].is_last
+    logits = network(torch.randint(0, 256, (2, 3, 8, 8)).float())
+    assert logits.shape == (2, 5)
+
+
+def test_maps_the_named_models():
+    assert len(quantize_network(vgg9(width=0.0625), W4A4, (3, 32, 32)).layers) == 9
+    network = quantize_network(digits_cnn(), parse_precision("w4a4,first=w8,last=w8"), (1, 8, 8))
+    bits = [layer.weight_quantizer.max_bits for layer in network.layers]
+    assert bits == [8, 4, 4, 8]
+    assert [layer.input_bits for layer in network.layers] == [8, 4, 4, 4]
+
+
+def _expect_error(model, *fragments):
+    with pytest.raises(UserError) as error:
+        quantize_network(model, W4A4, (3, 8, 8))
+    for fragment in fragments:
+        assert fragment in str(error.value)
+
+
+def test_unmappable_module_is_named_with_its_position():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(36, 2))
+    _expect_error(model, "position 3", "`2`", "AvgPool2d")
+
+
+def test_missing_relu_and_bad_orders_are_rejected():
+    _expect_error(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(144, 2)), "no ReLU")
+    _expect_error(nn.Sequential(nn.Conv2d(3, 4, 3), nn.MaxPool2d(2), nn.BatchNorm2d(4), nn.ReLU(),
+                                nn.Flatten(), nn.Linear(36, 2)), "max-pooling", "position 2")
+    _expect_error(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 2),
+                                nn.ReLU()), "last layer")
+    _expect_error(nn.Sequential(nn.Conv2d(3, 4, 3, groups=1, dilation=2), nn.ReLU(), nn.Flatten(),
+                                nn.Linear(64, 2)), "dilation")
+
+
+class Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.fc = nn.Linear(192, 2)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(F.relu(self.conv(x)) + x, 1))
+
+
+def test_branches_are_rejected():
+    _expect_error(Residual(), "position 3", "`add`")
+
+
+def test_batch_norm_after_the_last_layer_is_folded():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 3), nn.BatchNorm1d(3))
+    with torch.no_grad():
+        model[4].running_mean.uniform_(-1, 1)
+        model[4].running_var.uniform_(0.5, 2)
+        model[4].weight.uniform_(0.5, 2)
+    model.eval()
+    network = quantize_network(model, W4A4, (3, 8, 8))
+    x = torch.randn(4, 144)
+    last = network.layers[-1].op
+    assert torch.allclose(last(x), model[4](model[3](x)), atol=1e-5)
