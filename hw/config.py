@@ -1,26 +1,97 @@
-"""Named accelerator configurations: the one object that drives generation.
+"""Named accelerator configurations: the one object that drives generation,
+the compiler, the golden model's counters and (later) the energy model.
 
-Later parts (array, memories, compiler, energy model) read their parameters
-from here too, so a configuration is named once and means the same thing
-everywhere.
+A configuration is named once and means the same thing everywhere:
+`make verilog CONFIG=name`, `mpq compile --config name`.
 """
 
 import dataclasses
 
 from sw.errors import UserError
 
+# Fixed by the design (docs/isa.md): weights per group (a bit-plane word is G
+# bits; activation chunks are G / 4 words of four 4-bit slots).
+GROUP_SIZE = 16
+ACT_SLOT_BITS = 4
+ACT_WORD_BITS = 16
+PARAM_WIDTH = 48
+PROGRAM_WIDTH = 64
+RESULT_WIDTH = 32
+# Chunk descriptor: ky(4) kx(4) block(12) mode(2), then 3 bits per row.
+CHUNK_FIXED_BITS = 22
+CHUNK_ROW_BITS = 3
+
+
+def _is_power_of_two(value):
+    return isinstance(value, int) and value > 0 and value & (value - 1) == 0
+
 
 @dataclasses.dataclass(frozen=True)
 class AcceleratorConfig:
     name: str
-    # Accumulator width of every PE, sign included.
+    rows: int = 8
+    cols: int = 8
+    # Accumulator width of every PE and of the output accumulators, sign included.
     acc_width: int = 24
+    # Memory depths (entries); each a power of two.
+    program_depth: int = 16384
+    chunk_depth: int = 32768
+    wptr_depth: int = 1024
+    param_depth: int = 4096
+    weight_depth: int = 65536
+    act_depth: int = 16384
+    result_depth: int = 1024
+
+    def __post_init__(self):
+        for field in ("rows", "cols"):
+            value = getattr(self, field)
+            if not isinstance(value, int) or not 1 <= value <= 32:
+                raise ValueError(f"{field} must be an int in [1, 32], got {value!r}")
+        if self.cols % 2:
+            raise ValueError(f"cols must be even (2x2 pooling pairs columns), got {self.cols}")
+        if not isinstance(self.acc_width, int) or not 16 <= self.acc_width <= 32:
+            raise ValueError(f"acc_width must be an int in [16, 32], got {self.acc_width!r}")
+        for field in ("program_depth", "chunk_depth", "wptr_depth", "param_depth",
+                      "weight_depth", "act_depth", "result_depth"):
+            if not _is_power_of_two(getattr(self, field)):
+                raise ValueError(f"{field} must be a power of two, got {getattr(self, field)!r}")
+
+    @property
+    def group_size(self):
+        return GROUP_SIZE
+
+    @property
+    def weight_addr_bits(self):
+        return (self.weight_depth - 1).bit_length()
+
+    @property
+    def chunk_width(self):
+        return CHUNK_FIXED_BITS + CHUNK_ROW_BITS * self.rows
+
+    @property
+    def wptr_width(self):
+        return self.rows * self.weight_addr_bits
+
+    def memory_shapes(self):
+        """Memory id -> (name, banks, width, depth), as in docs/isa.md."""
+        return {
+            0: ("program", 1, PROGRAM_WIDTH, self.program_depth),
+            1: ("chunks", 1, self.chunk_width, self.chunk_depth),
+            2: ("wptr", 1, self.wptr_width, self.wptr_depth),
+            3: ("params", 1, PARAM_WIDTH, self.param_depth),
+            4: ("weights", self.rows, GROUP_SIZE, self.weight_depth),
+            5: ("activations", self.cols, ACT_WORD_BITS, self.act_depth),
+            6: ("results", 1, RESULT_WIDTH, self.result_depth),
+        }
 
 
 CONFIGS = {config.name: config for config in [
     AcceleratorConfig("default"),
-    # Narrower accumulators: for small networks (the digits CNN) on small FPGAs.
-    AcceleratorConfig("small", acc_width=16),
+    # Small and fast to simulate: the random-layer regression and the iCE40.
+    AcceleratorConfig("small", rows=4, cols=4, program_depth=2048, chunk_depth=2048,
+                      wptr_depth=256, param_depth=512, weight_depth=4096, act_depth=4096,
+                      result_depth=256),
+    AcceleratorConfig("large", rows=16, cols=16, weight_depth=131072, act_depth=32768),
 ]}
 
 
