@@ -106,3 +106,26 @@ def pack_weights(mode, weights):
 def pack_activations(mode, activations):
     """The 8-bit activation word for one cycle of `mode` (one value per lane)."""
     return _pack(mode, activations, "activation")
+
+
+def pack_lanes_hdl(mode, lanes, operand):
+    """The HDL twin of `pack_weights` / `pack_activations`: an 8-bit operand
+    word from lane values, placed by `BRICK_MAP` for the run-time `mode`.
+
+    `lanes` is a list of four 4-bit Values: lane `l`'s value in its low
+    `bits` bits (two's complement for weights); lanes a mode does not use
+    are ignored. `operand` is "weight" or "activation".
+    """
+    from amaranth.hdl import Cat, Mux
+
+    index = 0 if operand == "weight" else 1
+    slices = []
+    for brick in range(BRICKS):
+        value = 0
+        # Build a mux chain over the modes (the mode is a 2-bit enum signal).
+        for candidate in PeMode:
+            lane, part = BRICK_MAP[candidate][brick][index]
+            bits = lanes[lane][part * SLICE_BITS:(part + 1) * SLICE_BITS]
+            value = bits if isinstance(value, int) else Mux(mode == candidate, bits, value)
+        slices.append(value)
+    return Cat(*slices)
