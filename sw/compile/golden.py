@@ -1,0 +1,345 @@
+"""The golden model: executes a program on memory images as docs/isa.md says
+the core does, and predicts every counter of `hw/counters.COUNTERS`.
+
+It knows nothing of the layer that was compiled: it fetches instructions,
+sets registers, reads chunk descriptors, weight pointers, weight bit-planes
+and activation words through the documented layouts, computes the PE lanes
+of each mode, accumulates per PE, drains into the double-buffered OAB with
+the round's shift, and runs the PPU (bias, `sw.fixedpoint.requantize`,
+pooling over row pairs, writes to the activation or result memory). Its
+output is checked against the numpy reference (`sw/compile/reference.py`),
+and the RTL's memories and counters are checked against it.
+
+Arithmetic is vectorised per ROUND (all chunks of the round at once); the
+sum of a chunk's steps does not depend on how channels are spread over
+lanes, so the steps appear only in the counters and the timing. PE and OAB
+accumulators wrap to `acc_width` bits like the hardware (the compiler proves
+they never need to).
+
+Count conventions (docs/isa.md, "Counters", made precise here):
+* `program_reads`: one per instruction fetched, HALT and SET included.
+* `chunk_reads`: one per chunk run; `wptr_reads`: one per ROUND.
+* `weight_reads`: `p` plane words per row per chunk (0 for pcode 0).
+* `act_reads`: per column per chunk, G/4 words when the pixel is inside the
+  map, 0 when it is padding (also for columns beyond OUT_W: they compute).
+* `macs_<mode>`: `R * C * lanes` per step issued.
+* `oab_writes`: R per ROUND (one row entry per drain cycle); `oab_reads`: R
+  per ROUND that is not `first` (read-modify-write) plus R per PPU job.
+* `param_reads`: per PPU job, one per row with `k < COUT` (rows beyond COUT
+  are neither read nor written), also at the even row of a pooled pair.
+* `act_writes`: one per 4-bit slot written (pooled layers write at the odd
+  row only); `result_writes`: one per result word.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from hw import timing
+from hw.config import GROUP_SIZE
+from hw.counters import COUNTERS
+from sw import fixedpoint
+from sw.compile import encoding as enc
+from sw.compile.images import read_entry
+
+_BITS_OF_PCODE = np.array(enc.BITS_OF_PCODE, dtype=np.int64)
+_DENSE = (4, 5, 6)  # weights, activations, results: dense numpy banks
+
+
+class Timeline:
+    """The cycle rules of docs/isa.md, "Timing", and nothing else.
+
+    * every instruction: FETCH_CYCLES;
+    * ROUND: if `first` and the PPU job of tile n - 2 (the other user of this
+      tile's OAB buffer n mod 2) has not ended, stall until it ends; then
+      PREFETCH_CYCLES, one cycle per step (busy), R + C - 1 + PIPE_CYCLES for
+      the last step to reach PE (R-1, C-1), and R drain cycles;
+    * a `last` ROUND starts a PPU job at max(its drain end, previous PPU job
+      end), lasting R * C + PPU_CYCLES (it runs beside the next instructions);
+    * HALT: waits for the PPU; `cycles` is the time done rises.
+    """
+
+    def __init__(self, rows, cols):
+        self.rows, self.cols = rows, cols
+        self.now = 0
+        self.busy = 0
+        self.stall = 0
+        self.ppu_free = 0     # end of the latest PPU job
+        self.ppu_end = {}     # tile number -> end of its PPU job
+
+    def fetch(self):
+        self.now += timing.FETCH_CYCLES
+
+    def round(self, tile_number, first, last, steps):
+        if first and tile_number - 2 in self.ppu_end:
+            wait = max(0, self.ppu_end[tile_number - 2] - self.now)
+            self.stall += wait
+            self.now += wait
+        self.now += timing.PREFETCH_CYCLES + steps
+        self.busy += steps
+        self.now += self.rows + self.cols - 1 + timing.PIPE_CYCLES + self.rows
+        if last:
+            start = max(self.now, self.ppu_free)
+            self.ppu_free = start + self.rows * self.cols + timing.PPU_CYCLES
+            self.ppu_end[tile_number] = self.ppu_free
+
+    def halt(self):
+        self.now = max(self.now, self.ppu_free)
+
+
+@dataclasses.dataclass
+class Execution:
+    memories: dict          # final images: sparse dicts (0-3), numpy banks (4-6)
+    counters: dict          # every name of hw.counters.COUNTERS
+    error: bool = False     # stopped on an unknown opcode
+    error_pc: int | None = None
+
+
+@dataclasses.dataclass
+class GoldenRun:
+    output: np.ndarray      # (Cout, Ho, Wo) decoded from the final memories
+    counters: dict
+    memories: dict
+    execution: Execution
+
+
+def _wrap(value, bits):
+    half = 1 << (bits - 1)
+    return ((value + half) & ((1 << bits) - 1)) - half
+
+
+def _load(config, images):
+    shapes = config.memory_shapes()
+    memories = {}
+    for memory, (_, banks, _, depth) in shapes.items():
+        given = images.get(memory, [])
+        if memory in _DENSE:
+            dense = np.zeros((banks, depth), dtype=np.int64)
+            for index, bank in enumerate(given):
+                if isinstance(bank, dict):
+                    if bank:
+                        dense[index, list(bank.keys())] = list(bank.values())
+                else:
+                    dense[index, :len(bank)] = bank
+            memories[memory] = dense
+        else:
+            memories[memory] = [dict(bank) if isinstance(bank, dict) else
+                                dict(enumerate(int(v) for v in bank)) for bank in given]
+            memories[memory] += [dict() for _ in range(banks - len(memories[memory]))]
+    return memories
+
+
+class _Core:
+    def __init__(self, config, images, compute):
+        self.config = config
+        self.R, self.C = config.rows, config.cols
+        self.compute = compute
+        self.mem = _load(config, images)
+        self.regs = {name: 0 for name in enc.REGISTERS}
+        self.counters = dict.fromkeys(COUNTERS, 0)
+        self.timeline = Timeline(self.R, self.C)
+        self.oab = np.zeros((2, self.R, self.C), dtype=np.int64)
+        self.tile = (0, 0, 0)
+        self.tile_number = -1
+        self.pool_row = {}          # (x0, ktile) -> (y, horizontal maxima)
+        self.chunk_cache = {}
+
+    # -- instruction loop --
+
+    def run(self, max_instructions):
+        program = self.mem[0][0]
+        depth = self.config.program_depth
+        pc = 0
+        for _ in range(max_instructions):
+            opcode, fields = enc.decode_instruction(program.get(pc, 0))
+            self.counters["program_reads"] += 1
+            self.timeline.fetch()
+            if opcode == enc.OP_HALT:
+                self.timeline.halt()
+                return False, None
+            if opcode == enc.OP_SET:
+                if fields["register"] < len(enc.REGISTERS):
+                    self.regs[enc.REGISTERS[fields["register"]]] = fields["value"]
+            elif opcode == enc.OP_TILE:
+                self.tile = (fields["y"], fields["x0"], fields["ktile"])
+            elif opcode == enc.OP_ROUND:
+                self.round(**fields)
+            else:
+                return True, pc
+            pc = (pc + 1) % depth
+        raise RuntimeError(f"no HALT within {max_instructions} instructions")
+
+    # -- ROUND --
+
+    def chunk(self, address):
+        word = read_entry(self.mem[1][0], address % self.config.chunk_depth)
+        key = (address, word)
+        if key not in self.chunk_cache:
+            self.chunk_cache[key] = enc.decode_chunk(word, self.R)
+        return self.chunk_cache[key]
+
+    def round(self, chunk_start, chunk_count, wptr, shift, input2, first, last):
+        if first:
+            self.tile_number += 1
+        config, counters, R, C = self.config, self.counters, self.R, self.C
+        chunks = [self.chunk(chunk_start + i) for i in range(chunk_count)]
+        pointers = enc.decode_wptr(read_entry(self.mem[2][0], wptr % config.wptr_depth), R,
+                                   config.weight_addr_bits)
+        counters["wptr_reads"] += 1
+        counters["chunk_reads"] += chunk_count
+        ky = np.array([c[0] for c in chunks], dtype=np.int64)
+        kx = np.array([c[1] for c in chunks], dtype=np.int64)
+        block = np.array([c[2] for c in chunks], dtype=np.int64)
+        modes = [c[3] for c in chunks]
+        pcodes = np.array([c[4] for c in chunks], dtype=np.int64).reshape(chunk_count, R)
+        folds = np.array([c[5] for c in chunks], dtype=np.int64).reshape(chunk_count, R)
+        bits = _BITS_OF_PCODE[pcodes]                                       # (N, R)
+        steps = 0
+        for mode in modes:
+            mode_steps = GROUP_SIZE // mode.lanes
+            steps += mode_steps
+            counters[f"macs_{mode.name.lower()}"] += mode_steps * R * C * mode.lanes
+        counters["weight_reads"] += int(bits.sum())
+
+        activations, inside = self.read_activations(ky, kx, block, modes, input2)
+        counters["act_reads"] += enc.CHUNK_ACT_WORDS * int(inside.sum())
+        buffer = self.tile_number % 2
+        if self.compute:
+            weights = self.read_weights(pointers, bits, folds, modes)      # (N, R, G)
+            acc = _wrap(np.einsum("nrl,ncl->rc", weights, activations), config.acc_width)
+            shifted = acc << shift
+            self.oab[buffer] = _wrap(shifted if first else self.oab[buffer] + shifted,
+                                     config.acc_width)
+        counters["oab_writes"] += R
+        if not first:
+            counters["oab_reads"] += R
+        self.timeline.round(self.tile_number, first, last, steps)
+        if last:
+            self.ppu(self.oab[buffer])
+
+    def read_activations(self, ky, kx, block, modes, input2):
+        """(N, C, G) activation lane values and the (N, C) inside-the-map mask."""
+        C, regs = self.C, self.regs
+        y, x0, _ = self.tile
+        height, width, pad = regs["IN_H"], regs["IN_W"], regs["PAD"]
+        yy = y + ky - pad                                                   # (N,)
+        xx = x0 + np.arange(C)[None, :] + kx[:, None] - pad                # (N, C)
+        inside = ((yy >= 0) & (yy < height))[:, None] & (xx >= 0) & (xx < width)
+        if not self.compute:
+            return None, inside
+        base = regs["IN_BASE2"] if input2 else regs["IN_BASE"]
+        wb = -(-width // C)
+        address = (base + (yy[:, None] * wb + xx // C) * regs["IN_WORDS"]
+                   + block[:, None] * enc.CHUNK_ACT_WORDS)                  # (N, C)
+        address = address[:, :, None] + np.arange(enc.CHUNK_ACT_WORDS)       # (N, C, 4)
+        bank = np.broadcast_to((xx % C)[:, :, None], address.shape)
+        words = np.where(inside[:, :, None],
+                         self.mem[5][bank, address % self.config.act_depth], 0)
+        slots = (words[..., None] >> (4 * np.arange(enc.ACT_SLOTS_PER_WORD))) & 15
+        slots = slots.reshape(len(ky), C, GROUP_SIZE)        # channel 4*word + slot
+        mask = np.array([(1 << mode.activation_bits) - 1 for mode in modes], dtype=np.int64)
+        return slots & mask[:, None, None], inside
+
+    def read_weights(self, pointers, bits, folds, modes):
+        """(N, R, G) weight lane values: each row reads its p planes at its
+        pointer, which then advances by p; the value is q << fold wrapped to
+        the mode's weight width."""
+        R, depth = self.R, self.config.weight_depth
+        offsets = np.cumsum(bits, axis=0) - bits                             # exclusive
+        address = np.array(pointers, dtype=np.int64)[None, :] + offsets      # (N, R)
+        plane_index = np.arange(4)
+        planes = self.mem[4][np.arange(R)[None, :, None],
+                             (address[:, :, None] + plane_index) % depth]    # (N, R, 4)
+        planes = np.where(plane_index < bits[:, :, None], planes, 0)
+        lane = np.arange(GROUP_SIZE)
+        value = (((planes[..., None] >> lane) & 1) << plane_index[:, None]).sum(axis=2)
+        sign = (value >> np.maximum(bits - 1, 0)[:, :, None]) & 1
+        value = np.where(bits[:, :, None] > 0, value - (sign << bits[:, :, None]), 0)
+        value = value << folds[:, :, None]
+        width = np.array([mode.weight_bits for mode in modes], dtype=np.int64)[:, None, None]
+        half = 1 << (width - 1)
+        return ((value + half) & ((1 << width) - 1)) - half
+
+    # -- PPU --
+
+    def ppu(self, values):
+        R, C, regs, counters = self.R, self.C, self.regs, self.counters
+        y, x0, ktile = self.tile
+        k = ktile * R + np.arange(R)
+        rows_ok = k < regs["COUT"]
+        x = x0 + np.arange(C)
+        cols_ok = x < regs["OUT_W"]
+        counters["oab_reads"] += R
+        counters["param_reads"] += int(rows_ok.sum())
+        params = [enc.decode_param(read_entry(self.mem[3][0],
+                                              (regs["PARAM_BASE"] + kk) % self.config.param_depth))
+                  if ok else (0, 0) for kk, ok in zip(k.tolist(), rows_ok.tolist())]
+        bias = np.array([p[0] for p in params], dtype=np.int64)[:, None]
+        multiplier = np.array([p[1] for p in params], dtype=np.int64)[:, None]
+        if regs["RAW"]:
+            ok = rows_ok[:, None] & cols_ok[None, :]
+            counters["result_writes"] += int(ok.sum())
+            if self.compute:
+                address = regs["RES_BASE"] + (y * regs["OUT_W"] + x[None, :]) * regs["COUT"] \
+                    + k[:, None]
+                self.mem[6][0, address[ok] % self.config.result_depth] = \
+                    (values + bias)[ok] & 0xFFFFFFFF
+            return
+        codes = fixedpoint.requantize(values, bias, multiplier, regs["REQ_SHIFT"],
+                                      regs["ACT_BITS"])
+        if not regs["POOL"]:
+            ok = rows_ok[:, None] & cols_ok[None, :]
+            self.write_slots(codes, np.full(x.shape, y), x, k, ok)
+            return
+        pairs = np.arange(C // 2)
+        horizontal = np.maximum(codes[:, 0::2], codes[:, 1::2])              # (R, C/2)
+        if y % 2 == 0:
+            self.pool_row[(x0, ktile)] = (y, horizontal)
+            return
+        previous = self.pool_row.pop((x0, ktile), None)
+        if previous is None or previous[0] != y - 1:
+            raise RuntimeError(f"pooled tile row {y} (x0={x0}, ktile={ktile}) does not follow "
+                               f"its even row")
+        pooled = np.maximum(previous[1], horizontal)
+        ok = rows_ok[:, None] & (x0 + 2 * pairs + 1 < regs["OUT_W"])[None, :]
+        self.write_slots(pooled, np.full(pairs.shape, y // 2), x0 // 2 + pairs, k, ok)
+
+    def write_slots(self, codes, ys, xs, k, ok):
+        """Write codes[r, j] to pixel (ys[j], xs[j]), channel k[r] where ok."""
+        self.counters["act_writes"] += int(ok.sum())
+        if not self.compute:
+            return
+        regs, C = self.regs, self.C
+        bank = np.broadcast_to(xs % C, ok.shape)
+        word = (regs["OUT_BASE"] + (ys * regs["OUT_WB"] + xs // C)[None, :] * regs["OUT_WORDS"]
+                + (k // enc.ACT_SLOTS_PER_WORD)[:, None]) % self.config.act_depth
+        slot = np.broadcast_to((k % enc.ACT_SLOTS_PER_WORD)[:, None], ok.shape)
+        for s in range(enc.ACT_SLOTS_PER_WORD):   # one slot position at a time: no clashes
+            sel = ok & (slot == s)
+            b, w = bank[sel], word[sel]
+            self.mem[5][b, w] = (self.mem[5][b, w] & ~(15 << (4 * s))) \
+                | ((codes[sel] & 15) << (4 * s))
+
+
+def execute(config, images, *, compute=True, max_instructions=50_000_000):
+    """Run the program in `images` from address 0 to HALT.
+
+    `compute=False` skips the data path (weights, activations, PPU values)
+    and only counts and times: the counters do not depend on the data."""
+    core = _Core(config, images, compute)
+    error, error_pc = core.run(max_instructions)
+    counters = core.counters
+    counters["cycles"] = core.timeline.now
+    counters["busy_cycles"] = core.timeline.busy
+    counters["stall_cycles"] = core.timeline.stall
+    return Execution(core.mem, dict(counters), error, error_pc)
+
+
+def run_golden(compiled, x):
+    """Load a CompiledLayer and input codes `x`, execute, decode the output."""
+    execution = execute(compiled.config, compiled.memories(x))
+    if execution.error:
+        raise RuntimeError(f"golden model stopped on an unknown opcode at {execution.error_pc}")
+    return GoldenRun(compiled.decode_output(execution.memories), execution.counters,
+                     execution.memories, execution)
+

@@ -1,0 +1,293 @@
+"""One integer layer as the compiler takes it (`LayerSpec`), its checks, and a
+generator of random layers for the tests.
+
+The integer semantics are those of docs/model_format.md: `weights` are the
+full integer weights `q << e` (not `q`), grouped as in
+`sw/quantize/groups.py` with group size `hw.config.GROUP_SIZE`; a linear
+layer is a 1x1 convolution on a 1x1 map.
+"""
+
+import dataclasses
+import math
+
+import numpy as np
+
+from hw.config import GROUP_SIZE
+from sw import fixedpoint
+from sw.errors import UserError
+from sw.quantize.groups import group_shape
+
+WEIGHT_BITS = (2, 3, 4, 8)
+INPUT_ACT_BITS = (2, 3, 4, 8)
+OUTPUT_ACT_BITS = (2, 3, 4)
+# p + e of a 2/3/4-bit group must fit the PE's 4-bit weight lane.
+MAX_GROUP_BITS = 4
+
+
+@dataclasses.dataclass
+class LayerSpec:
+    kind: str                       # "conv" or "linear"
+    weights: np.ndarray             # int64 q << e; conv (Cout, Cin, kh, kw), linear (Cout, Cin)
+    precision: np.ndarray           # per group p in {2, 3, 4} (8: the whole layer)
+    shift: np.ndarray               # per group e >= 0
+    bias: np.ndarray                # int64 per Cout, in accumulator units
+    multiplier: np.ndarray | None   # signed 16-bit per Cout (None for a raw layer)
+    requant_shift: int | None       # 0 .. 47 (None for a raw layer)
+    act_bits_in: int                # 2, 3, 4, or 8 for the raw uint8 network input
+    act_bits_out: int | None        # 2, 3, 4 (None for a raw layer)
+    input_shape: tuple              # (Cin, H, W); (Cin, 1, 1) for linear
+    padding: int = 0
+    pool: bool = False              # 2x2 max-pool, stride 2, floor
+    raw: bool = False               # last layer: output acc + bias
+    name: str = "layer"
+
+    def __post_init__(self):
+        self.weights = np.asarray(self.weights)
+        self.precision = np.asarray(self.precision)
+        self.shift = np.asarray(self.shift)
+        self.bias = np.asarray(self.bias)
+        if self.multiplier is not None:
+            self.multiplier = np.asarray(self.multiplier)
+        self.input_shape = tuple(int(d) for d in self.input_shape)
+        if self.kind == "linear" and len(self.input_shape) == 1:
+            self.input_shape = (self.input_shape[0], 1, 1)
+        self.padding = int(self.padding)
+        self.pool = bool(self.pool)
+        self.raw = bool(self.raw)
+        self.validate()
+
+    # -- derived shapes --
+
+    @property
+    def out_channels(self):
+        return int(self.weights.shape[0])
+
+    @property
+    def in_channels(self):
+        return int(self.weights.shape[1])
+
+    @property
+    def kernel(self):
+        return (1, 1) if self.kind == "linear" else tuple(int(d) for d in self.weights.shape[2:])
+
+    @property
+    def conv_weights(self):
+        """Weights as (Cout, Cin, kh, kw) int64."""
+        w = self.weights.astype(np.int64)
+        return w[:, :, None, None] if self.kind == "linear" else w
+
+    @property
+    def conv_groups(self):
+        """`(precision, shift)` as (Cout, kh, kw, blocks) int64 arrays."""
+        p, e = self.precision.astype(np.int64), self.shift.astype(np.int64)
+        if self.kind == "linear":
+            return p[:, None, None, :], e[:, None, None, :]
+        return p, e
+
+    @property
+    def conv_output_hw(self):
+        (_, h, w), (kh, kw) = self.input_shape, self.kernel
+        return h + 2 * self.padding - kh + 1, w + 2 * self.padding - kw + 1
+
+    @property
+    def output_shape(self):
+        ho, wo = self.conv_output_hw
+        if self.pool:
+            ho, wo = ho // 2, wo // 2
+        return self.out_channels, ho, wo
+
+    # -- checks --
+
+    def _fail(self, message):
+        raise UserError(f"layer {self.name!r}: {message}")
+
+    def validate(self):
+        if self.kind not in ("conv", "linear"):
+            self._fail(f"kind must be 'conv' or 'linear', got {self.kind!r}")
+        w = self.weights
+        if not np.issubdtype(w.dtype, np.integer):
+            self._fail(f"weights must be integers, got dtype {w.dtype}")
+        if w.ndim != (4 if self.kind == "conv" else 2):
+            self._fail(f"{self.kind} weights must be {4 if self.kind == 'conv' else 2}-D, "
+                       f"got shape {w.shape}")
+        if min(w.shape) < 1:
+            self._fail(f"weights have an empty dimension: shape {w.shape}")
+        self.weights = w.astype(np.int64)
+        cout, cin = self.out_channels, self.in_channels
+        if len(self.input_shape) != 3:
+            self._fail(f"input_shape must be (Cin, H, W), got {self.input_shape}")
+        if self.input_shape[0] != cin:
+            self._fail(f"input_shape {self.input_shape} has {self.input_shape[0]} channels, "
+                       f"the weights take {cin}")
+        if self.kind == "linear" and self.input_shape[1:] != (1, 1):
+            self._fail(f"a linear layer takes a (Cin, 1, 1) input, got {self.input_shape}")
+        if self.kind == "linear" and (self.padding or self.pool):
+            self._fail("a linear layer has no padding and no pooling")
+        if self.padding < 0:
+            self._fail(f"padding must be >= 0, got {self.padding}")
+        ho, wo = self.conv_output_hw
+        if ho < 1 or wo < 1:
+            self._fail(f"the {self.kernel} kernel does not fit the input {self.input_shape} "
+                       f"with padding {self.padding}")
+        if self.pool and (ho < 2 or wo < 2):
+            self._fail(f"2x2 pooling of a {ho}x{wo} output leaves nothing")
+        if self.raw and self.pool:
+            self._fail("a raw (logits) layer cannot pool: the PPU pools activations only")
+        if self.act_bits_in not in INPUT_ACT_BITS:
+            self._fail(f"input activation bits {self.act_bits_in} not supported "
+                       f"(limit: one of {INPUT_ACT_BITS})")
+        self._validate_groups()
+        if self.bias.shape != (cout,) or not np.issubdtype(self.bias.dtype, np.integer):
+            self._fail(f"bias must be {cout} integers, got shape {self.bias.shape} "
+                       f"dtype {self.bias.dtype}")
+        self.bias = self.bias.astype(np.int64)
+        if self.bias.min() < -(1 << 31) or self.bias.max() >= (1 << 31):
+            self._fail("bias exceeds the 32-bit signed parameter field")
+        if self.raw:
+            return
+        if self.act_bits_out not in OUTPUT_ACT_BITS:
+            self._fail(f"output activation bits {self.act_bits_out} not supported "
+                       f"(limit: one of {OUTPUT_ACT_BITS})")
+        if self.multiplier is None or self.multiplier.shape != (cout,) \
+                or not np.issubdtype(self.multiplier.dtype, np.integer):
+            self._fail(f"multiplier must be {cout} integers")
+        self.multiplier = self.multiplier.astype(np.int64)
+        if self.multiplier.min() < fixedpoint.MULTIPLIER_MIN \
+                or self.multiplier.max() > fixedpoint.MULTIPLIER_MAX:
+            self._fail(f"requantization multiplier out of the {fixedpoint.MULTIPLIER_BITS}-bit "
+                       f"signed range [{fixedpoint.MULTIPLIER_MIN}, {fixedpoint.MULTIPLIER_MAX}]")
+        if not isinstance(self.requant_shift, (int, np.integer)) \
+                or not 0 <= self.requant_shift <= fixedpoint.SHIFT_MAX:
+            self._fail(f"requantization shift {self.requant_shift!r} outside "
+                       f"[0, {fixedpoint.SHIFT_MAX}]")
+        self.requant_shift = int(self.requant_shift)
+
+    def _validate_groups(self):
+        expected = group_shape(self.weights.shape, GROUP_SIZE)
+        for field in ("precision", "shift"):
+            array = getattr(self, field)
+            if array.shape != expected or not np.issubdtype(array.dtype, np.integer):
+                self._fail(f"{field} must be an integer array of the group shape {expected}, "
+                           f"got shape {array.shape} dtype {array.dtype}")
+        p, e = self.precision.astype(np.int64), self.shift.astype(np.int64)
+        self.precision, self.shift = p, e
+        bad = np.argwhere(~np.isin(p, WEIGHT_BITS))
+        if bad.size:
+            group = tuple(int(i) for i in bad[0])
+            self._fail(f"group {group} has precision {p[group]}, not supported "
+                       f"(limit: one of {WEIGHT_BITS})")
+        if (p == 8).any() and not (p == 8).all():
+            self._fail("8-bit weights must cover the whole layer (they run as digit passes)")
+        bad = np.argwhere(e < 0)
+        if bad.size:
+            group = tuple(int(i) for i in bad[0])
+            self._fail(f"group {group} has a negative shift {e[group]}")
+        bad = np.argwhere((p == 8) & (e != 0))
+        if bad.size:
+            group = tuple(int(i) for i in bad[0])
+            self._fail(f"group {group}: an 8-bit group must have shift 0, got {e[group]}")
+        bad = np.argwhere((p != 8) & (p + e > MAX_GROUP_BITS))
+        if bad.size:
+            group = tuple(int(i) for i in bad[0])
+            self._fail(f"group {group} has precision {p[group]} and shift {e[group]}: "
+                       f"p + e must be <= {MAX_GROUP_BITS} (limit of the 4-bit weight lane)")
+        # Every weight is q << e with q a p-bit signed integer.
+        w = self.conv_weights
+        pg, eg = self.conv_groups
+        index = np.arange(self.in_channels) // GROUP_SIZE
+        pw = pg[:, :, :, index].transpose(0, 3, 1, 2)
+        ew = eg[:, :, :, index].transpose(0, 3, 1, 2)
+        q = w >> ew
+        bad = (q << ew != w) | (q < -(1 << (pw - 1))) | (q > (1 << (pw - 1)) - 1)
+        if bad.any():
+            o, c, ky, kx = (int(i) for i in np.argwhere(bad)[0])
+            group = (o, c // GROUP_SIZE) if self.kind == "linear" else (o, ky, kx,
+                                                                         c // GROUP_SIZE)
+            self._fail(f"weight {int(w[o, c, ky, kx])} of group {group} is not q << {int(ew[o, c, ky, kx])} "
+                       f"with q a {int(pw[o, c, ky, kx])}-bit signed integer")
+
+
+# --- random layers for tests ------------------------------------------------------------------
+
+GROUP_STYLES = ("uniform2", "uniform3", "uniform4", "mpq", "mixed", "int8")
+
+
+def random_groups(rng, shape, style):
+    """Random per-group `(precision, shift)` of a style: uniform b-bit, MPQ
+    (coarse (p=2, e=1) and fine (p=3, e=0) groups), any legal mix, or 8-bit."""
+    if style.startswith("uniform"):
+        return np.full(shape, int(style[-1]), np.int64), np.zeros(shape, np.int64)
+    if style == "int8":
+        return np.full(shape, 8, np.int64), np.zeros(shape, np.int64)
+    if style == "mpq":
+        fine = rng.random(shape) < rng.uniform(0.1, 0.9)
+        return np.where(fine, 3, 2).astype(np.int64), np.where(fine, 0, 1).astype(np.int64)
+    if style == "mixed":
+        choices = np.array([(2, 0), (2, 1), (2, 2), (3, 0), (3, 1), (4, 0)])
+        picked = choices[rng.integers(0, len(choices), size=shape)]
+        return picked[..., 0].astype(np.int64), picked[..., 1].astype(np.int64)
+    raise ValueError(f"unknown group style {style!r}")
+
+
+def random_layer_spec(rng, *, kind=None, in_channels=None, out_channels=None, height=None,
+                      width=None, kernel=None, padding=None, pool=None, raw=None,
+                      act_bits_in=None, act_bits_out=None, style=None, max_channels=40,
+                      max_size=9, name="random"):
+    """A random valid LayerSpec; any argument left None is drawn from `rng`."""
+    kind = kind or ("linear" if rng.random() < 0.2 else "conv")
+    cin = in_channels or int(rng.integers(1, max_channels + 1))
+    cout = out_channels or int(rng.integers(1, max_channels + 1))
+    style = style or str(rng.choice(GROUP_STYLES, p=[0.15, 0.1, 0.2, 0.25, 0.2, 0.1]))
+    raw = bool(rng.random() < 0.15) if raw is None else raw
+    if act_bits_in is None:
+        act_bits_in = int(rng.choice([2, 3, 4, 8], p=[0.3, 0.2, 0.3, 0.2]))
+    if kind == "linear":
+        kernel, padding, pool, height, width = 1, 0, False, 1, 1
+    else:
+        kernel = kernel or int(rng.choice([1, 3, 2, 5], p=[0.35, 0.45, 0.1, 0.1]))
+        padding = int(rng.integers(0, 2)) if padding is None else padding
+        pool = (not raw and rng.random() < 0.3) if pool is None else pool
+        if raw:  # logits go to the small result memory
+            max_size = min(max_size, 4)
+        low = max(kernel - 2 * padding + (1 if pool else 0), 1)
+        height = height or int(rng.integers(low, max(low, max_size) + 1))
+        width = width or int(rng.integers(low, max(low, max_size) + 1))
+    wshape = (cout, cin) if kind == "linear" else (cout, cin, kernel, kernel)
+    gshape = group_shape(wshape, GROUP_SIZE)
+    precision, shift = random_groups(rng, gshape, style)
+    index = np.arange(cin) // GROUP_SIZE
+    if kind == "linear":
+        pw, ew = precision[:, index], shift[:, index]
+    else:
+        pw = precision[:, :, :, index].transpose(0, 3, 1, 2)
+        ew = shift[:, :, :, index].transpose(0, 3, 1, 2)
+    q = rng.integers(-(1 << (pw - 1)), 1 << (pw - 1))
+    weights = (q << ew).astype(np.int64)
+    # Bias and requantization calibrated on a random input, so the outputs
+    # spread over the code range instead of clamping.
+    from sw.compile.reference import reference_accumulator
+    probe = LayerSpec(kind=kind, weights=weights, precision=precision, shift=shift,
+                      bias=np.zeros(cout, np.int64), multiplier=None, requant_shift=None,
+                      act_bits_in=act_bits_in, act_bits_out=None, input_shape=(cin, height, width),
+                      padding=padding, raw=True, name=name)
+    acc = reference_accumulator(probe, rng.integers(0, 1 << act_bits_in, (cin, height, width)))
+    acc = acc.reshape(cout, -1)
+    spread = max(1.0, float(acc.std()))
+    bias = (-np.median(acc, axis=1) + rng.normal(0, spread / 2, cout)).round().astype(np.int64)
+    multiplier, requant_shift, act_bits_out = None, None, None
+    if not raw:
+        act_bits_out = act_bits_out or int(rng.choice([2, 3, 4]))
+        multiplier = rng.integers(1 << 12, 1 << 15, size=cout).astype(np.int64)
+        multiplier[rng.random(cout) < 0.1] *= -1
+        # (spread * 2^14) >> S ~ a third of the code range
+        requant_shift = int(np.clip(round(math.log2(spread * (1 << 14) * 3)) - act_bits_out
+                                    + int(rng.integers(-1, 2)), 0, fixedpoint.SHIFT_MAX))
+    return LayerSpec(kind=kind, weights=weights, precision=precision, shift=shift, bias=bias,
+                     multiplier=multiplier, requant_shift=requant_shift, act_bits_in=act_bits_in,
+                     act_bits_out=act_bits_out, input_shape=(cin, height, width),
+                     padding=padding, pool=pool, raw=raw, name=name)
+
+
+def random_input(rng, spec):
+    """Random input codes of the layer's shape and input bits."""
+    return rng.integers(0, 1 << spec.act_bits_in, size=spec.input_shape).astype(np.int64)

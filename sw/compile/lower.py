@@ -1,0 +1,489 @@
+"""Lowering of one layer to the core of docs/isa.md: chunks, rounds, tiles,
+weight bit-planes, the program and the memory images.
+
+How a layer is cut (all choices of the compiler, none of the hardware's):
+
+* Per channel tile `ktile` (rows `ktile*R .. ktile*R + R-1`) and per
+  *position* `(ky, kx, block)`, each row contributes *parts*: its group
+  `(q, p, e)`, or for an 8-bit weight three signed 3-bit digits
+  `(d, 3, 6)`, `(d, 3, 3)`, `(d, 3, 0)` (`w = d2*64 + d1*8 + d0`). Rows beyond
+  COUT contribute nothing (pcode 0); Cin is padded to a multiple of G with
+  zero weights inside the last group.
+* The parts of a position are split into chunks, each with a *weight shift*
+  `s`: take the smallest `e` left as `s`; the chunk holds, at most one per
+  row, the parts with `e == s`, and those with `e == s + 1` and `p <= 3`
+  (their `fold` is 1: the PE weight is `q << 1`, at most 4 bits). A chunk
+  whose parts are all `p = 2` at `e = s` runs in a W2 mode with fold 0,
+  otherwise in W4. So the MPQ mix of (p=2, e=1) and (p=3, e=0) groups gives
+  W4 chunks with folds at shift 0 and W2 chunks at shift 1; an 8-bit layer
+  gives one W4 chunk per digit at shifts 6, 3, 0. Activations: A2 modes when
+  the input has 2 bits, A4 otherwise.
+* The chunks of a `ktile` with the same weight shift form one *round group*:
+  consecutive chunk descriptors and one weight-pointer entry. Groups are
+  ordered by decreasing shift, chunks by position (ky, kx, block).
+* Every tile runs, for each input pass (8-bit input: high nibbles at
+  IN_BASE with +4, then low nibbles at IN_BASE2 with +0; otherwise one pass),
+  each round group as one ROUND with shift `s + input shift`. The weights of
+  a round group are stored once and re-read by every tile and pass of the
+  ktile (the wptr entry resets the row pointers).
+* Tiles: ktile outermost, then output rows, then x0 = 0, C, 2C, ...; with
+  pooling the rows go in pairs (y even, y + 1) for each (x0, ktile) and the
+  last odd row and column, which floor pooling drops, are not computed
+  (OUT_W is then 2 * floor(Wo / 2), the conv columns that are pooled).
+"""
+
+import copy
+import dataclasses
+from collections import Counter
+
+import numpy as np
+
+from hw.config import GROUP_SIZE
+from hw.pe.modes import PeMode
+from sw.errors import UserError
+from sw.compile import encoding as enc
+from sw.compile.images import empty_images, merge_images, read_entry
+
+PASSES_8BIT_INPUT = ((False, 4), (True, 0))   # (input2, shift): high nibbles, then low
+PASS_PLAIN_INPUT = ((False, 0),)
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """Base addresses of a layer's regions; None places it automatically
+    (the second input map after the first, the output map after the inputs)."""
+    in_base: int = 0
+    in_base2: int | None = None
+    out_base: int | None = None
+    param_base: int = 0
+    res_base: int = 0
+    chunk_base: int = 0
+    wptr_base: int = 0
+    weight_base: int = 0
+
+
+@dataclasses.dataclass
+class Chunk:
+    ky: int
+    kx: int
+    block: int
+    mode: PeMode
+    pcodes: list           # per row
+    folds: list            # per row
+    planes: list           # per row: list of plane words (empty for pcode 0)
+
+    @property
+    def steps(self):
+        return GROUP_SIZE // self.mode.lanes
+
+    def descriptor(self):
+        return enc.encode_chunk(self.ky, self.kx, self.block, self.mode, self.pcodes, self.folds)
+
+
+@dataclasses.dataclass
+class RoundGroup:
+    shift: int             # weight shift s (the input pass adds to it)
+    chunks: list
+    chunk_start: int = 0   # chunk memory address of the first chunk
+    wptr: int = 0          # wptr memory entry
+
+
+@dataclasses.dataclass
+class CompiledLayer:
+    """One compiled layer.
+
+    `images`: the static memory images (program, chunks, wptr, params,
+    weights) in the format of `sw/compile/images.py`; `input_image(x)` adds the
+    input activations, `memories(x)` is everything the host loads before
+    start. `decode_output(memories)` reads the layer's output back from the
+    activation or result memory of an image set (the golden model's or the
+    RTL's)."""
+    spec: object
+    config: object
+    placement: Placement          # resolved: every base an int
+    registers: dict               # register name -> value
+    program: list                 # 64-bit instruction words
+    images: dict
+    manifest: dict
+    round_groups: list            # per ktile: list of RoundGroup
+    tiles: list                   # (y, x0, ktile) in program order
+
+    @property
+    def name(self):
+        return self.spec.name
+
+    @property
+    def expected_counters(self):
+        return self.manifest["expected_counters"]
+
+    def input_image(self, x):
+        """The activation-memory image of input codes `x` (Cin, H, W)."""
+        spec, cols = self.spec, self.config.cols
+        x = np.asarray(x, dtype=np.int64).reshape(spec.input_shape)
+        if x.min(initial=0) < 0 or x.max(initial=0) >= (1 << spec.act_bits_in):
+            raise UserError(f"layer {spec.name!r}: input codes outside [0, "
+                            f"{(1 << spec.act_bits_in) - 1}]")
+        images = {5: [dict() for _ in range(cols)]}
+        if spec.act_bits_in == 8:
+            maps = ((x >> 4, self.placement.in_base), (x & 15, self.placement.in_base2))
+        else:
+            maps = ((x, self.placement.in_base),)
+        for codes, base in maps:
+            _write_map(images[5], codes, base, cols)
+        return images
+
+    def memories(self, x):
+        """Static images plus the input image: what the host loads."""
+        return merge_images(copy.deepcopy(self.images), self.input_image(x))
+
+    def decode_output(self, memories):
+        """The layer output (Cout, Ho, Wo) from an image set after the run."""
+        spec, regs, cols = self.spec, self.registers, self.config.cols
+        cout, ho, wo = spec.output_shape
+        if spec.raw:
+            bank = memories[6][0]
+            out = np.zeros((cout, ho, wo), dtype=np.int64)
+            for y in range(ho):
+                for x in range(wo):
+                    for k in range(cout):
+                        value = read_entry(bank, regs["RES_BASE"] + (y * wo + x) * cout + k)
+                        out[k, y, x] = value - ((value >> 31) << 32)
+            return out
+        return _read_map(memories[5], (cout, ho, wo), regs["OUT_BASE"], cols)
+
+
+def _write_map(banks, codes, base, cols):
+    channels, height, width = codes.shape
+    cp = enc.padded_channels(channels)
+    padded = np.zeros((cp, height, width), dtype=np.int64)
+    padded[:channels] = codes
+    words = cp // enc.ACT_SLOTS_PER_WORD
+    slots = padded.reshape(words, enc.ACT_SLOTS_PER_WORD, height, width)
+    packed = sum(slots[:, i] << (4 * i) for i in range(enc.ACT_SLOTS_PER_WORD))  # (words,H,W)
+    wb = -(-width // cols)
+    for y in range(height):
+        for x in range(width):
+            address = base + (y * wb + x // cols) * words
+            bank = banks[x % cols]
+            for j in range(words):
+                bank[address + j] = int(packed[j, y, x])
+
+
+def _read_map(banks, shape, base, cols):
+    channels, height, width = shape
+    out = np.zeros(shape, dtype=np.int64)
+    for k in range(channels):
+        for y in range(height):
+            for x in range(width):
+                bank, word, slot = enc.act_address(y, x, k, base, width, channels, cols)
+                out[k, y, x] = (read_entry(banks[bank], word) >> (4 * slot)) & 15
+    return out
+
+
+# --- chunk planning ---------------------------------------------------------------------------
+
+def _split_position(parts):
+    """Split one position's parts `(row, q, p, e)` into `(s, [parts])` chunks
+    (see the module docstring)."""
+    remaining = sorted(parts, key=lambda part: part[3])
+    while remaining:
+        s = remaining[0][3]
+        taken, rest, rows = [], [], set()
+        for part in remaining:
+            row, _, p, e = part
+            if row not in rows and (e == s or (e == s + 1 and p <= 3)):
+                taken.append(part)
+                rows.add(row)
+            else:
+                rest.append(part)
+        remaining = rest
+        yield s, taken
+
+
+def _plan_ktile(spec, config, ktile, groups_q, pg, eg):
+    """The round groups of one channel tile."""
+    rows, cout = config.rows, spec.out_channels
+    kh, kw = spec.kernel
+    blocks = pg.shape[3]
+    act2 = spec.act_bits_in == 2
+    by_shift = {}
+    for ky in range(kh):
+        for kx in range(kw):
+            for block in range(blocks):
+                parts = []
+                for r in range(rows):
+                    k = ktile * rows + r
+                    if k >= cout:
+                        continue
+                    values = groups_q[k, ky, kx, block]
+                    p, e = int(pg[k, ky, kx, block]), int(eg[k, ky, kx, block])
+                    if p == 8:
+                        for digit, shift in zip(enc.weight_digits(values), enc.DIGIT_SHIFTS):
+                            parts.append((r, digit, enc.DIGIT_BITS, shift))
+                    else:
+                        parts.append((r, values >> e, p, e))
+                for s, taken in _split_position(parts):
+                    w2 = all(p == 2 and e == s for _, _, p, e in taken)
+                    mode = PeMode[f"W{2 if w2 else 4}A{2 if act2 else 4}"]
+                    pcodes, folds, planes = [0] * rows, [0] * rows, [[] for _ in range(rows)]
+                    for r, q, p, e in taken:
+                        pcodes[r] = enc.PCODE_OF_BITS[p]
+                        folds[r] = e - s
+                        planes[r] = enc.pack_planes(q, p)
+                    by_shift.setdefault(s, []).append(
+                        Chunk(ky, kx, block, mode, pcodes, folds, planes))
+    return [RoundGroup(s, by_shift[s]) for s in sorted(by_shift, reverse=True)]
+
+
+def _group_values(spec):
+    """Weights grouped as (Cout, kh, kw, blocks, G) int64 (zero padded)."""
+    w = spec.conv_weights
+    cout, cin, kh, kw = w.shape
+    cp = enc.padded_channels(cin)
+    padded = np.zeros((cout, cp, kh, kw), dtype=np.int64)
+    padded[:, :cin] = w
+    return padded.reshape(cout, cp // GROUP_SIZE, GROUP_SIZE, kh, kw).transpose(0, 3, 4, 1, 2)
+
+
+def accumulator_bound(spec):
+    """Per output channel, the largest |accumulator| any input can give, with
+    every partial sum of rounds (digit passes, nibble passes, shifted
+    chunks) bounded by it: sum over weights of the precision's largest
+    |w| (2^(p-1) << e; for 8-bit weights the largest sum of |digit| << shift)
+    times the largest activation."""
+    pg, eg = spec.conv_groups
+    cin = spec.in_channels
+    sizes = np.minimum(GROUP_SIZE, cin - np.arange(pg.shape[3]) * GROUP_SIZE)
+    per_weight = np.where(pg == 8, enc.DIGIT_WEIGHT_BOUND, (1 << (pg - 1)) << eg)
+    amax = (1 << spec.act_bits_in) - 1
+    return (per_weight * sizes).reshape(spec.out_channels, -1).sum(axis=1) * amax
+
+
+# --- the compiler -----------------------------------------------------------------------------
+
+def compile_layer(spec, config, placement=None):
+    """Compile one LayerSpec for an AcceleratorConfig into a CompiledLayer.
+
+    Raises UserError naming the layer and the limit for anything the core
+    cannot run (docs/isa.md, "Limits the compiler checks")."""
+    placement = placement or Placement()
+    R, C = config.rows, config.cols
+
+    def fail(message):
+        raise UserError(f"layer {spec.name!r}: {message}")
+
+    cin, height, width = spec.input_shape
+    cout = spec.out_channels
+    kh, kw = spec.kernel
+    blocks = enc.padded_channels(cin) // GROUP_SIZE
+    ho, wo = spec.conv_output_hw
+    # Geometry limits.
+    if kh > enc.CHUNK_KERNEL_LIMIT or kw > enc.CHUNK_KERNEL_LIMIT:
+        fail(f"kernel {kh}x{kw} exceeds the {enc.CHUNK_KERNEL_LIMIT}x{enc.CHUNK_KERNEL_LIMIT} "
+             f"limit")
+    if spec.padding >= 16:
+        fail(f"padding {spec.padding} exceeds the limit (PAD < 16)")
+    if blocks > enc.CHUNK_BLOCK_LIMIT:
+        fail(f"{cin} input channels make {blocks} blocks, above the limit of "
+             f"{enc.CHUNK_BLOCK_LIMIT} (block < 4096)")
+    ktiles = -(-cout // R)
+    rows_computed = (ho // 2 * 2) if spec.pool else ho
+    out_w = (wo // 2 * 2) if spec.pool else wo
+    x0s = list(range(0, out_w, C))
+    if max(rows_computed - 1, x0s[-1], ktiles - 1) >= enc.FIELD16_LIMIT:
+        fail(f"tile coordinates reach {max(rows_computed - 1, x0s[-1], ktiles - 1)}, "
+             f"above the limit of {enc.FIELD16_LIMIT - 1}")
+
+    # Accumulator width.
+    bound = accumulator_bound(spec) + np.abs(spec.bias)
+    acc_max = (1 << (config.acc_width - 1)) - 1
+    if bound.max() > acc_max:
+        k = int(bound.argmax())
+        fail(f"the worst-case accumulator of output channel {k} (|acc| + |bias| <= "
+             f"{int(bound[k])}) overflows the {config.acc_width}-bit accumulator "
+             f"(acc_width, limit {acc_max})")
+
+    # Chunks and round groups per ktile.
+    groups_q = _group_values(spec)
+    pg, eg = spec.conv_groups
+    input_passes = PASSES_8BIT_INPUT if spec.act_bits_in == 8 else PASS_PLAIN_INPUT
+    round_groups = [_plan_ktile(spec, config, ktile, groups_q, pg, eg)
+                    for ktile in range(ktiles)]
+    max_shift = max(g.shift for groups in round_groups for g in groups) + input_passes[0][1]
+    if max_shift > enc.ROUND_SHIFT_MAX:
+        fail(f"a round needs shift {max_shift}, above the 4-bit ROUND shift limit "
+             f"{enc.ROUND_SHIFT_MAX}")
+
+    # Chunk memory, wptr memory and weight memory, in consumption order.
+    images = empty_images(config)
+    chunk_address, wptr_entry = placement.chunk_base, placement.wptr_base
+    fill = [placement.weight_base] * R
+    for groups in round_groups:
+        for group in groups:
+            group.chunk_start, group.wptr = chunk_address, wptr_entry
+            if wptr_entry < min(config.wptr_depth, enc.ROUND_WPTR_LIMIT):
+                images[2][0][wptr_entry] = enc.encode_wptr(
+                    [f % config.weight_depth for f in fill], config.weight_addr_bits)
+            wptr_entry += 1
+            for chunk in group.chunks:
+                if chunk_address < config.chunk_depth:
+                    images[1][0][chunk_address] = chunk.descriptor()
+                chunk_address += 1
+                for r, planes in enumerate(chunk.planes):
+                    for plane in planes:
+                        if fill[r] < config.weight_depth:
+                            images[4][r][fill[r]] = plane
+                        fill[r] += 1
+    chunk_limit = min(config.chunk_depth, enc.FIELD16_LIMIT)
+    if chunk_address > chunk_limit:
+        fail(f"needs {chunk_address - placement.chunk_base} chunk descriptors from "
+             f"{placement.chunk_base}, the chunk memory holds {chunk_limit} (chunk_depth)")
+    wptr_limit = min(config.wptr_depth, enc.ROUND_WPTR_LIMIT)
+    if wptr_entry > wptr_limit:
+        fail(f"needs {wptr_entry - placement.wptr_base} weight-pointer entries from "
+             f"{placement.wptr_base}, the wptr memory holds {wptr_limit} (wptr_depth)")
+    if max(fill) > config.weight_depth:
+        r = int(np.argmax(fill))
+        fail(f"needs {fill[r] - placement.weight_base} weight words in bank {r} from "
+             f"{placement.weight_base}, the weight memory holds {config.weight_depth} "
+             f"per bank (weight_depth)")
+
+    # Parameters.
+    if placement.param_base + cout > config.param_depth:
+        fail(f"needs {cout} parameter entries from {placement.param_base}, the parameter "
+             f"memory holds {config.param_depth} (param_depth)")
+    multipliers = spec.multiplier if not spec.raw else np.zeros(cout, dtype=np.int64)
+    for k in range(cout):
+        images[3][0][placement.param_base + k] = enc.encode_param(spec.bias[k], multipliers[k])
+
+    # Activation and result memory regions.
+    in_words = enc.map_words_per_bank(height, width, cin, C)
+    in_base2 = placement.in_base2
+    if spec.act_bits_in == 8 and in_base2 is None:
+        in_base2 = placement.in_base + in_words
+    input_end = max(placement.in_base + in_words,
+                    in_base2 + in_words if spec.act_bits_in == 8 else 0)
+    out_c, out_h, out_wm = spec.output_shape
+    out_words = 0 if spec.raw else enc.map_words_per_bank(out_h, out_wm, cout, C)
+    out_base = placement.out_base if placement.out_base is not None else input_end
+    act_end = max(input_end, out_base + out_words)
+    inputs = [(placement.in_base, "input")] + ([(in_base2, "second input")]
+                                              if spec.act_bits_in == 8 else [])
+    for base, what in inputs:
+        if out_words and base < out_base + out_words and out_base < base + in_words:
+            fail(f"the output map [{out_base}, {out_base + out_words}) overlaps the {what} map "
+                 f"[{base}, {base + in_words}) in the activation memory")
+    if act_end > config.act_depth:
+        fail(f"needs activation words up to {act_end} per bank (input "
+             f"{in_words * len(input_passes)}, output {out_words}), the activation memory "
+             f"holds {config.act_depth} per bank (act_depth)")
+    if spec.raw and placement.res_base + cout * ho * wo > config.result_depth:
+        fail(f"needs {cout * ho * wo} result words from {placement.res_base}, the result "
+             f"memory holds {config.result_depth} (result_depth)")
+
+    registers = {
+        "IN_BASE": placement.in_base, "IN_BASE2": in_base2 or 0, "IN_H": height, "IN_W": width,
+        "IN_WORDS": enc.padded_channels(cin) // enc.ACT_SLOTS_PER_WORD, "PAD": spec.padding,
+        "OUT_BASE": out_base, "OUT_W": out_w, "COUT": cout,
+        "OUT_WB": -(-out_wm // C), "OUT_WORDS": enc.padded_channels(cout) // 4,
+        "POOL": int(spec.pool), "ACT_BITS": 0 if spec.raw else spec.act_bits_out,
+        "REQ_SHIFT": 0 if spec.raw else spec.requant_shift, "RAW": int(spec.raw),
+        "PARAM_BASE": placement.param_base, "RES_BASE": placement.res_base,
+    }
+
+    # Tiles and the program.
+    tiles = []
+    for ktile in range(ktiles):
+        if spec.pool:
+            for y in range(0, rows_computed, 2):
+                for x0 in x0s:
+                    tiles += [(y, x0, ktile), (y + 1, x0, ktile)]
+        else:
+            tiles += [(y, x0, ktile) for y in range(ho) for x0 in x0s]
+    rounds_per_ktile = [len(groups) * len(input_passes) for groups in round_groups]
+    program_length = (len(enc.REGISTERS) + 1
+                      + sum(1 + rounds_per_ktile[ktile] for _, _, ktile in tiles))
+    if program_length > config.program_depth:
+        fail(f"needs {program_length} instructions, the program memory holds "
+             f"{config.program_depth} (program_depth)")
+    program = [enc.encode_set(name, value) for name, value in registers.items()]
+    for y, x0, ktile in tiles:
+        program.append(enc.encode_tile(y, x0, ktile))
+        rounds = [(group, input2, group.shift + in_shift)
+                  for input2, in_shift in input_passes for group in round_groups[ktile]]
+        for index, (group, input2, shift) in enumerate(rounds):
+            program.append(enc.encode_round(group.chunk_start, len(group.chunks), group.wptr,
+                                            shift, input2, first=index == 0,
+                                            last=index == len(rounds) - 1))
+    program.append(enc.encode_halt())
+    images[0][0] = dict(enumerate(program))
+
+    resolved = dataclasses.replace(placement, in_base2=in_base2, out_base=out_base)
+    compiled = CompiledLayer(spec=spec, config=config, placement=resolved, registers=registers,
+                             program=program, images=images, manifest={},
+                             round_groups=round_groups, tiles=tiles)
+    compiled.manifest = _manifest(compiled, bound, in_words, out_words, fill, chunk_address,
+                                  wptr_entry, input_passes)
+    return compiled
+
+
+def _manifest(compiled, bound, in_words, out_words, fill, chunk_end, wptr_end, input_passes):
+    from sw.compile.golden import execute
+
+    spec, config, placement = compiled.spec, compiled.config, compiled.placement
+    chunks = [chunk for groups in compiled.round_groups for group in groups
+              for chunk in group.chunks]
+    pg, eg = spec.conv_groups
+    histogram = Counter(f"p{int(p)}e{int(e)}" for p, e in zip(pg.reshape(-1), eg.reshape(-1)))
+    regions = {
+        "program": {"memory": 0, "base": 0, "entries": len(compiled.program)},
+        "chunks": {"memory": 1, "base": placement.chunk_base,
+                   "entries": chunk_end - placement.chunk_base},
+        "wptr": {"memory": 2, "base": placement.wptr_base,
+                 "entries": wptr_end - placement.wptr_base},
+        "params": {"memory": 3, "base": placement.param_base, "entries": spec.out_channels},
+        "weights": {"memory": 4, "base": placement.weight_base,
+                    "entries_per_bank": [f - placement.weight_base for f in fill]},
+        "input": {"memory": 5, "base": placement.in_base, "words_per_bank": in_words},
+    }
+    if spec.act_bits_in == 8:
+        regions["input2"] = {"memory": 5, "base": placement.in_base2, "words_per_bank": in_words}
+    if spec.raw:
+        regions["results"] = {"memory": 6, "base": placement.res_base,
+                              "entries": int(np.prod(spec.output_shape))}
+    else:
+        regions["output"] = {"memory": 5, "base": placement.out_base,
+                             "words_per_bank": out_words}
+    rounds = sum(len(compiled.round_groups[ktile]) * len(input_passes)
+                 for _, _, ktile in compiled.tiles)
+    manifest = {
+        "layer": spec.name,
+        "config": config.name,
+        "kind": spec.kind,
+        "input_shape": list(spec.input_shape),
+        "output_shape": list(spec.output_shape),
+        "conv_output_shape": [spec.out_channels, *spec.conv_output_hw],
+        "kernel": list(spec.kernel),
+        "padding": spec.padding,
+        "pool": spec.pool,
+        "raw": spec.raw,
+        "act_bits_in": spec.act_bits_in,
+        "act_bits_out": spec.act_bits_out,
+        "ktiles": len(compiled.round_groups),
+        "tiles": len(compiled.tiles),
+        "rounds": rounds,
+        "rounds_per_tile": [len(groups) * len(input_passes) for groups in compiled.round_groups],
+        "chunks": len(chunks),
+        "chunks_executed": sum(len(group.chunks) * len(input_passes)
+                               for _, _, ktile in compiled.tiles
+                               for group in compiled.round_groups[ktile]),
+        "modes": {mode.name: sum(chunk.mode is mode for chunk in chunks) for mode in PeMode},
+        "round_shifts": sorted({group.shift for groups in compiled.round_groups
+                                for group in groups}),
+        "precision_histogram": dict(sorted(histogram.items())),
+        "accumulator_bound": int(bound.max()),
+        "registers": dict(compiled.registers),
+        "regions": regions,
+    }
+    manifest["expected_counters"] = execute(config, compiled.images, compute=False).counters
+    return manifest

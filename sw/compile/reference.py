@@ -1,0 +1,42 @@
+"""Plain numpy integer reference of one layer: what the layer computes, with no
+knowledge of the hardware (no tiles, chunks, passes or memories).
+
+Convolution with zero padding and stride 1 in int64, then either `acc + bias`
+(raw layer) or `sw.fixedpoint.requantize` per output channel, then 2x2
+stride-2 max-pooling with floor.
+"""
+
+import numpy as np
+
+from sw import fixedpoint
+
+
+def reference_accumulator(spec, x):
+    """The int64 convolution (Cout, Ho, Wo) of input codes `x` (Cin, H, W)."""
+    x = np.asarray(x, dtype=np.int64).reshape(spec.input_shape)
+    w = spec.conv_weights
+    kh, kw = spec.kernel
+    p = spec.padding
+    padded = np.pad(x, ((0, 0), (p, p), (p, p)))
+    ho, wo = spec.conv_output_hw
+    acc = np.zeros((spec.out_channels, ho, wo), dtype=np.int64)
+    for ky in range(kh):
+        for kx in range(kw):
+            window = padded[:, ky:ky + ho, kx:kx + wo]              # (Cin, Ho, Wo)
+            acc += np.tensordot(w[:, :, ky, kx], window, axes=(1, 0))
+    return acc
+
+
+def reference_layer(spec, x):
+    """The layer's output (Cout, Ho, Wo): int64 logits or activation codes."""
+    acc = reference_accumulator(spec, x)
+    bias = spec.bias.reshape(-1, 1, 1)
+    if spec.raw:
+        return acc + bias
+    codes = fixedpoint.requantize(acc, bias, spec.multiplier.reshape(-1, 1, 1),
+                                  spec.requant_shift, spec.act_bits_out)
+    if spec.pool:
+        cout, ho, wo = codes.shape
+        ho, wo = ho // 2 * 2, wo // 2 * 2
+        codes = codes[:, :ho, :wo].reshape(cout, ho // 2, 2, wo // 2, 2).max(axis=(2, 4))
+    return codes

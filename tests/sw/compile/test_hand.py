@@ -1,0 +1,176 @@
+"""Small layers whose images, program and counters are worked out by hand
+from docs/isa.md and hw/timing.py (FETCH 2, PREFETCH 6, PIPE 3, PPU 8)."""
+
+import numpy as np
+
+from hw import timing
+from hw.config import CONFIGS
+from hw.pe.modes import PeMode
+from sw.compile import LayerSpec, compile_layer, reference_layer, run_golden
+from sw.compile import encoding as enc
+
+
+def one_by_one(cout, width, weight_bits=2, act_bits=2, cin=16, name="hand"):
+    rng = np.random.default_rng(cout * 100 + width)
+    low, high = -(1 << (weight_bits - 1)), 1 << (weight_bits - 1)
+    weights = rng.integers(low, high, size=(cout, cin, 1, 1))
+    groups = (cout, 1, 1, -(-cin // 16))
+    return LayerSpec(kind="conv", weights=weights, precision=np.full(groups, weight_bits),
+                     shift=np.zeros(groups, np.int64), bias=rng.integers(-20, 20, cout),
+                     multiplier=np.full(cout, 1 << 13), requant_shift=14, act_bits_in=act_bits,
+                     act_bits_out=2, input_shape=(cin, 1, width), name=name)
+
+
+def test_timing_constants_are_the_ones_worked_out_here():
+    assert (timing.FETCH_CYCLES, timing.PREFETCH_CYCLES, timing.PIPE_CYCLES,
+            timing.PPU_CYCLES) == (2, 6, 3, 8)
+
+
+def test_single_chunk_layer():
+    """1x1 conv, 16 -> 4 channels, a 1x4 map, 2-bit weights and activations on
+    the 4x4 `small` array: one tile, one ROUND of one W2A2 chunk."""
+    config = CONFIGS["small"]
+    spec = one_by_one(cout=4, width=4)
+    compiled = compile_layer(spec, config)
+    # Program: 17 SETs, TILE, ROUND, HALT.
+    assert len(compiled.program) == 20
+    assert enc.decode_instruction(compiled.program[17]) == (enc.OP_TILE, {"y": 0, "x0": 0,
+                                                                         "ktile": 0})
+    assert enc.decode_instruction(compiled.program[18]) == (enc.OP_ROUND, {
+        "chunk_start": 0, "chunk_count": 1, "wptr": 0, "shift": 0, "input2": False,
+        "first": True, "last": True})
+    assert compiled.program[19] == 0
+    # One chunk: ky = kx = block = 0, W2A2, every row pcode 1 (2-bit), fold 0.
+    assert compiled.images[1][0] == {0: (PeMode.W2A2.value << 20)
+                                     | sum(1 << (22 + 3 * r) for r in range(4))}
+    # Row r's two planes at addresses 0, 1 of bank r; the pointer entry is all zero.
+    assert compiled.images[2][0] == {0: 0}
+    for r in range(4):
+        q = spec.weights[r, :, 0, 0]
+        plane0 = sum(((int(v) >> 0) & 1) << i for i, v in enumerate(q))
+        plane1 = sum(((int(v) >> 1) & 1) << i for i, v in enumerate(q))
+        assert compiled.images[4][r] == {0: plane0, 1: plane1}
+    x = np.random.default_rng(0).integers(0, 4, size=(16, 1, 4))
+    run = run_golden(compiled, x)
+    assert np.array_equal(run.output, reference_layer(spec, x))
+    # SETs end at 34, TILE 36, ROUND fetched 38, prefetch 44, 4 steps 48,
+    # R + C - 1 + PIPE = 10 -> 58, drain 4 -> 62; PPU 62 .. 62 + 16 + 8 = 86;
+    # HALT fetched at 64 waits for the PPU: done at 86.
+    assert run.counters == {
+        "cycles": 86, "busy_cycles": 4, "stall_cycles": 0,
+        "macs_w4a4": 0, "macs_w4a2": 0, "macs_w2a4": 0, "macs_w2a2": 4 * 4 * 4 * 4,
+        "weight_reads": 4 * 2, "act_reads": 4 * 4, "act_writes": 16, "result_writes": 0,
+        "chunk_reads": 1, "wptr_reads": 1, "param_reads": 4, "program_reads": 20,
+        "oab_reads": 4, "oab_writes": 4}
+
+
+def test_ragged_rows_and_columns():
+    """3 output channels on 4 rows, a 1x3 map on 4 columns: row 3 has pcode 0
+    and no weights; column 3 reads nothing; 9 slots and 3 params."""
+    config = CONFIGS["small"]
+    spec = one_by_one(cout=3, width=3)
+    compiled = compile_layer(spec, config)
+    _, _, _, _, pcodes, _ = enc.decode_chunk(compiled.images[1][0][0], 4)
+    assert pcodes == [1, 1, 1, 0]
+    assert compiled.images[4][3] == {}
+    counters = compiled.expected_counters
+    assert counters["weight_reads"] == 6
+    assert counters["act_reads"] == 12
+    assert counters["act_writes"] == 9
+    assert counters["param_reads"] == 3
+    assert counters["cycles"] == 86
+
+
+def test_stall_on_the_default_array():
+    """1x1 conv, 16 -> 8 channels, a 1x24 map on the 8x8 array: three tiles of
+    one W2A2 chunk. A ROUND takes 2 + 6 + 4 + 18 + 8 = 38 cycles after its
+    TILE, a PPU job 72, so tile 2 waits for the PPU job of tile 0."""
+    config = CONFIGS["default"]
+    spec = one_by_one(cout=8, width=24)
+    compiled = compile_layer(spec, config)
+    # Tile 0: drain ends 74, PPU 74..146. Tile 1: TILE 76, drain ends 114,
+    # PPU 146..218. Tile 2: ROUND fetched 118, stalls 28 to 146, drain ends
+    # 182, PPU 218..290. HALT fetched 184, done 290.
+    counters = compiled.expected_counters
+    assert counters["cycles"] == 290
+    assert counters["stall_cycles"] == 28
+    assert counters["busy_cycles"] == 12
+    assert counters["program_reads"] == 17 + 3 * 2 + 1
+    assert counters["macs_w2a2"] == 3 * 4 * 64 * 4
+    assert counters["weight_reads"] == 3 * 8 * 2
+    assert counters["act_reads"] == 3 * 8 * 4
+    assert counters["act_writes"] == 3 * 64
+    assert (counters["oab_reads"], counters["oab_writes"], counters["param_reads"]) == (24, 24, 24)
+    x = np.random.default_rng(1).integers(0, 4, size=(16, 1, 24))
+    run = run_golden(compiled, x)
+    assert np.array_equal(run.output, reference_layer(spec, x))
+    assert run.counters == counters
+
+
+def test_mpq_modes_folds_and_round_shifts():
+    """Two positions' worth of groups on 4 rows: a chunk mixing (p=2, e=1)
+    and (p=3, e=0) runs W4 at shift 0 with fold 1 on the coarse rows; a chunk
+    of only (p=2, e=1) runs W2 at shift 1, in a second round."""
+    config = CONFIGS["small"]
+    precision = np.array([[2, 2], [3, 2], [2, 2], [3, 2]])    # (Cout=4, blocks=2)
+    shift = np.array([[1, 1], [0, 1], [1, 1], [0, 1]])
+    rng = np.random.default_rng(2)
+    q = rng.integers(-(1 << (precision - 1)), 1 << (precision - 1))
+    weights = np.repeat(q << shift, 16, axis=1)
+    spec = LayerSpec(kind="linear", weights=weights, precision=precision, shift=shift,
+                     bias=np.zeros(4, np.int64), multiplier=None, requant_shift=None,
+                     act_bits_in=4, act_bits_out=None, input_shape=(32,), raw=True, name="mpq")
+    compiled = compile_layer(spec, config)
+    (high, low), = compiled.round_groups
+    assert (high.shift, low.shift) == (1, 0)
+    assert [c.mode for c in high.chunks] == [PeMode.W2A4]
+    assert [c.mode for c in low.chunks] == [PeMode.W4A4]
+    assert low.chunks[0].pcodes == [1, 2, 1, 2] and low.chunks[0].folds == [1, 0, 1, 0]
+    assert high.chunks[0].block == 1 and low.chunks[0].block == 0
+    # Weights: block 1's 2-bit groups (2 words) first, then block 0's.
+    assert compiled.manifest["regions"]["weights"]["entries_per_bank"] == [4, 5, 4, 5]
+    x = rng.integers(0, 16, size=(32, 1, 1))
+    run = run_golden(compiled, x)
+    assert np.array_equal(run.output, reference_layer(spec, x))
+    assert compiled.manifest["precision_histogram"] == {"p2e1": 6, "p3e0": 2}
+
+
+def test_eight_bit_weights_and_input():
+    """An 8-bit layer on an 8-bit input: digit passes at shifts 6, 3, 0, each
+    run on the high nibbles (+4, input2 = 0) then the low ones (+0, input2)."""
+    config = CONFIGS["small"]
+    rng = np.random.default_rng(3)
+    weights = rng.integers(-128, 128, size=(2, 3, 3, 3))
+    spec = LayerSpec(kind="conv", weights=weights, precision=np.full((2, 3, 3, 1), 8),
+                     shift=np.zeros((2, 3, 3, 1), np.int64), bias=np.array([5, -7]),
+                     multiplier=None, requant_shift=None, act_bits_in=8, act_bits_out=None,
+                     input_shape=(3, 4, 4), padding=1, raw=True, name="first")
+    compiled = compile_layer(spec, config)
+    rounds = [enc.decode_instruction(word)[1] for word in compiled.program
+              if enc.decode_instruction(word)[0] == enc.OP_ROUND][:6]
+    assert [(r["shift"], r["input2"]) for r in rounds] == [(10, False), (7, False), (4, False),
+                                                            (6, True), (3, True), (0, True)]
+    assert [r["first"] for r in rounds] == [True] + [False] * 5
+    assert [r["last"] for r in rounds] == [False] * 5 + [True]
+    x = rng.integers(0, 256, size=(3, 4, 4))
+    run = run_golden(compiled, x)
+    assert np.array_equal(run.output, reference_layer(spec, x))
+
+
+def test_pooled_rows_come_in_pairs_and_skip_the_odd_edge():
+    config = CONFIGS["small"]
+    rng = np.random.default_rng(4)
+    weights = rng.integers(-2, 2, size=(4, 16, 1, 1))
+    spec = LayerSpec(kind="conv", weights=weights, precision=np.full((4, 1, 1, 1), 2),
+                     shift=np.zeros((4, 1, 1, 1), np.int64), bias=np.zeros(4, np.int64),
+                     multiplier=np.full(4, 1 << 14), requant_shift=14, act_bits_in=2,
+                     act_bits_out=2, input_shape=(16, 5, 7), pool=True, name="pool")
+    compiled = compile_layer(spec, config)
+    # Conv output 5x7 -> pooled 2x3: rows 0..3 only, columns 0..5 in tiles x0 = 0, 4.
+    assert compiled.tiles == [(0, 0, 0), (1, 0, 0), (0, 4, 0), (1, 4, 0),
+                              (2, 0, 0), (3, 0, 0), (2, 4, 0), (3, 4, 0)]
+    assert compiled.registers["OUT_W"] == 6 and compiled.registers["OUT_WB"] == 1
+    assert compiled.expected_counters["act_writes"] == 4 * 2 * 3
+    x = rng.integers(0, 4, size=(16, 5, 7))
+    run = run_golden(compiled, x)
+    assert np.array_equal(run.output, reference_layer(spec, x))
