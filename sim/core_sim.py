@@ -1,0 +1,81 @@
+"""Run compiled layers on the core's RTL (Verilator or Icarus, through cocotb).
+
+`run_on_rtl` turns each (compiled layer, input) into a case for
+`sim/benches/core_bench.py` (the host commands that load it and the memory
+ranges holding its output), runs them all in one simulation, and returns per
+case the decoded output, the counters and the status the RTL reported.
+"""
+
+import hashlib
+import json
+import pathlib
+
+import numpy as np
+
+from hw.core import Core
+from hw.generate import to_verilog
+from sim.runner import run_bench
+from sw import driver
+from sw.compile.encoding import map_words_per_bank
+from sw.compile.images import host_word_stream
+
+TOPLEVEL = "core"
+
+
+def readback_ranges(compiled):
+    """[(mem, bank, start, count)] holding the layer's output."""
+    spec, regs, cols = compiled.spec, compiled.registers, compiled.config.cols
+    cout, ho, wo = spec.output_shape
+    if spec.raw:
+        return [(6, 0, regs["RES_BASE"], ho * wo * cout)]
+    count = map_words_per_bank(ho, wo, cout, cols)
+    return [(5, bank, regs["OUT_BASE"], count) for bank in range(cols)]
+
+
+def make_case(compiled, x, name, timeout_cycles=None):
+    config = compiled.config
+    load = driver.load_commands(host_word_stream(compiled.memories(x), config), config)
+    expected = compiled.expected_counters["cycles"]
+    return {"name": name, "load": load, "readback": readback_ranges(compiled),
+            "timeout_cycles": timeout_cycles or 2 * expected + 1000}
+
+
+def decode_readback(compiled, readback):
+    memories = {5: [dict() for _ in range(compiled.config.cols)], 6: [dict()]}
+    for (mem, bank, start, _), entries in zip(readback_ranges(compiled), readback):
+        memories[mem][bank].update({start + i: value for i, value in enumerate(entries)})
+    return compiled.decode_output(memories)
+
+
+def core_verilog(config, directory):
+    """The core's Verilog for `config`, written once per distinct source."""
+    source = to_verilog(Core(config), TOPLEVEL)
+    digest = hashlib.sha256(source.encode()).hexdigest()[:12]
+    path = pathlib.Path(directory) / f"{config.name}_{digest}" / f"{TOPLEVEL}.v"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(source)
+    return path
+
+
+def run_on_rtl(layers, config, *, simulator="verilator", build_dir="build/sim/core", seed=1,
+               stall=0.2, waves=False):
+    """`layers`: [(compiled, x, name)]. Returns a list of per-case dicts:
+    name, output (np array), counters, status, wait_cycles."""
+    build_dir = pathlib.Path(build_dir).resolve()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    source = core_verilog(config, build_dir)
+    cases = [make_case(compiled, x, name) for compiled, x, name in layers]
+    cases_path = build_dir / "cases.json"
+    results_path = build_dir / "results.json"
+    cases_path.write_text(json.dumps(cases))
+    results_path.unlink(missing_ok=True)
+    run_bench(simulator=simulator, sources=[source], toplevel=TOPLEVEL,
+              bench="sim.benches.core_bench", build_dir=source.parent / simulator,
+              waves=waves,
+              env={"MPQ_CORE_CASES": cases_path, "MPQ_CORE_RESULTS": results_path,
+                   "MPQ_CONFIG": config.name, "MPQ_SEED": seed, "MPQ_STALL": stall})
+    results = json.loads(results_path.read_text())
+    for result, (compiled, _, _) in zip(results, layers):
+        result["output"] = decode_readback(compiled, result["readback"])
+    return results
