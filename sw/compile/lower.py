@@ -367,6 +367,9 @@ def compile_layer(spec, config, placement=None):
     out_words = 0 if spec.raw else enc.map_words_per_bank(out_h, out_wm, cout, C)
     out_base = placement.out_base if placement.out_base is not None else input_end
     act_end = max(input_end, out_base + out_words)
+    if spec.act_bits_in == 8 and abs(in_base2 - placement.in_base) < in_words:
+        fail(f"the two input nibble maps at {placement.in_base} and {in_base2} overlap "
+             f"({in_words} words each) in the activation memory")
     inputs = [(placement.in_base, "input")] + ([(in_base2, "second input")]
                                               if spec.act_bits_in == 8 else [])
     for base, what in inputs:

@@ -2,8 +2,8 @@
 against the plain numpy reference, on random layers.
 
 MPQ_LAYERS sets how many random layers (default 1000, about half a minute on
-one core); above the default the test is also marked slow by name only, so
-run deep settings explicitly: `MPQ_LAYERS=20000 pytest -n 2 tests/sw/compile`.
+one core, in batches of 100 that pytest-xdist spreads); above the default the
+batches are marked slow: `MPQ_LAYERS=20000 pytest -n 2 tests/sw/compile`.
 """
 
 import os
@@ -18,7 +18,8 @@ from sw.compile import (Placement, compile_layer, random_input, random_layer_spe
 from sw.errors import UserError
 
 LAYERS = int(os.environ.get("MPQ_LAYERS", "1000"))
-BATCHES = 10
+BATCHES = max(10, -(-LAYERS // 100))
+BATCH_MARKS = [pytest.mark.slow] if LAYERS > 1000 else []
 CONFIG_LIST = [
     CONFIGS["small"],
     CONFIGS["default"],
@@ -54,7 +55,7 @@ def check_layer(spec, config, rng, placement=None):
     return compiled, run
 
 
-@pytest.mark.parametrize("batch", range(BATCHES))
+@pytest.mark.parametrize("batch", [pytest.param(b, marks=BATCH_MARKS) for b in range(BATCHES)])
 def test_random_layers(batch):
     rng = np.random.default_rng(1000 + batch)
     count = -(-LAYERS // BATCHES)

@@ -1,0 +1,132 @@
+"""Encodings at the bit positions docs/isa.md gives, bit-plane packing, the
+host word stream and $readmemh text, determinism, and golden-model details."""
+
+import json
+
+import numpy as np
+import pytest
+
+from hw.config import CONFIGS
+from hw.counters import COUNTERS
+from hw.pe.modes import PeMode
+from sw.compile import (compile_layer, execute, host_word_stream, random_input,
+                        random_layer_spec, readmemh_text, reference_layer, run_golden)
+from sw.compile import encoding as enc
+
+
+def test_instruction_fields_at_documented_bits():
+    assert enc.encode_set("REQ_SHIFT", 0xDEADBEEF) == (1 << 60) | (13 << 32) | 0xDEADBEEF
+    assert enc.encode_tile(3, 16, 2) == (2 << 60) | 3 | (16 << 16) | (2 << 32)
+    word = enc.encode_round(5, 7, 9, 11, input2=True, first=True, last=False)
+    assert word == (3 << 60) | 5 | (7 << 16) | (9 << 32) | (11 << 44) | (1 << 48) | (1 << 49)
+    assert enc.decode_instruction(word) == (3, {"chunk_start": 5, "chunk_count": 7, "wptr": 9,
+                                                "shift": 11, "input2": True, "first": True,
+                                                "last": False})
+    assert enc.encode_halt() == 0
+    assert enc.REGISTERS.index("RES_BASE") == 16
+    with pytest.raises(ValueError):
+        enc.encode_round(0, 1, 0, 16)
+
+
+def test_chunk_descriptor_bits():
+    word = enc.encode_chunk(2, 3, 0x123, PeMode.W4A2, [3, 0, 1], [0, 1, 1])
+    assert word == (2 | (3 << 4) | (0x123 << 8) | (0b10 << 20) | (3 << 22) | (0b100 << 25)
+                    | (0b101 << 28))
+    assert enc.decode_chunk(word, 3) == (2, 3, 0x123, PeMode.W4A2, [3, 0, 1], [0, 1, 1])
+
+
+def test_wptr_and_params():
+    assert enc.encode_wptr([1, 2, 3], 12) == 1 | (2 << 12) | (3 << 24)
+    assert enc.decode_wptr(1 | (2 << 12) | (3 << 24), 3, 12) == [1, 2, 3]
+    word = enc.encode_param(-5, -2)
+    assert word == (0xFFFFFFFB | (0xFFFE << 32))
+    assert enc.decode_param(word) == (-5, -2)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_bit_plane_round_trip(bits):
+    rng = np.random.default_rng(bits)
+    for _ in range(200):
+        q = rng.integers(-(1 << (bits - 1)), 1 << (bits - 1), size=16)
+        planes = enc.pack_planes(q, bits)
+        assert len(planes) == bits and all(0 <= p < 1 << 16 for p in planes)
+        assert np.array_equal(enc.unpack_planes(planes, bits), q)
+
+
+def test_bit_plane_example():
+    # q_0 = -2 (10), q_1 = 1 (01), the rest 0: plane 0 has bit 1, plane 1 (sign) bit 0.
+    assert enc.pack_planes([-2, 1] + [0] * 14, 2) == [0b10, 0b01]
+    assert enc.pack_planes([-1] * 16, 3) == [0xFFFF] * 3
+    with pytest.raises(ValueError):
+        enc.pack_planes([2], 2)
+
+
+def test_weight_digits():
+    w = np.arange(-128, 128)
+    d2, d1, d0 = enc.weight_digits(w)
+    assert np.array_equal(d2 * 64 + d1 * 8 + d0, w)
+    for d in (d2, d1, d0):
+        assert d.min() >= -4 and d.max() <= 3
+    assert enc.DIGIT_WEIGHT_BOUND == 2 * 64 + 4 * 8 + 4
+
+
+def test_activation_layout():
+    # W = 10 on C = 4: WB = 3; 20 channels -> Cp 32, 8 words per pixel.
+    assert enc.act_address(1, 6, 13, 100, 10, 20, 4) == (2, 100 + (1 * 3 + 1) * 8 + 3, 1)
+    assert enc.map_words_per_bank(2, 10, 20, 4) == 2 * 3 * 8
+
+
+def test_host_word_stream_and_readmemh():
+    config = CONFIGS["small"]   # chunk entries are 22 + 12 = 34 bits: two words each
+    images = {1: [{0: (1 << 33) | 5, 1: 7, 5: 9}], 4: [{} for _ in range(4)]}
+    images[4][2] = {3: 0xBEEF}
+    assert host_word_stream(images, config) == [
+        (1, 0, 0, [5, 2, 7, 0]), (1, 0, 5, [9, 0]), (4, 2, 3, [0xBEEF])]
+    assert readmemh_text(images[1][0], 34) == "@0\n200000005\n000000007\n@5\n000000009\n"
+
+
+def test_program_words_and_manifest_are_plain():
+    rng = np.random.default_rng(7)
+    spec = random_layer_spec(rng, kind="conv", raw=False)
+    compiled = compile_layer(spec, CONFIGS["small"])
+    json.dumps(compiled.manifest)
+    assert set(compiled.expected_counters) == set(COUNTERS)
+    assert all(isinstance(word, int) and 0 <= word < 1 << 64 for word in compiled.program)
+    assert compiled.images[0][0] == dict(enumerate(compiled.program))
+
+
+def test_determinism():
+    specs = [random_layer_spec(np.random.default_rng(11), name="same") for _ in range(2)]
+    a, b = (compile_layer(spec, CONFIGS["default"]) for spec in specs)
+    assert a.program == b.program and a.images == b.images and a.manifest == b.manifest
+    x = random_input(np.random.default_rng(12), specs[0])
+    ra, rb = run_golden(a, x), run_golden(b, x)
+    assert np.array_equal(ra.output, rb.output) and ra.counters == rb.counters
+    for memory in (4, 5, 6):
+        assert np.array_equal(ra.memories[memory], rb.memories[memory])
+    assert host_word_stream(a.memories(x), a.config) == host_word_stream(b.memories(x),
+                                                                         b.config)
+
+
+def test_golden_reads_the_weight_memory():
+    """Flip one weight plane bit: the golden output changes (no shortcut)."""
+    rng = np.random.default_rng(13)
+    spec = random_layer_spec(rng, kind="linear", raw=True, in_channels=16, out_channels=4,
+                             style="uniform4", act_bits_in=4)
+    compiled = compile_layer(spec, CONFIGS["small"])
+    x = np.full(spec.input_shape, 15)
+    images = compiled.memories(x)
+    images[4][0][0] ^= 1          # row 0, plane 0, weight 0: changes by +-1
+    execution = execute(compiled.config, images)
+    output = compiled.decode_output(execution.memories)
+    expected = reference_layer(spec, x)
+    assert abs(int(output[0, 0, 0] - expected[0, 0, 0])) == 15
+    assert np.array_equal(output[1:], expected[1:])
+
+
+def test_golden_stops_on_unknown_opcode():
+    config = CONFIGS["small"]
+    images = {0: [{0: enc.encode_set("PAD", 1), 1: 7 << 60}]}
+    execution = execute(config, images)
+    assert execution.error and execution.error_pc == 1
+    assert execution.counters["program_reads"] == 2

@@ -1,0 +1,160 @@
+"""Every rejection path: a UserError that names the layer and the limit."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from hw.config import CONFIGS, AcceleratorConfig
+from sw.compile import LayerSpec, Placement, compile_layer
+from sw.compile import encoding as enc
+from sw.errors import UserError
+
+SMALL = CONFIGS["small"]
+TINY = AcceleratorConfig("tiny", rows=2, cols=2, acc_width=24, program_depth=64,
+                         chunk_depth=16, wptr_depth=4, param_depth=8, weight_depth=32,
+                         act_depth=64, result_depth=16)
+
+
+def layer(name="bad", kind="conv", cout=2, cin=16, kernel=1, size=(2, 2), bits=2, shift=0,
+          act_in=2, act_out=2, raw=False, pool=False, padding=0, weights=None, **overrides):
+    wshape = (cout, cin) if kind == "linear" else (cout, cin, kernel, kernel)
+    gshape = (cout, -(-cin // 16)) if kind == "linear" else (cout, kernel, kernel,
+                                                             -(-cin // 16))
+    fields = dict(
+        kind=kind, weights=np.zeros(wshape, np.int64) if weights is None else weights,
+        precision=np.full(gshape, bits), shift=np.full(gshape, shift),
+        bias=np.zeros(cout, np.int64), multiplier=None if raw else np.ones(cout, np.int64),
+        requant_shift=None if raw else 0, act_bits_in=act_in,
+        act_bits_out=None if raw else act_out,
+        input_shape=(cin, 1, 1) if kind == "linear" else (cin, *size),
+        padding=padding, pool=pool, raw=raw, name=name)
+    fields.update(overrides)
+    return LayerSpec(**fields)
+
+
+def rejects(limit, make, config=SMALL, placement=None):
+    with pytest.raises(UserError) as info:
+        compile_layer(make(), config, placement)
+    message = str(info.value)
+    assert "'bad'" in message, message
+    assert limit in message, message
+    return message
+
+
+SPEC_CASES = {
+    "kind": ("kind must be", lambda: layer(kind="deconv")),
+    "float weights": ("must be integers", lambda: layer(weights=np.zeros((2, 16, 1, 1)))),
+    "input channels": ("channels", lambda: layer(input_shape=(8, 2, 2))),
+    "kernel too big for input": ("does not fit", lambda: layer(kernel=3, size=(2, 2))),
+    "precision shape": ("group shape", lambda: layer(precision=np.full((2, 1), 2))),
+    "precision 5": ("not supported", lambda: layer(bits=5)),
+    "p + e": ("p + e must be <= 4", lambda: layer(bits=3, shift=2)),
+    "negative shift": ("negative shift", lambda: layer(shift=-1)),
+    "8-bit mixed": ("whole layer", lambda: layer(
+        precision=np.array([8, 2]).reshape(2, 1, 1, 1))),
+    "8-bit shift": ("shift 0", lambda: layer(bits=8, shift=1)),
+    "weight not q << e": ("group (1, 0, 0, 0)", lambda: layer(
+        weights=np.pad(np.full((1, 16, 1, 1), 3), ((1, 0), (0, 0), (0, 0), (0, 0))))),
+    "weight odd for e=1": ("not q << 1", lambda: layer(
+        shift=1, weights=np.ones((2, 16, 1, 1), np.int64))),
+    "act bits in": ("input activation bits", lambda: layer(act_in=5)),
+    "act bits out": ("output activation bits", lambda: layer(act_out=8)),
+    "multiplier": ("16-bit", lambda: layer(multiplier=np.full(2, 1 << 15))),
+    "requant shift": ("[0, 47]", lambda: layer(requant_shift=48)),
+    "bias": ("32-bit", lambda: layer(bias=np.full(2, 1 << 31))),
+    "raw pool": ("cannot pool", lambda: layer(raw=True, pool=True)),
+    "pool too small": ("pooling", lambda: layer(pool=True, size=(1, 4))),
+    "linear padding": ("no padding", lambda: layer(kind="linear", padding=1)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SPEC_CASES))
+def test_spec_rejections(case):
+    limit, make = SPEC_CASES[case]
+    with pytest.raises(UserError) as info:
+        make()
+    assert "'bad'" in str(info.value) and limit in str(info.value), str(info.value)
+
+
+def test_kernel_limit():
+    rejects("16x16", lambda: layer(kernel=17, size=(17, 17)))
+
+
+def test_padding_limit():
+    rejects("PAD < 16", lambda: layer(padding=16, size=(1, 1)))
+
+
+def test_block_limit():
+    rejects("block < 4096", lambda: layer(cout=1, cin=4097 * 16, size=(1, 1)))
+
+
+def test_tile_coordinate_limit():
+    rejects("65535", lambda: layer(cout=1, cin=1, size=(1, 65537)))
+
+
+def test_accumulator_limit():
+    # 9600 * 9 four-bit weights: bound 86400 * 8 * 15 = 10368000 > 2^23 - 1.
+    weights = np.full((1, 16 * 600, 3, 3), -8)
+    message = rejects("acc_width", lambda: layer(cout=1, cin=16 * 600, kernel=3, size=(3, 3),
+                                                 bits=4, act_in=4, weights=weights),
+                      config=CONFIGS["default"])
+    assert "10368000" in message and "8388607" in message
+
+
+def test_accumulator_counts_the_bias():
+    # 16 weights * 2 * 3 = 96; acc_width 16 allows 32767 with the bias.
+    config = AcceleratorConfig("a16", acc_width=16)
+    compile_layer(layer(bias=np.full(2, 32767 - 96)), config)
+    rejects("acc_width", lambda: layer(bias=np.full(2, 32767 - 95)), config=config)
+
+
+def test_program_limit():
+    # 30 tiles of TILE + ROUND, 17 SETs and HALT: 78 instructions > 64.
+    config = dataclasses.replace(TINY, act_depth=4096)
+    message = rejects("program_depth", lambda: layer(cout=2, size=(30, 2)), config=config)
+    assert "78" in message
+
+
+def test_chunk_limit():
+    rejects("chunk_depth", lambda: layer(cout=2, cin=16 * 17, size=(1, 1)), config=TINY)
+
+
+def test_wptr_limit():
+    rejects("wptr_depth", lambda: layer(cout=10, size=(1, 1)), config=TINY)
+
+
+def test_param_limit():
+    config = AcceleratorConfig("p", rows=8, cols=2, param_depth=8)
+    rejects("param_depth", lambda: layer(cout=9, size=(1, 1)), config=config)
+    rejects("param_depth", lambda: layer(cout=8, size=(1, 1)), config=config,
+            placement=Placement(param_base=1))
+
+
+def test_weight_limit():
+    # 1 ktile, 9 blocks of 4-bit groups: 36 words per bank > 32.
+    rejects("weight_depth", lambda: layer(cout=2, cin=16 * 9, bits=4, size=(1, 1)),
+            config=TINY)
+
+
+def test_activation_limit():
+    # Input 8x8 pixels of 16 channels on 2 banks: 4 words * 32 = 128 > 64.
+    rejects("act_depth", lambda: layer(cout=2, size=(8, 8)), config=TINY)
+
+
+def test_activation_overlap():
+    rejects("overlaps", lambda: layer(cout=2, size=(2, 2)), placement=Placement(out_base=2))
+
+
+def test_input_maps_overlap():
+    rejects("overlap", lambda: layer(act_in=8), placement=Placement(in_base2=2))
+
+
+def test_result_limit():
+    rejects("result_depth", lambda: layer(cout=2, size=(3, 3), raw=True), config=TINY)
+
+
+def test_round_shift_limit(monkeypatch):
+    # Unreachable with the legal precisions (at most 6 + 4); checked anyway.
+    monkeypatch.setattr(enc, "ROUND_SHIFT_MAX", 9)
+    rejects("ROUND shift", lambda: layer(bits=8, act_in=8))
