@@ -56,7 +56,9 @@ class Timeline:
       the last step to reach PE (R-1, C-1), and R drain cycles;
     * a `last` ROUND starts a PPU job at max(its drain end, previous PPU job
       end), lasting R * C + PPU_CYCLES (it runs beside the next instructions);
-    * HALT: waits for the PPU; `cycles` is the time done rises.
+    * HALT: waits for the PPU; `cycles` is the time done rises. Where
+      hw/timing.py defines HALT_CYCLES (HALT's own cycles after its fetch),
+      done rises at max(fetch end + HALT_CYCLES, PPU idle).
     """
 
     def __init__(self, rows, cols):
@@ -84,7 +86,7 @@ class Timeline:
             self.ppu_end[tile_number] = self.ppu_free
 
     def halt(self):
-        self.now = max(self.now, self.ppu_free)
+        self.now = max(self.now + getattr(timing, "HALT_CYCLES", 0), self.ppu_free)
 
 
 @dataclasses.dataclass
