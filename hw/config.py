@@ -38,7 +38,7 @@ class AcceleratorConfig:
     chunk_depth: int = 32768
     wptr_depth: int = 1024
     param_depth: int = 4096
-    weight_depth: int = 65536
+    weight_depth: int = 262144
     act_depth: int = 16384
     result_depth: int = 1024
 
@@ -47,8 +47,10 @@ class AcceleratorConfig:
             value = getattr(self, field)
             if not isinstance(value, int) or not 1 <= value <= 32:
                 raise ValueError(f"{field} must be an int in [1, 32], got {value!r}")
-        if self.cols % 2:
-            raise ValueError(f"cols must be even (2x2 pooling pairs columns), got {self.cols}")
+        if not _is_power_of_two(self.cols) or self.cols < 2:
+            # Even for 2x2 pooling; a power of two so that bank = x mod C and
+            # word = x div C are bit slices in the column readers and the PPU.
+            raise ValueError(f"cols must be a power of two >= 2, got {self.cols}")
         if not isinstance(self.acc_width, int) or not 16 <= self.acc_width <= 32:
             raise ValueError(f"acc_width must be an int in [16, 32], got {self.acc_width!r}")
         for field in ("program_depth", "chunk_depth", "wptr_depth", "param_depth",
@@ -91,7 +93,7 @@ CONFIGS = {config.name: config for config in [
     AcceleratorConfig("small", rows=4, cols=4, program_depth=2048, chunk_depth=2048,
                       wptr_depth=256, param_depth=512, weight_depth=4096, act_depth=4096,
                       result_depth=256),
-    AcceleratorConfig("large", rows=16, cols=16, weight_depth=131072, act_depth=32768),
+    AcceleratorConfig("large", rows=16, cols=16, act_depth=32768),
 ]}
 
 

@@ -220,6 +220,15 @@ class Core(wiring.Component):
             (previous[c * acc:(c + 1) * acc] + drained[c * acc:(c + 1) * acc])[:acc]
             for c in range(cols)]))
 
+        ppu_quiet = Signal()
+        m.d.comb += ppu_quiet.eq(ppu.idle & ~job_pending)
+
+        def set_register():
+            with m.Switch(instruction[32:38]):
+                for index, name in enumerate(LAYER_REGISTERS):
+                    with m.Case(index):
+                        m.d.sync += registers[name].eq(instruction[:32])
+
         with m.FSM(name="controller"):
             with m.State("IDLE"):
                 with m.If(start):
@@ -235,11 +244,11 @@ class Core(wiring.Component):
                     with m.Case(OPCODES["HALT"]):
                         m.next = "HALT"
                     with m.Case(OPCODES["SET"]):
-                        with m.Switch(instruction[32:38]):
-                            for index, name in enumerate(LAYER_REGISTERS):
-                                with m.Case(index):
-                                    m.d.sync += registers[name].eq(instruction[:32])
-                        m.next = "FETCH"
+                        with m.If(ppu_quiet):
+                            set_register()
+                            m.next = "FETCH"
+                        with m.Else():
+                            m.next = "SET_WAIT"
                     with m.Case(OPCODES["TILE"]):
                         m.d.sync += [tile_y.eq(instruction[0:16]), tile_x0.eq(instruction[16:32]),
                                      tile_k.eq(instruction[32:48])]
@@ -255,6 +264,12 @@ class Core(wiring.Component):
                     with m.Default():
                         m.d.sync += [error.eq(1), done.eq(1), running.eq(0), error_pc.eq(pc)]
                         m.next = "IDLE"
+            with m.State("SET_WAIT"):
+                # SET is a barrier: the previous layer's tiles are all written
+                # before its registers change or the next layer reads them.
+                with m.If(ppu_quiet):
+                    set_register()
+                    m.next = "FETCH"
             with m.State("STALL"):
                 # A tile's first round waits until the PPU has finished the
                 # tile that used the same OAB buffer (tile n - 2).
@@ -295,7 +310,7 @@ class Core(wiring.Component):
                                      job_k.eq(tile_k), job_buffer.eq(tile_buffer)]
                     m.next = "FETCH"
             with m.State("HALT"):
-                with m.If(ppu.idle & ~job_pending):
+                with m.If(ppu_quiet):
                     m.d.sync += [running.eq(0), done.eq(1)]
                     m.next = "IDLE"
 

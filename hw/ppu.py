@@ -19,11 +19,9 @@ from amaranth.lib.wiring import In, Out
 
 from hw.config import ACT_WORD_BITS, RESULT_WIDTH
 from hw.round_engine import ReadPort
+from hw.timing import PPU_PIPELINE
 from sw.fixedpoint import MULTIPLIER_BITS, SHIFT_MAX
 
-# Pipeline stages after S0: a job's last write is this many cycles after its
-# last counted element.
-PPU_PIPELINE = 5
 
 
 class PostProcessor(wiring.Component):
@@ -98,7 +96,8 @@ class PostProcessor(wiring.Component):
         s0 = Signal(meta)
         m.d.comb += [s0.valid.eq(running), s0.r.eq(r), s0.c.eq(c), s0.k.eq(k0),
                      s0.x.eq(x0 + c), s0.y.eq(y), s0.last.eq(last_element)]
-        s1, s2, s3, s4, s5 = (Signal(meta, name=f"meta_s{i}") for i in range(1, 6))
+        stages = [Signal(meta, name=f"meta_s{i}") for i in range(1, PPU_PIPELINE + 1)]
+        s1, s2, s3, s4, s5 = stages  # the golden model's timing counts these (hw/timing.py)
         m.d.sync += [s1.eq(s0), s2.eq(s1), s3.eq(s2), s4.eq(s3), s5.eq(s4)]
 
         # ---- S1: the accumulator and parameters (fresh from the ports at c == 0).

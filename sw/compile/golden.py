@@ -49,16 +49,23 @@ _DENSE = (4, 5, 6)  # weights, activations, results: dense numpy banks
 class Timeline:
     """The cycle rules of docs/isa.md, "Timing", and nothing else.
 
-    * every instruction: FETCH_CYCLES;
+    `now` is the index of the next cycle (cycle 0 is the first FETCH).
+
+    * every instruction: FETCH_CYCLES (FETCH, DECODE);
+    * SET is a barrier: it writes its register only once the PPU is idle
+      (no job pending or in the pipeline), so a layer's registers never
+      change under the previous layer's last tile and its first ROUND never
+      reads activations the PPU has not written yet;
     * ROUND: if `first` and the PPU job of tile n - 2 (the other user of this
-      tile's OAB buffer n mod 2) has not ended, stall until it ends; then
+      tile's OAB buffer) has not ended, stall until it has; then
       PREFETCH_CYCLES, one cycle per step (busy), R + C - 1 + PIPE_CYCLES for
       the last step to reach PE (R-1, C-1), and R drain cycles;
-    * a `last` ROUND starts a PPU job at max(its drain end, previous PPU job
-      end), lasting R * C + PPU_CYCLES (it runs beside the next instructions);
-    * HALT: waits for the PPU; `cycles` is the time done rises. Where
-      hw/timing.py defines HALT_CYCLES (HALT's own cycles after its fetch),
-      done rises at max(fetch end + HALT_CYCLES, PPU idle).
+    * a `last` ROUND hands its tile to the PPU in the cycle after its drain;
+      the PPU accepts it then, or in the cycle of the previous job's last
+      element, counts R * C elements in the following cycles, and is done
+      with it PPU_CYCLES after the last element (hw/timing.py);
+    * HALT: HALT_CYCLES after its fetch, or until the PPU is idle; `cycles`
+      counts every cycle from the first FETCH to the one where done rises.
     """
 
     def __init__(self, rows, cols):
@@ -66,27 +73,33 @@ class Timeline:
         self.now = 0
         self.busy = 0
         self.stall = 0
-        self.ppu_free = 0     # end of the latest PPU job
-        self.ppu_end = {}     # tile number -> end of its PPU job
+        self.last_element = None   # cycle of the latest PPU job's last element
+        self.ppu_idle = 0          # first cycle the PPU is idle again
+        self.ppu_end = {}          # tile number -> first cycle after its PPU job
 
     def fetch(self):
         self.now += timing.FETCH_CYCLES
 
+    def set(self):
+        decode = self.now - 1
+        if self.ppu_idle > decode:
+            self.now = self.ppu_idle + 1
+
     def round(self, tile_number, first, last, steps):
+        start = self.now
         if first and tile_number - 2 in self.ppu_end:
-            wait = max(0, self.ppu_end[tile_number - 2] - self.now)
-            self.stall += wait
-            self.now += wait
-        self.now += timing.PREFETCH_CYCLES + steps
+            start = max(start, self.ppu_end[tile_number - 2])
+        self.stall += start - self.now
+        self.now = start + timing.PREFETCH_CYCLES + steps
         self.busy += steps
         self.now += self.rows + self.cols - 1 + timing.PIPE_CYCLES + self.rows
         if last:
-            start = max(self.now, self.ppu_free)
-            self.ppu_free = start + self.rows * self.cols + timing.PPU_CYCLES
-            self.ppu_end[tile_number] = self.ppu_free
+            accept = self.now if self.last_element is None else max(self.now, self.last_element)
+            self.last_element = accept + self.rows * self.cols
+            self.ppu_idle = self.ppu_end[tile_number] = self.last_element + timing.PPU_CYCLES
 
     def halt(self):
-        self.now = max(self.now + getattr(timing, "HALT_CYCLES", 0), self.ppu_free)
+        self.now = max(self.now + timing.HALT_CYCLES - 1, self.ppu_idle) + 1
 
 
 @dataclasses.dataclass
@@ -160,6 +173,7 @@ class _Core:
                 self.timeline.halt()
                 return False, None
             if opcode == enc.OP_SET:
+                self.timeline.set()
                 if fields["register"] < len(enc.REGISTERS):
                     self.regs[enc.REGISTERS[fields["register"]]] = fields["value"]
             elif opcode == enc.OP_TILE:

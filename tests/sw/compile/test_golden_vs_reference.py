@@ -28,7 +28,7 @@ CONFIG_LIST = [
                       chunk_depth=4096, wptr_depth=256, param_depth=512, weight_depth=4096,
                       act_depth=4096, result_depth=1024),
     # More columns than rows: long PPU jobs, so OAB stalls.
-    AcceleratorConfig("r5c12", rows=5, cols=12, acc_width=26),
+    AcceleratorConfig("r5c16", rows=5, cols=16, acc_width=26),
 ]
 
 

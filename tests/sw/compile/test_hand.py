@@ -59,11 +59,13 @@ def test_single_chunk_layer():
     x = np.random.default_rng(0).integers(0, 4, size=(16, 1, 4))
     run = run_golden(compiled, x)
     assert np.array_equal(run.output, reference_layer(spec, x))
-    # SETs end at 34, TILE 36, ROUND fetched 38, prefetch 44, 4 steps 48,
-    # R + C - 1 + PIPE = 10 -> 58, drain 4 -> 62; PPU 62 .. 62 + 16 + 8 = 86;
-    # HALT fetched at 64 waits for the PPU: done at 86.
+    # 19 instructions' fetches, then the ROUND's prefetch, 4 steps, the
+    # R + C - 1 + PIPE cycles to cross the array and 4 drain cycles. The PPU
+    # accepts the tile in the next cycle, counts 16 elements and is idle
+    # PPU cycles after the last; HALT (fetched meanwhile) waits for it, and
+    # the cycle done rises in counts too.
     drain_end = 19 * F + round_cycles(4, 4, 4)
-    cycles = max(drain_end + F + HALT, drain_end + 16 + PPU)
+    cycles = max(drain_end + F + HALT, drain_end + 16 + PPU + 1)
     assert run.counters == {
         "cycles": cycles, "busy_cycles": 4, "stall_cycles": 0,
         "macs_w4a4": 0, "macs_w4a2": 0, "macs_w2a4": 0, "macs_w2a2": 4 * 4 * 4 * 4,
@@ -87,28 +89,29 @@ def test_ragged_rows_and_columns():
     assert counters["act_writes"] == 9
     assert counters["param_reads"] == 3
     drain_end = 19 * F + round_cycles(4, 4, 4)
-    assert counters["cycles"] == max(drain_end + F + HALT, drain_end + 16 + PPU)
+    assert counters["cycles"] == max(drain_end + F + HALT, drain_end + 16 + PPU + 1)
 
 
 def test_stall_on_the_default_array():
     """1x1 conv, 16 -> 8 channels, a 1x24 map on the 8x8 array: three tiles of
-    one W2A2 chunk. A ROUND takes 2 + 6 + 4 + 18 + 8 = 38 cycles after its
-    TILE, a PPU job 72, so tile 2 waits for the PPU job of tile 0."""
+    one W2A2 chunk. A ROUND is much shorter than a 64-element PPU job, so
+    tile 2 waits for the PPU job of tile 0 (the other user of its OAB buffer).
+    The PPU accepts a job in the cycle after the drain, or in the cycle of
+    the previous job's last element, and is done with it PPU cycles after
+    its own last element."""
     config = CONFIGS["default"]
     spec = one_by_one(cout=8, width=24)
     compiled = compile_layer(spec, config)
-    # Tile 0: drain ends 74, PPU 74..146. Tile 1: TILE 76, drain ends 114,
-    # PPU 146..218. Tile 2: ROUND fetched 118, stalls 28 to 146, drain ends
-    # 182, PPU 218..290. HALT fetched 184, done 290.
-    length, job = round_cycles(8, 8, 4), 64 + PPU
+    length = round_cycles(8, 8, 4)
     drain0 = 19 * F + length
-    ppu0 = drain0 + job
+    last0 = drain0 + 64                      # tile 0's last PPU element
     drain1 = drain0 + 2 * F + length
-    ppu1 = max(drain1, ppu0) + job
+    last1 = max(drain1, last0) + 64
     start2 = drain1 + 2 * F
-    stall = max(0, ppu0 - start2)
+    stall = max(0, last0 + PPU - start2)     # until tile 0's PPU job is done
     drain2 = start2 + stall + length
-    ppu2 = max(drain2, ppu1) + job
+    last2 = max(drain2, last1) + 64
+    ppu2 = last2 + PPU + 1                   # idle, and done rises, in that cycle
     counters = compiled.expected_counters
     assert stall > 0
     assert counters["stall_cycles"] == stall

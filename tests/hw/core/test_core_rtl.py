@@ -1,0 +1,86 @@
+"""The whole core's RTL on random layers, through the host stream.
+
+Every layer's output is compared bit for bit with the compiler's golden
+model and with a plain numpy integer layer, and every counter with the
+golden model's prediction. MPQ_CORE_LAYERS sets the number of random layers
+(CI default 200; a deep run: 2000), MPQ_SEED the seed.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+from hw.config import get_config
+from sim.core_sim import run_on_rtl
+from sw.compile import (compile_layer, random_input, random_layer_spec, reference_layer,
+                        run_golden)
+from sw.compile.encoding import encode_halt
+
+pytestmark = pytest.mark.cocotb
+
+SEED = int(os.environ.get("MPQ_SEED", "1"))
+
+
+def random_layers(config, count, seed, **limits):
+    rng = np.random.default_rng(seed)
+    layers, goldens, references = [], [], []
+    for index in range(count):
+        spec = random_layer_spec(rng, name=f"layer{index}", **limits)
+        compiled = compile_layer(spec, config)
+        x = random_input(rng, spec)
+        layers.append((compiled, x, spec.name))
+        goldens.append(run_golden(compiled, x))
+        references.append(reference_layer(spec, x))
+    return layers, goldens, references
+
+
+def first_difference(got, expected):
+    index = tuple(int(i) for i in np.argwhere(got != expected)[0])
+    return f"output[k={index[0]}, y={index[1]}, x={index[2]}] = {got[index]}, expected {expected[index]}"
+
+
+def check(layers, goldens, references, results):
+    assert len(results) == len(layers)
+    failures = []
+    for (compiled, _, name), golden, reference, result in zip(layers, goldens, references, results):
+        assert np.array_equal(golden.output, reference), f"{name}: golden model != numpy reference"
+        spec = compiled.spec
+        label = (f"{name} ({spec.kind} {spec.input_shape} -> {spec.out_channels}, k={spec.kernel}, "
+                 f"pad={spec.padding}, pool={spec.pool}, raw={spec.raw}, a_in={spec.act_bits_in})")
+        if not result["status"]["done"] or result["status"]["error"]:
+            failures.append(f"{label}: status {result['status']}")
+        elif not np.array_equal(result["output"], golden.output):
+            failures.append(f"{label}: {first_difference(result['output'], golden.output)}")
+        else:
+            wrong = {key: (result["counters"][key], value) for key, value in golden.counters.items()
+                     if result["counters"][key] != value}
+            if wrong:
+                failures.append(f"{label}: counters (rtl, golden) {wrong}")
+    assert not failures, f"{len(failures)} of {len(layers)} layers wrong:\n" + "\n".join(failures[:10])
+
+
+def test_random_layers_on_verilator(tmp_path_factory):
+    config = get_config("small")
+    count = int(os.environ.get("MPQ_CORE_LAYERS", "200"))
+    layers, goldens, references = random_layers(config, count, SEED, max_channels=12, max_size=7)
+    results = run_on_rtl(layers, config, simulator="verilator", seed=SEED, stall=0.3,
+                         build_dir=tmp_path_factory.mktemp("core-verilator"))
+    check(layers, goldens, references, results)
+
+
+def test_random_layers_on_icarus(tmp_path_factory):
+    config = get_config("small")
+    layers, goldens, references = random_layers(config, 6, SEED + 1, max_channels=8, max_size=5)
+    results = run_on_rtl(layers, config, simulator="icarus", seed=SEED, stall=0.3,
+                         build_dir=tmp_path_factory.mktemp("core-icarus"))
+    check(layers, goldens, references, results)
+
+
+def test_random_layers_on_the_default_array(tmp_path_factory):
+    """8x8 with the default memories: channel counts around and above 8 and 16."""
+    config = get_config("default")
+    layers, goldens, references = random_layers(config, 8, SEED + 2, max_channels=40, max_size=10)
+    results = run_on_rtl(layers, config, simulator="verilator", seed=SEED, stall=0.1,
+                         build_dir=tmp_path_factory.mktemp("core-default"))
+    check(layers, goldens, references, results)
