@@ -6,7 +6,7 @@ import shutil
 import subprocess
 import tempfile
 
-from amaranth.back import verilog
+from amaranth.back import rtlil, verilog
 
 from hw.config import get_config
 from hw.pe import FixedPE, FusedPE
@@ -22,8 +22,28 @@ DESIGNS = {
 }
 
 
-def to_verilog(design, name):
-    return verilog.convert(design, name=name, emit_src=False)
+def to_verilog(design, name, *, zero_memories=True):
+    """Verilog of `design` with top module `name`.
+
+    `zero_memories=False` leaves memories without an initial value, as SRAMs
+    are: Amaranth otherwise writes a zero for every bit of every memory, which
+    for the default configuration's 4 Mbit of weights takes 95 s and 76 MB of
+    Verilog. Verilator starts such memories at zero anyway (its default
+    `--x-initial`); Icarus would start them at X, so its builds keep the zeros.
+    """
+    if zero_memories:
+        return verilog.convert(design, name=name, emit_src=False)
+    original = rtlil.ModuleEmitter.emit_memory
+
+    def emit_memory(self, cell_idx, cell):
+        if any(cell.init):
+            original(self, cell_idx, cell)
+
+    rtlil.ModuleEmitter.emit_memory = emit_memory
+    try:
+        return verilog.convert(design, name=name, emit_src=False)
+    finally:
+        rtlil.ModuleEmitter.emit_memory = original
 
 
 def write_verilog(config, out_dir):

@@ -47,9 +47,9 @@ def decode_readback(compiled, readback):
     return compiled.decode_output(memories)
 
 
-def core_verilog(config, directory):
+def core_verilog(config, directory, simulator="verilator"):
     """The core's Verilog for `config`, written once per distinct source."""
-    source = to_verilog(Core(config), TOPLEVEL)
+    source = to_verilog(Core(config), TOPLEVEL, zero_memories=simulator != "verilator")
     digest = hashlib.sha256(source.encode()).hexdigest()[:12]
     path = pathlib.Path(directory) / f"{config.name}_{digest}" / f"{TOPLEVEL}.v"
     if not path.exists():
@@ -64,7 +64,7 @@ def run_on_rtl(layers, config, *, simulator="verilator", build_dir="build/sim/co
     name, output (np array), counters, status, wait_cycles."""
     build_dir = pathlib.Path(build_dir).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
-    source = core_verilog(config, build_dir)
+    source = core_verilog(config, build_dir, simulator)
     cases = [make_case(compiled, x, name) for compiled, x, name in layers]
     cases_path = build_dir / "cases.json"
     results_path = build_dir / "results.json"

