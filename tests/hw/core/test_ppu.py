@@ -1,0 +1,134 @@
+"""The post-processing unit in Amaranth's simulator: requantization rounding
+at ties and saturation, negative multipliers, raw outputs and 2x2 pooling
+across two tiles, against sw/fixedpoint.py."""
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from hw.config import AcceleratorConfig
+from hw.ppu import PostProcessor
+from sw import fixedpoint
+
+CONFIG = AcceleratorConfig("ppu-test", rows=2, cols=4, acc_width=24, param_depth=64,
+                           act_depth=256, result_depth=64)
+R, C, A = CONFIG.rows, CONFIG.cols, CONFIG.acc_width
+
+
+def run_ppu(tiles, params, registers):
+    """`tiles`: [(y, x0, ktile, acc (R, C))]. Returns (act writes, result writes)."""
+    ppu = PostProcessor(CONFIG)
+    sim = Simulator(ppu)
+    sim.add_clock(1e-6)
+    oab = {}
+    act_writes, result_writes = [], []
+
+    async def testbench(ctx):
+        for name, value in registers.items():
+            ctx.set(getattr(ppu, name), value)
+        for number, (y, x0, ktile, acc) in enumerate(tiles):
+            buffer = number % 2
+            for r in range(R):
+                oab[buffer * R + r] = sum((int(v) & ((1 << A) - 1)) << (A * c)
+                                          for c, v in enumerate(acc[r]))
+            ctx.set(ppu.job_y, y)
+            ctx.set(ppu.job_x0, x0)
+            ctx.set(ppu.job_ktile, ktile)
+            ctx.set(ppu.job_buffer, buffer)
+            ctx.set(ppu.job_valid, 1)
+            await ctx.tick().until(ppu.job_ready)
+            ctx.set(ppu.job_valid, 0)
+        await ctx.tick().until(ppu.idle)
+
+    async def memories(ctx):
+        # Synchronous read ports: answer the request of the previous cycle.
+        async for clk_edge, rst, oab_en, oab_addr, p_en, p_addr in ctx.tick().sample(
+                ppu.oab.en, ppu.oab.addr, ppu.params.en, ppu.params.addr):
+            if oab_en:
+                ctx.set(ppu.oab.data, oab[oab_addr])
+            if p_en:
+                bias, mult = params[p_addr]
+                ctx.set(ppu.params.data, (bias & 0xFFFFFFFF) | ((mult & 0xFFFF) << 32))
+
+    async def monitor(ctx):
+        async for _, _, a_en, bank, addr, slot, data, r_en, r_addr, r_data in ctx.tick().sample(
+                ppu.act_write_en, ppu.act_write_bank, ppu.act_write_addr, ppu.act_write_slot,
+                ppu.act_write_data, ppu.result_write_en, ppu.result_write_addr,
+                ppu.result_write_data):
+            if a_en:
+                act_writes.append((bank, addr, slot, data))
+            if r_en:
+                result_writes.append((r_addr, r_data - ((r_data >> 31) << 32)))
+
+    sim.add_testbench(testbench)
+    sim.add_process(memories)
+    sim.add_process(monitor)
+    sim.run_until(1e-6 * 2000)
+    return act_writes, result_writes
+
+
+def registers(**overrides):
+    values = dict(out_base=0, out_w=C, cout=R, out_wb=1, out_words=4, pool=0, act_bits=4,
+                  req_shift=0, raw=0, param_base=0, res_base=0)
+    values.update(overrides)
+    return values
+
+
+def expected_code(acc, bias, mult, shift, bits):
+    return int(fixedpoint.requantize(acc, bias, mult, shift, bits))
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_requantization_ties_and_saturation(bits):
+    shift = 3
+    # (acc + bias) * mult lands on exact halves (ties round up), on both sides
+    # of zero, and far beyond the range (saturation at 0 and 2^a - 1).
+    acc = np.array([[4, 12, -4, 20], [1000, -1000, 5, 0]])
+    params = {0: (0, 1), 1: (-1, 3)}
+    acts, _ = run_ppu([(0, 0, 0, acc)], params, registers(req_shift=shift, act_bits=bits))
+    got = {(bank, slot): data for bank, addr, slot, data in acts}
+    for r in range(R):
+        bias, mult = params[r]
+        for c in range(C):
+            assert got[(c, r)] == expected_code(int(acc[r, c]), bias, mult, shift, bits), (r, c)
+    # The ties really are ties: 4 * 1 / 8 = 0.5 -> 1, 12 / 8 = 1.5 -> 2, -4 / 8 -> 0.
+    assert [got[(c, 0)] for c in range(3)] == [1, 2, 0]
+
+
+def test_negative_multiplier_and_large_shift():
+    acc = np.array([[-300, 300, -7, 7], [2**22, -(2**22), 1, -1]])
+    params = {0: (5, -1000), 1: (0, 32767)}
+    shift = 20
+    acts, _ = run_ppu([(0, 0, 0, acc)], params, registers(req_shift=shift))
+    got = {(bank, slot): data for bank, addr, slot, data in acts}
+    for r in range(R):
+        for c in range(C):
+            assert got[(c, r)] == expected_code(int(acc[r, c]), *params[r], shift, 4)
+
+
+def test_raw_outputs_are_acc_plus_bias():
+    acc = np.array([[-5, 6, 2**23 - 1, -(2**23)], [0, 1, 2, 3]])
+    params = {0: (-7, 0), 1: (2**31 - 1, 0)}
+    _, results = run_ppu([(0, 0, 0, acc)], params, registers(raw=1, out_w=C, cout=R))
+    got = dict(results)
+    for r in range(R):
+        for c in range(C):
+            value = int(acc[r, c]) + params[r][0]
+            value = (value + 2**31) % 2**32 - 2**31
+            assert got[c * R + r] == value
+
+
+def test_pooling_takes_the_max_of_each_2x2_window_across_two_tiles():
+    rng = np.random.default_rng(0)
+    top = rng.integers(-20, 40, size=(R, C))
+    bottom = rng.integers(-20, 40, size=(R, C))
+    params = {0: (0, 1), 1: (3, 1)}
+    acts, _ = run_ppu([(0, 0, 0, top), (1, 0, 0, bottom)], params,
+                      registers(pool=1, out_w=C, out_wb=1, out_words=4, act_bits=4))
+    got = {(bank, slot): data for bank, addr, slot, data in acts}
+    assert len(acts) == R * C // 2      # only the odd row writes, once per window
+    for r in range(R):
+        codes = np.array([[expected_code(int(v), *params[r], 0, 4) for v in row]
+                          for row in (top[r], bottom[r])])
+        for x_out in range(C // 2):
+            assert got[(x_out, r)] == codes[:, 2 * x_out:2 * x_out + 2].max()
