@@ -281,7 +281,7 @@ class Core(wiring.Component):
                     m.d.comb += [engine.start.eq(1),
                                  engine.chunk_start.eq(instruction[0:16]),
                                  engine.chunk_count.eq(instruction[16:32]),
-                                 engine.wptr_index.eq(instruction[32:44]),
+                                 engine.wptr_index.eq(instruction[32:44]),  # ISA field: 12 bits
                                  engine.input2.eq(instruction[48])]
                     m.next = "RUN"
             with m.State("RUN"):

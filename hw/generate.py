@@ -9,6 +9,7 @@ import tempfile
 from amaranth.back import rtlil, verilog
 
 from hw.config import get_config
+from hw.core import Core
 from hw.pe import FixedPE, FusedPE
 from sw.errors import UserError
 
@@ -17,6 +18,7 @@ WAIVERS = pathlib.Path(__file__).parent / "lint" / "waivers.vlt"
 
 # Every top-level design, by Verilog module name: config -> elaboratable.
 DESIGNS = {
+    "core": lambda config: Core(config),
     "fused_pe": lambda config: FusedPE(acc_width=config.acc_width),
     "fixed_pe": lambda config: FixedPE(acc_width=config.acc_width),
 }
@@ -54,7 +56,10 @@ def write_verilog(config, out_dir):
     try:
         paths = []
         for name, build in DESIGNS.items():
-            (staging / f"{name}.v").write_text(to_verilog(build(config), name))
+            # Memories without an initial value, as SRAMs and the FPGA
+            # tools' block RAMs take them (see to_verilog).
+            (staging / f"{name}.v").write_text(to_verilog(build(config), name,
+                                                          zero_memories=False))
             paths.append(out_dir / f"{name}.v")
         if out_dir.exists():
             shutil.rmtree(out_dir)

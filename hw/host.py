@@ -14,11 +14,14 @@ core runs; register commands do not. An unknown command word sets the sticky
 `protocol_error` flag and is dropped.
 """
 
-from amaranth.hdl import Array, Module, Mux, Signal
+from amaranth.hdl import Array, Cat, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 COMMANDS = {"WRITE_MEM": 1, "READ_MEM": 2, "WRITE_REG": 3, "READ_REG": 4}
+# CTRL bits the core sees (bit 0: start). Bit 1 (clear the protocol error)
+# is the host interface's own.
+CTRL_BITS = 1
 
 
 def words_per_entry(width):
@@ -26,31 +29,37 @@ def words_per_entry(width):
 
 
 class MemoryAccess(wiring.Signature):
-    """One memory entry read or write by the host."""
+    """One memory entry read or write by the host (addresses and entries as
+    wide as the widest memory needs)."""
 
-    def __init__(self, data_width):
+    def __init__(self, addr_width, data_width):
         super().__init__({
-            "mem": Out(4), "bank": Out(8), "addr": Out(32), "wdata": Out(data_width),
+            "mem": Out(4), "bank": Out(8), "addr": Out(addr_width), "wdata": Out(data_width),
             "write": Out(1), "read": Out(1), "rdata": In(data_width),
         })
 
 
 class RegisterAccess(wiring.Signature):
-    def __init__(self):
+    """A register read or write; `wdata` is as wide as the core's widest
+    writable register (CTRL's start bit)."""
+
+    def __init__(self, write_bits):
         super().__init__({
-            "addr": Out(16), "wdata": Out(32), "write": Out(1), "read": Out(1), "rdata": In(32),
+            "addr": Out(16), "wdata": Out(write_bits), "write": Out(1), "read": Out(1),
+            "rdata": In(32),
         })
 
 
 class HostInterface(wiring.Component):
     def __init__(self, config):
-        self._widths = {mem_id: width for mem_id, (_, _, width, _) in config.memory_shapes().items()}
-        self._data_width = 32 * max(words_per_entry(width) for width in self._widths.values())
+        shapes = config.memory_shapes()
+        self._widths = {mem_id: width for mem_id, (_, _, width, _) in shapes.items()}
+        addr_width = max((depth - 1).bit_length() for _, _, _, depth in shapes.values())
         super().__init__({
             "host_in": In(stream.Signature(32)),
             "host_out": Out(stream.Signature(32)),
-            "memory": Out(MemoryAccess(self._data_width)),
-            "registers": Out(RegisterAccess()),
+            "memory": Out(MemoryAccess(addr_width, max(self._widths.values()))),
+            "registers": Out(RegisterAccess(CTRL_BITS)),
             "core_busy": In(1),
             "protocol_error": Out(1),
         })
@@ -63,14 +72,12 @@ class HostInterface(wiring.Component):
         mem = Signal(4)
         bank = Signal(8)
         register = Signal(16)
-        addr = Signal(32)
+        addr = Signal.like(self.memory.addr)
         count = Signal(32)
         word = Signal(range(words + 1))
         entry_words = Signal(range(words + 1))
         entry_table = Array(words_per_entry(self._widths.get(i, 32)) for i in range(16))
         buffer = Array(Signal(32, name=f"word{i}") for i in range(words))
-        from amaranth.hdl import Cat
-        assembled = Cat(*buffer)
 
         m.d.comb += [self.memory.mem.eq(mem), self.memory.bank.eq(bank),
                      self.memory.addr.eq(addr), self.registers.addr.eq(register)]
@@ -114,9 +121,9 @@ class HostInterface(wiring.Component):
                     m.d.sync += [buffer[word].eq(host_in.payload), word.eq(word + 1)]
                     with m.If(word == entry_words - 1):
                         # Write the entry: the words so far plus this one.
-                        for index in range(words):
-                            m.d.comb += self.memory.wdata[32 * index:32 * (index + 1)].eq(
-                                Mux(word == index, host_in.payload, buffer[index]))
+                        entry = Cat(*(Mux(word == index, host_in.payload, buffer[index])
+                                      for index in range(words)))
+                        m.d.comb += self.memory.wdata.eq(entry)
                         m.d.comb += self.memory.write.eq(1)
                         m.d.sync += [word.eq(0), addr.eq(addr + 1), count.eq(count - 1)]
                         with m.If(count == 1):
@@ -144,6 +151,8 @@ class HostInterface(wiring.Component):
                 m.d.comb += host_in.ready.eq(1)
                 with m.If(host_in.valid):
                     m.d.comb += [self.registers.write.eq(1), self.registers.wdata.eq(host_in.payload)]
+                    with m.If((register == 0) & host_in.payload[1]):
+                        m.d.sync += self.protocol_error.eq(0)
                     m.next = "HEADER"
             with m.State("REG_READ"):
                 m.d.comb += self.registers.read.eq(1)

@@ -127,7 +127,7 @@ class PostProcessor(wiring.Component):
 
         # ---- S3: multiply.
         product = Signal(signed(33 + MULTIPLIER_BITS))
-        total3 = Signal(signed(33))
+        total3 = Signal(signed(RESULT_WIDTH))
         m.d.sync += [product.eq(total * mult2), total3.eq(total)]
 
         # ---- S4: rounding shift (round half up) and clamp.
@@ -137,7 +137,7 @@ class PostProcessor(wiring.Component):
         m.d.comb += shifted.eq((product + rounding) >> shift)
         act_max = (1 << self.act_bits) - 1
         act4 = Signal(4)
-        total4 = Signal(signed(33))
+        total4 = Signal(signed(RESULT_WIDTH))    # acc + bias, wrapped to 32 bits
         m.d.sync += [act4.eq(Mux(shifted < 0, 0, Mux(shifted > act_max, act_max, shifted))),
                      total4.eq(total3)]
 

@@ -60,7 +60,7 @@ class RoundEngine(wiring.Component):
             "start": In(1),
             "chunk_start": In(16),
             "chunk_count": In(16),
-            "wptr_index": In(12),
+            "wptr_index": In((config.wptr_depth - 1).bit_length()),
             "input2": In(1),
             "y": In(16),
             "x0": In(16),
