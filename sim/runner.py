@@ -32,6 +32,24 @@ def check_simulator(simulator):
         raise UserError(f"{program} is not on PATH: {hint}")
 
 
+def _only_ports_public(runner):
+    """cocotb's runner makes every internal signal public (--public-flat-rw),
+    which stops Verilator from optimising the model; our benches only touch
+    the top-level ports, so only the top module's signals are made public."""
+    build_command = runner._build_command
+
+    def without_public_signals():
+        commands = []
+        for command in build_command():
+            if "--public-flat-rw" in command:
+                index = command.index("--public-flat-rw")
+                command = command[:index] + ["--public-depth", "1"] + command[index + 1:]
+            commands.append(command)
+        return commands
+
+    runner._build_command = without_public_signals
+
+
 def run_bench(*, simulator, sources, toplevel, bench, testcase=None, build_dir,
               env=None, waves=False):
     """Build `sources` with `toplevel` and run cocotb tests from module `bench`.
@@ -42,6 +60,8 @@ def run_bench(*, simulator, sources, toplevel, bench, testcase=None, build_dir,
     check_simulator(simulator)
     build_dir = pathlib.Path(build_dir).resolve()
     runner = get_runner(simulator)
+    if simulator == "verilator":
+        _only_ports_public(runner)
     sources = [pathlib.Path(source).resolve() for source in sources]
     build_args = []
     if simulator == "verilator":
@@ -58,7 +78,9 @@ def run_bench(*, simulator, sources, toplevel, bench, testcase=None, build_dir,
     # ("Vtop__pch.h.fast: linker input file not found"); cocotb runs make
     # itself, so the fix travels as a make variable in MAKEFLAGS.
     saved = os.environ.get("MAKEFLAGS")
-    os.environ["MAKEFLAGS"] = " ".join(filter(None, [saved, "CFG_CXXFLAGS_PCH_I=-include"]))
+    # OPT_FAST: cocotb's default -Os makes the model about half as fast.
+    os.environ["MAKEFLAGS"] = " ".join(filter(None, [saved, "CFG_CXXFLAGS_PCH_I=-include",
+                                                     "OPT_FAST=-O2"]))
     try:
         runner.build(sources=sources, hdl_toplevel=toplevel, build_dir=build_dir,
                      build_args=build_args, waves=waves, timescale=("1ns", "1ps"),

@@ -10,7 +10,8 @@ command words and compares what comes back. Environment:
                    {"name", "load": [words], "readback": [[mem, bank, start, count], ...],
                     "timeout_cycles": N}
   MPQ_CORE_RESULTS JSON file written by the bench: per case
-                   {"name", "status", "counters", "readback": [[entries], ...], "wait_cycles"}
+                   {"name", "status", "counters", "readback": [[entries], ...], "wait_cycles",
+                    "load_words", "load_s", "run_s", "readback_s"} (wall seconds)
   MPQ_SEED         seed of the stalls and back-pressure (default 1)
   MPQ_STALL        probability of a stall cycle on each stream (default 0.2)
 """
@@ -18,6 +19,7 @@ command words and compares what comes back. Environment:
 import json
 import os
 import random
+import time
 
 import cocotb
 from cocotb.clock import Clock
@@ -80,19 +82,24 @@ async def run_cases(dut):
     cases = json.load(open(os.environ["MPQ_CORE_CASES"]))
     rng = random.Random(int(os.environ.get("MPQ_SEED", "1")))
     stall = float(os.environ.get("MPQ_STALL", "0.2"))
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    # The clock toggles in the simulator's C++ (GPI), not in a Python
+    # coroutine: while the core runs, no Python executes at all.
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns", impl="gpi").start())
     link = HostLink(dut, rng, stall)
     results = []
     for case in cases:
         dut.rst.value = 1
         await ClockCycles(dut.clk, 2)
         dut.rst.value = 0
+        started = time.perf_counter()
         await link.exchange(case["load"], 0)
+        loaded = time.perf_counter()
         await link.exchange(driver.start_command(), 0)
         wait_start = cocotb.utils.get_sim_time("ns")
         if not int(dut.done.value):
             await with_timeout(RisingEdge(dut.done), case["timeout_cycles"] * 10, "ns")
         wait_cycles = int((cocotb.utils.get_sim_time("ns") - wait_start) // 10)
+        ran = time.perf_counter()
         status = driver.decode_status((await link.exchange(driver.status_command(), 1))[0])
         counters = driver.decode_counters(await link.exchange(driver.counter_commands(),
                                                               2 * len(driver.COUNTERS)))
@@ -103,7 +110,9 @@ async def run_cases(dut):
                                         count * driver.words_per_entry(width))
             readback.append(driver.entries_from_words(words, width))
         results.append({"name": case["name"], "status": status, "counters": counters,
-                        "readback": readback, "wait_cycles": wait_cycles})
+                        "readback": readback, "wait_cycles": wait_cycles,
+                        "load_words": len(case["load"]), "load_s": loaded - started,
+                        "run_s": ran - loaded, "readback_s": time.perf_counter() - ran})
         dut._log.info("%s: %s, %d cycles", case["name"], status, counters["cycles"])
     with open(os.environ["MPQ_CORE_RESULTS"], "w") as file:
         json.dump(results, file)
