@@ -318,17 +318,26 @@ def compile_layer(spec, config, placement=None):
     images = empty_images(config)
     chunk_address, wptr_entry = placement.chunk_base, placement.wptr_base
     fill = [placement.weight_base] * R
+    # A round's descriptor list is stored once and shared by every channel
+    # tile with the same list (all of them, in a uniform-precision layer).
+    stored_lists = {}
     for groups in round_groups:
         for group in groups:
-            group.chunk_start, group.wptr = chunk_address, wptr_entry
+            descriptors = tuple(chunk.descriptor() for chunk in group.chunks)
+            group.wptr = wptr_entry
             if wptr_entry < min(config.wptr_depth, enc.ROUND_WPTR_LIMIT):
                 images[2][0][wptr_entry] = enc.encode_wptr(
                     [f % config.weight_depth for f in fill], config.weight_addr_bits)
             wptr_entry += 1
+            if descriptors in stored_lists:
+                group.chunk_start = stored_lists[descriptors]
+            else:
+                group.chunk_start = stored_lists[descriptors] = chunk_address
+                for descriptor in descriptors:
+                    if chunk_address < config.chunk_depth:
+                        images[1][0][chunk_address] = descriptor
+                    chunk_address += 1
             for chunk in group.chunks:
-                if chunk_address < config.chunk_depth:
-                    images[1][0][chunk_address] = chunk.descriptor()
-                chunk_address += 1
                 for r, planes in enumerate(chunk.planes):
                     for plane in planes:
                         if fill[r] < config.weight_depth:
