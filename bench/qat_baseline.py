@@ -53,14 +53,16 @@ def run_family(name, base, float_epochs, qat_epochs, qat_lr, work, float_referen
                                        out=os.path.join(work, f"{name}_float"))
     log = train(float_config)
     float_accuracy = log[-1]["test_accuracy"]
-    rows.append({"model": name, "precision": "float", "float_accuracy": float_accuracy,
+    rows.append({"load_average_at_end": os.getloadavg()[0],
+                 "model": name, "precision": "float", "float_accuracy": float_accuracy,
                  "epochs": float_epochs, "seconds_per_epoch": _mean_seconds(log),
                  "command": _command(float_config)})
     if float_reference:
         longer = dataclasses.replace(float_config, epochs=float_epochs + qat_epochs,
                                      out=os.path.join(work, f"{name}_float_long"))
         log = train(longer)
-        rows.append({"model": name, "precision": "float (same total epochs as QAT)",
+        rows.append({"load_average_at_end": os.getloadavg()[0],
+                     "model": name, "precision": "float (same total epochs as QAT)",
                      "float_accuracy": log[-1]["test_accuracy"], "epochs": longer.epochs,
                      "seconds_per_epoch": _mean_seconds(log), "command": _command(longer)})
     for label, precision in PRECISIONS.items():
@@ -76,6 +78,7 @@ def run_family(name, base, float_epochs, qat_epochs, qat_lr, work, float_referen
         began = time.time()
         integer = IntegerModel.load(model_path).accuracy(dataset.test_x, dataset.test_y)
         rows.append({
+            "load_average_at_end": os.getloadavg()[0],
             "model": name, "precision": label, "precision_spec": precision,
             "integer_accuracy": integer, "fake_quant_accuracy": fake_quant,
             "integer_minus_fake_quant": integer - fake_quant,
@@ -150,7 +153,8 @@ def main():
                     "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "device": device, "torch": torch.__version__,
                     "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
-        "notes": ("Accuracy is the integer model's (exported file, integer reference, int64 only); "
+        "notes": ("seconds_per_epoch is wall time on a machine that may be shared: "
+                  "load_average_at_end (1-minute load, 2 cores) tells how busy it was. " +"Accuracy is the integer model's (exported file, integer reference, int64 only); "
                   "fake-quant accuracy is the training-time diagnostic. W*A* rows keep 8-bit "
                   "weights in the first and last layers; the network input is the raw 8-bit image. "
                   "QAT starts from the float row's checkpoint. CIFAR-10 figures are on the "

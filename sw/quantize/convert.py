@@ -303,8 +303,11 @@ def calibrate(network, images):
         if layer.bn is not None:
             dims = [d for d in range(y.dim()) if d != 1]
             mean, var = y.mean(dim=dims), y.var(dim=dims, unbiased=False)
-            g = layer.bn.weight / torch.sqrt(var + layer.bn.eps)
-            y = (y - mean.reshape(shape)) * g.reshape(shape) + layer.bn.bias.reshape(shape)
+            bn = layer.bn
+            g = (bn.weight if bn.affine else 1.0) / torch.sqrt(var + bn.eps)
+            y = (y - mean.reshape(shape)) * g.reshape(shape)
+            if bn.affine:
+                y = y + bn.bias.reshape(shape)
         layer.act_quantizer.init_step(y.clamp(min=0))
         codes, step = layer(codes, step)
     network.train(was_training)

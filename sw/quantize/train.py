@@ -310,7 +310,7 @@ def train(config):
                  "test_loss": test_loss,
                  ("fake_quant_accuracy" if is_quantized else "test_accuracy"): test_accuracy,
                  "lr": optimizer.param_groups[0]["lr"], "seconds": seconds,
-                 "precision": spec["precision"] and parse_precision(config.precision).describe(),
+                 "precision": parse_precision(config.precision, config.group_size).describe(),
                  "processes": world}
         log.append(entry)
         if rank == 0:
