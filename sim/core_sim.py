@@ -36,7 +36,7 @@ def make_case(compiled, x, name, timeout_cycles=None):
     config = compiled.config
     load = driver.load_commands(host_word_stream(compiled.memories(x), config), config)
     expected = compiled.expected_counters["cycles"]
-    return {"name": name, "load": load, "readback": readback_ranges(compiled),
+    return {"name": name, "phases": [{"load": load}], "readback": readback_ranges(compiled),
             "timeout_cycles": timeout_cycles or 2 * expected + 1000}
 
 
@@ -58,14 +58,13 @@ def core_verilog(config, directory, simulator="verilator"):
     return path
 
 
-def run_on_rtl(layers, config, *, simulator="verilator", build_dir="build/sim/core", seed=1,
-               stall=0.2, waves=False):
-    """`layers`: [(compiled, x, name)]. Returns a list of per-case dicts:
-    name, output (np array), counters, status, wait_cycles."""
+def run_cases(cases, config, *, simulator="verilator", build_dir="build/sim/core", seed=1,
+              stall=0.2, waves=False):
+    """Run bench cases (see sim/benches/core_bench.py) in one simulation;
+    returns the bench's per-case results."""
     build_dir = pathlib.Path(build_dir).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
     source = core_verilog(config, build_dir, simulator)
-    cases = [make_case(compiled, x, name) for compiled, x, name in layers]
     cases_path = build_dir / "cases.json"
     results_path = build_dir / "results.json"
     cases_path.write_text(json.dumps(cases))
@@ -75,7 +74,14 @@ def run_on_rtl(layers, config, *, simulator="verilator", build_dir="build/sim/co
               waves=waves,
               env={"MPQ_CORE_CASES": cases_path, "MPQ_CORE_RESULTS": results_path,
                    "MPQ_CONFIG": config.name, "MPQ_SEED": seed, "MPQ_STALL": stall})
-    results = json.loads(results_path.read_text())
+    return json.loads(results_path.read_text())
+
+
+def run_on_rtl(layers, config, **options):
+    """`layers`: [(compiled layer, x, name)], one case each. Returns per case:
+    name, output (np array), counters, status, wait_cycles, timings."""
+    cases = [make_case(compiled, x, name) for compiled, x, name in layers]
+    results = run_cases(cases, config, **options)
     for result, (compiled, _, _) in zip(results, layers):
         result["output"] = decode_readback(compiled, result["readback"])
     return results

@@ -7,8 +7,11 @@ The bench knows nothing about layers: the pytest side compiles cases into
 command words and compares what comes back. Environment:
 
   MPQ_CORE_CASES   JSON file: a list of cases, each
-                   {"name", "load": [words], "readback": [[mem, bank, start, count], ...],
-                    "timeout_cycles": N}
+                   {"name", "phases": [{"load": [words]}, ...],
+                    "readback": [[mem, bank, start, count], ...], "timeout_cycles": N}
+                   Each phase is loaded, started and run to done in turn (a network
+                   whose static data does not fit on chip runs as several phases);
+                   memories keep their contents between phases and between cases.
   MPQ_CORE_RESULTS JSON file written by the bench: per case
                    {"name", "status", "counters", "readback": [[entries], ...], "wait_cycles",
                     "load_words", "load_s", "run_s", "readback_s"} (wall seconds)
@@ -91,18 +94,29 @@ async def run_cases(dut):
         dut.rst.value = 1
         await ClockCycles(dut.clk, 2)
         dut.rst.value = 0
-        started = time.perf_counter()
-        await link.exchange(case["load"], 0)
-        loaded = time.perf_counter()
-        await link.exchange(driver.start_command(), 0)
-        wait_start = cocotb.utils.get_sim_time("ns")
-        if not int(dut.done.value):
-            await with_timeout(RisingEdge(dut.done), case["timeout_cycles"] * 10, "ns")
-        wait_cycles = int((cocotb.utils.get_sim_time("ns") - wait_start) // 10)
+        load_s = run_s = 0.0
+        load_words = wait_cycles = 0
+        counters = dict.fromkeys(driver.COUNTERS, 0)
+        for phase in case["phases"]:
+            started = time.perf_counter()
+            await link.exchange(phase["load"], 0)
+            loaded = time.perf_counter()
+            await link.exchange(driver.start_command(), 0)
+            wait_start = cocotb.utils.get_sim_time("ns")
+            if not int(dut.done.value):
+                await with_timeout(RisingEdge(dut.done), case["timeout_cycles"] * 10, "ns")
+            wait_cycles += int((cocotb.utils.get_sim_time("ns") - wait_start) // 10)
+            ran = time.perf_counter()
+            load_words += len(phase["load"])
+            load_s += loaded - started
+            run_s += ran - loaded
+            status = driver.decode_status((await link.exchange(driver.status_command(), 1))[0])
+            phase_counters = driver.decode_counters(
+                await link.exchange(driver.counter_commands(), 2 * len(driver.COUNTERS)))
+            counters = {key: counters[key] + phase_counters[key] for key in counters}
+            if status["error"] or not status["done"]:
+                break
         ran = time.perf_counter()
-        status = driver.decode_status((await link.exchange(driver.status_command(), 1))[0])
-        counters = driver.decode_counters(await link.exchange(driver.counter_commands(),
-                                                              2 * len(driver.COUNTERS)))
         readback = []
         for mem, bank, start, count in case["readback"]:
             width = shapes[mem][2]
@@ -111,8 +125,8 @@ async def run_cases(dut):
             readback.append(driver.entries_from_words(words, width))
         results.append({"name": case["name"], "status": status, "counters": counters,
                         "readback": readback, "wait_cycles": wait_cycles,
-                        "load_words": len(case["load"]), "load_s": loaded - started,
-                        "run_s": ran - loaded, "readback_s": time.perf_counter() - ran})
+                        "load_words": load_words, "load_s": load_s,
+                        "run_s": run_s, "readback_s": time.perf_counter() - ran})
         dut._log.info("%s: %s, %d cycles", case["name"], status, counters["cycles"])
     with open(os.environ["MPQ_CORE_RESULTS"], "w") as file:
         json.dump(results, file)

@@ -1,0 +1,288 @@
+"""Whole networks: a model file (docs/model_format.md) to what the core runs.
+
+`compile_network` turns every layer of an integer model into a `LayerSpec`,
+compiles each with `compile_layer` at its own place in the memories, and
+groups the layers into *phases*: the layers whose weights, chunk descriptors,
+weight pointers, parameters and program fit the on-chip memories together.
+One phase is loaded once and runs every image. Several phases (a network
+whose weights exceed the weight memory) are the external-memory model: the
+host reloads each phase's static images for every image, and the manifest
+counts those bytes.
+
+Activations stay on chip: every layer's output has its own region of the
+activation memory, so after a run every layer's output can be read back and
+compared with the PyTorch integer reference.
+
+Two model-file conventions differ from the hardware's and are converted
+here: a linear layer that flattens a (C, H, W) map is an H x W convolution
+without padding on that map (same weights, same order); and its groups,
+runs of 16 flattened features, are regrouped into the hardware's groups of
+16 channels at one kernel position, each taking the smallest shift and the
+precision that holds all its members exactly.
+"""
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+
+from hw.config import GROUP_SIZE
+from sw.compile import encoding as enc
+from sw.compile.golden import execute
+from sw.compile.images import empty_images, merge_images, sparse
+from sw.compile.layer import LayerSpec
+from sw.compile.lower import Placement, compile_layer
+from sw.errors import UserError
+from sw.quantize import groups
+
+MANIFEST_VERSION = 1
+
+
+def _expand(per_group, shape):
+    import torch
+    return groups.expand_to_weights(torch.from_numpy(np.asarray(per_group, dtype=np.int64)),
+                                    shape, GROUP_SIZE).numpy()
+
+
+def _regroup(values, bits, shifts):
+    """Hardware groups (16 channels at one kernel position) of conv weights
+    `values` (O, C, kh, kw) = q << e, from per-weight precisions and shifts."""
+    out_channels, channels, kh, kw = values.shape
+    blocks = math.ceil(channels / GROUP_SIZE)
+    pad = blocks * GROUP_SIZE - channels
+
+    def per_group(array, fill, reduce):
+        padded = np.pad(array, ((0, 0), (0, pad), (0, 0), (0, 0)), constant_values=fill)
+        blocked = padded.reshape(out_channels, blocks, GROUP_SIZE, kh, kw)
+        return reduce(blocked, axis=2).transpose(0, 2, 3, 1)      # (O, kh, kw, blocks)
+
+    shift = per_group(shifts, 99, np.min)
+    top = per_group(bits + shifts, 0, np.max)
+    return np.maximum(top - shift, 2), shift
+
+
+def layer_specs(header, arrays):
+    """The model file's layers as LayerSpecs (docs/model_format.md)."""
+    specs = []
+    shape = tuple(header["input"]["shape"])
+    names = []
+    for index, (fields, layer) in enumerate(zip(header["layers"], arrays)):
+        name = fields.get("name") or f"layer{index}"
+        where = f"layer {index} ({name!r})"
+        last = fields["act_bits"] is None
+        weights = layer["weight"].astype(np.int64)
+        bits = layer["weight_bits"].astype(np.int64)
+        shifts = layer["weight_shift"].astype(np.int64)
+        values = weights << _expand(shifts, weights.shape)
+        pool = fields.get("pool")
+        if pool is not None and (list(pool["kernel_size"]) != [2, 2] or list(pool["stride"]) != [2, 2]
+                                 or list(pool["padding"]) != [0, 0]):
+            raise UserError(f"{where}: the hardware pools 2x2 with stride 2 and no padding, the "
+                            f"model asks for {pool}")
+        if fields["kind"] == "conv2d":
+            if list(fields["stride"]) != [1, 1]:
+                raise UserError(f"{where}: the hardware runs stride 1 convolutions, the model "
+                                f"asks for stride {fields['stride']}")
+            kh, kw = fields["kernel_size"]
+            ph, pw = fields["padding"]
+            if ph != pw:
+                raise UserError(f"{where}: the hardware pads every side alike, the model asks "
+                                f"for padding {fields['padding']}")
+            kind, padding, input_shape = "conv", ph, shape
+            precision, shift = bits, shifts
+            if len(shape) != 3:
+                raise UserError(f"{where}: a convolution needs a (C, H, W) input, got {shape}")
+        elif fields["flatten_input"] and len(shape) == 3 and shape[1:] != (1, 1):
+            channels, height, width = shape
+            values = values.reshape(values.shape[0], channels, height, width)
+            per_weight_bits = _expand(bits, weights.shape).reshape(values.shape)
+            per_weight_shift = _expand(shifts, weights.shape).reshape(values.shape)
+            precision, shift = _regroup(values, per_weight_bits, per_weight_shift)
+            if (bits == 8).all():
+                precision, shift = np.full_like(precision, 8), np.zeros_like(shift)
+            kind, padding, input_shape = "conv", 0, shape
+        else:
+            channels = int(np.prod(shape))
+            kind, padding, input_shape = "linear", 0, (channels, 1, 1)
+            precision, shift = bits, shifts
+        q = values >> _expand_hw(shift, values.shape, kind)
+        spec = LayerSpec(
+            kind=kind, weights=q, precision=np.asarray(precision), shift=np.asarray(shift),
+            bias=layer["bias"].astype(np.int64),
+            multiplier=(np.zeros(weights.shape[0], dtype=np.int64) if last
+                        else layer["requant_multiplier"].astype(np.int64)),
+            requant_shift=0 if last else int(fields["requant_shift"]),
+            act_bits_in=int(fields["input_bits"]), act_bits_out=0 if last else int(fields["act_bits"]),
+            padding=int(padding), pool=pool is not None, raw=last, input_shape=tuple(input_shape),
+            name=name)
+        specs.append(spec)
+        names.append(name)
+        out_channels, out_h, out_w = spec.output_shape
+        shape = (out_channels, out_h, out_w)
+    return specs
+
+
+def _expand_hw(per_group, shape, kind):
+    """Per-weight values of a per-(hardware-)group array for weights `shape`."""
+    if kind == "linear" and len(shape) == 2:
+        return _expand(per_group, shape)
+    if len(shape) == 2:
+        shape = shape + (1, 1)
+    return _expand(per_group, shape)
+
+
+@dataclasses.dataclass
+class Phase:
+    layers: list            # indices into CompiledNetwork.layers
+    images: dict            # static images: program, chunks, wptr, params, weights
+    program: list
+
+
+@dataclasses.dataclass
+class CompiledNetwork:
+    config: object
+    specs: list             # LayerSpec per layer
+    layers: list            # CompiledLayer per layer
+    phases: list
+    input_base: int
+    input_base2: int | None
+    manifest: dict
+
+    def input_images(self, x):
+        """Activation-memory images of one uint8 input image (C, H, W)."""
+        return self.layers[0].input_image(np.asarray(x, dtype=np.int64))
+
+    def phase_images(self, index, x=None):
+        images = self.phases[index].images
+        if index == 0 and x is not None:
+            images = merge_images(images, self.input_images(x))
+        return images
+
+    def run_golden(self, x):
+        """Per-layer outputs (list of arrays; logits last) and summed counters."""
+        memories = None
+        counters = {}
+        for index in range(len(self.phases)):
+            images = self.phase_images(index, x)
+            if memories is not None:
+                carried = {5: [sparse(bank) for bank in memories[5]], 6: [sparse(memories[6][0])]}
+                images = merge_images(carried, images)
+            execution = execute(self.config, images)
+            if execution.error:
+                raise RuntimeError(f"golden model stopped on a bad opcode at {execution.error_pc}")
+            memories = execution.memories
+            for key, value in execution.counters.items():
+                counters[key] = counters.get(key, 0) + int(value)
+        return [layer.decode_output(memories) for layer in self.layers], counters
+
+
+def compile_network(header, arrays, config, progress=None):
+    """Compile a model file's (header, arrays) for `config`."""
+    specs = layer_specs(header, arrays)
+    # Activation regions: the input map(s), then every layer's output.
+    first = specs[0]
+    cols = config.cols
+    words = enc.map_words_per_bank
+    cursor = 0
+    input_base = cursor
+    cursor += words(first.input_shape[1], first.input_shape[2], first.input_shape[0], cols)
+    input_base2 = None
+    if first.act_bits_in == 8:
+        input_base2 = cursor
+        cursor += words(first.input_shape[1], first.input_shape[2], first.input_shape[0], cols)
+    out_bases = []
+    for spec in specs:
+        out_bases.append(cursor)
+        if not spec.raw:
+            channels, height, width = spec.output_shape
+            cursor += words(height, width, channels, cols)
+    if cursor > config.act_depth:
+        raise UserError(f"the network's activations need {cursor} words per bank (every layer's "
+                        f"output kept on chip), the activation memory holds {config.act_depth} "
+                        f"(act_depth): choose a configuration with more activation memory")
+
+    layers, phases = [], []
+    phase_layers, bases = [], dict(chunk=0, wptr=0, param=0, weight=0, program=0)
+    for index, spec in enumerate(specs):
+        in_base = input_base if index == 0 else out_bases[index - 1]
+        in_base2 = input_base2 if index == 0 else None
+        for attempt in range(2):
+            placement = Placement(in_base=in_base, in_base2=in_base2, out_base=out_bases[index],
+                                  param_base=bases["param"], res_base=0,
+                                  chunk_base=bases["chunk"], wptr_base=bases["wptr"],
+                                  weight_base=bases["weight"])
+            try:
+                compiled = compile_layer(spec, config, placement)
+            except UserError:
+                if attempt == 1 or not phase_layers:
+                    raise
+                # Start a new phase: this layer's static data does not fit beside the others.
+                phases.append(_phase(phase_layers, layers, config))
+                phase_layers, bases = [], dict(chunk=0, wptr=0, param=0, weight=0, program=0)
+                continue
+            body = len(compiled.program) - 1
+            if bases["program"] + body + 1 > config.program_depth:
+                if attempt == 1 or not phase_layers:
+                    raise UserError(f"layer {spec.name!r}: its program of {body + 1} instructions "
+                                    f"does not fit the program memory ({config.program_depth})")
+                phases.append(_phase(phase_layers, layers, config))
+                phase_layers, bases = [], dict(chunk=0, wptr=0, param=0, weight=0, program=0)
+                continue
+            break
+        layers.append(compiled)
+        phase_layers.append(index)
+        regions = compiled.manifest["regions"]
+        bases["chunk"] = regions["chunks"]["base"] + regions["chunks"]["entries"]
+        bases["wptr"] = regions["wptr"]["base"] + regions["wptr"]["entries"]
+        bases["param"] = regions["params"]["base"] + regions["params"]["entries"]
+        bases["weight"] = regions["weights"]["base"] + max(regions["weights"]["entries_per_bank"])
+        bases["program"] += body
+        if progress:
+            progress(spec.name)
+    phases.append(_phase(phase_layers, layers, config))
+    network = CompiledNetwork(config, specs, layers, phases, input_base, input_base2, {})
+    network.manifest = _manifest(network, header, out_bases)
+    return network
+
+
+def _phase(indices, layers, config):
+    static = [{mem: banks for mem, banks in layers[i].images.items() if mem in (1, 2, 3, 4)}
+              for i in indices]
+    program = [word for i in indices for word in layers[i].program[:-1]] + [enc.encode_halt()]
+    images = merge_images(*static) if static else empty_images(config)
+    images[0] = [dict(enumerate(program))]
+    return Phase(list(indices), images, program)
+
+
+def _image_bytes(images, config):
+    shapes = config.memory_shapes()
+    return sum(len(sparse(bank)) * math.ceil(shapes[mem][2] / 8)
+               for mem, banks in images.items() for bank in banks)
+
+
+def _manifest(network, header, out_bases):
+    config = network.config
+    static_bytes = [_image_bytes(phase.images, config) for phase in network.phases]
+    return {
+        "version": MANIFEST_VERSION,
+        "config": config.name,
+        "model": header.get("metadata", {}),
+        "input": header["input"],
+        "phases": [{"layers": [network.specs[i].name for i in phase.layers],
+                    "program_length": len(phase.program), "static_bytes": static_bytes[n]}
+                   for n, phase in enumerate(network.phases)],
+        # One phase: its images stay loaded. Several: every image reloads them all.
+        "external_bytes_per_inference": sum(static_bytes) if len(network.phases) > 1 else 0,
+        "external_bytes_once": static_bytes[0] if len(network.phases) == 1 else 0,
+        "layers": [{
+            "name": spec.name, "kind": spec.kind, "input_shape": list(spec.input_shape),
+            "output_shape": list(spec.output_shape), "raw": spec.raw, "pool": spec.pool,
+            "out_base": out_bases[i], "expected_counters": compiled.expected_counters,
+            "precision_histogram": compiled.manifest.get("precision_histogram"),
+        } for i, (spec, compiled) in enumerate(zip(network.specs, network.layers))],
+    }
+
+
+def manifest_json(network):
+    return json.dumps(network.manifest, indent=1, sort_keys=True, default=int)
