@@ -16,6 +16,8 @@ COMMAND_MODULES = [
     "sim.demo",
     "hw.generate",
     "sw.quantize.commands",
+    "sw.compile.commands",
+    "sim.commands",
 ]
 
 

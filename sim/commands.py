@@ -1,0 +1,121 @@
+"""`mpq sim DIR --images N`: a compiled network on the RTL, checked bit for
+bit against the PyTorch integer reference on real test images."""
+
+import json
+import pathlib
+import time
+
+import numpy as np
+import torch
+
+from sim.network_sim import first_mismatch, run_network_on_rtl
+from sw.errors import UserError
+
+
+def test_images(manifest, count, data_path=None, dataset=None):
+    """(images uint8 (N, C, H, W), labels, source) from the model's data set."""
+    from sw.quantize import data
+
+    name = dataset or manifest.get("model", {}).get("dataset")
+    if name is None:
+        raise UserError("the model file names no data set (metadata.dataset): pass --dataset")
+    dataset = data.load_dataset(name, data_path, False, None, None)
+    if count > len(dataset.test_y):
+        raise UserError(f"--images {count}: the {name} test split has {len(dataset.test_y)} images")
+    return dataset.test_x[:count], dataset.test_y[:count], dataset.source
+
+
+def simulate(directory, count, *, simulator="verilator", data_path=None, dataset=None, seed=1,
+             stall=0.1, build_dir="build/sim/network", progress=print):
+    """Run `count` test images; returns the report dict (also written to
+    DIR/sim_report.json)."""
+    from sw.compile.artifacts import read_compiled
+    from sw.quantize.reference import IntegerModel
+
+    directory = pathlib.Path(directory)
+    network, manifest, _ = read_compiled(directory)
+    model = IntegerModel.load(directory / "model.mpq")
+    images, labels, source = test_images(manifest, count, data_path, dataset)
+    names = [spec.name for spec in network.specs]
+    progress(f"simulating {count} images on {simulator} ({manifest['config']})")
+    started = time.perf_counter()
+    results = run_network_on_rtl(network, [x.numpy() for x in images], simulator=simulator,
+                                 build_dir=pathlib.Path(build_dir) / manifest["config"],
+                                 seed=seed, stall=stall)
+    wall = time.perf_counter() - started
+
+    mismatches, correct = [], 0
+    for index, (result, x, label) in enumerate(zip(results, images, labels)):
+        logits, trace = model(x[None], return_codes=True)
+        expected = [t[0].numpy() for t in trace] + [logits[0].numpy()]
+        problem = first_mismatch(result["outputs"], expected, names)
+        if not result["status"]["done"] or result["status"]["error"]:
+            problem = f"core status {result['status']}"
+        if problem:
+            mismatches.append({"image": index, "problem": problem})
+        correct += int(np.argmax(result["outputs"][-1].reshape(-1)) == int(label))
+
+    cycles = [r["counters"]["cycles"] for r in results]
+    peak = network.config.rows * network.config.cols
+    layers = []
+    for spec, layer in zip(network.specs, network.layers):
+        counters = layer.expected_counters
+        macs = spec.out_channels * int(np.prod(spec.conv_output_hw)) * spec.in_channels \
+            * int(np.prod(spec.kernel))
+        issued = sum(counters[key] for key in counters if key.startswith("macs_"))
+        layers.append({"name": spec.name, "cycles": counters["cycles"],
+                       "useful_macs": macs, "issued_mac_slots": issued,
+                       "utilization": macs / (peak * counters["cycles"]) if counters["cycles"] else 0})
+    report = {
+        "directory": str(directory), "config": manifest["config"], "simulator": simulator,
+        "images": count, "data": source, "bit_exact": not mismatches,
+        "mismatches": mismatches[:20], "accuracy": correct / count if count else None,
+        "cycles_per_inference": int(np.mean(cycles)) if cycles else 0,
+        "counters_per_inference": results[0]["counters"] if results else {},
+        "layers": layers,
+        "wall_s": wall, "sim_s_per_inference": float(np.mean([r["run_s"] for r in results])),
+        "load_s_total": float(sum(r["load_s"] for r in results)),
+    }
+    (directory / "sim_report.json").write_text(json.dumps(report, indent=1, default=int) + "\n")
+    if mismatches:
+        # A waveform of the first failing image, for whoever debugs it.
+        first = mismatches[0]["image"]
+        wave_dir = pathlib.Path(build_dir) / f"{manifest['config']}-waves"
+        try:
+            run_network_on_rtl(network, [images[first].numpy()], simulator=simulator,
+                               build_dir=wave_dir, seed=seed, stall=stall, waves=True)
+        except UserError:
+            pass
+        report["waveform_dir"] = str(wave_dir.resolve())
+    return report
+
+
+def run_sim(args):
+    report = simulate(args.directory, args.images, simulator=args.simulator,
+                      data_path=args.data, dataset=args.dataset, seed=args.seed, stall=args.stall)
+    print(f"{report['images']} images on {report['simulator']}: bit-exact "
+          f"{'yes' if report['bit_exact'] else 'NO'}, accuracy {report['accuracy']:.2%}, "
+          f"{report['cycles_per_inference']:,} cycles per inference, "
+          f"{report['sim_s_per_inference']:.2f} s of simulation per inference")
+    for layer in report["layers"]:
+        print(f"  {layer['name']:>8s}: {layer['cycles']:>10,} cycles, utilisation "
+              f"{layer['utilization']:.1%}")
+    if not report["bit_exact"]:
+        print(f"first mismatch: image {report['mismatches'][0]['image']}: "
+              f"{report['mismatches'][0]['problem']}")
+        print(f"waveform of that image under {report.get('waveform_dir')}")
+        return 1
+    return 0
+
+
+def register(subparsers):
+    parser = subparsers.add_parser("sim", help="run a compiled network on the RTL, bit-exact")
+    parser.add_argument("directory", help="directory written by `mpq compile`")
+    parser.add_argument("--images", type=int, default=10, help="test images to run (default 10)")
+    parser.add_argument("--simulator", choices=("verilator", "icarus"), default="verilator")
+    parser.add_argument("--data", help="data set path (CIFAR-10's official python layout)")
+    parser.add_argument("--dataset", choices=("digits", "cifar10"),
+                        help="data set (default: the one the model file names)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the host-stream stalls")
+    parser.add_argument("--stall", type=float, default=0.1, help="host-stream stall probability")
+    parser.set_defaults(run=run_sim)
