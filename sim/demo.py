@@ -1,10 +1,15 @@
-"""`mpq demo`: the main job on the embedded default.
+"""`mpq demo --out DIR`: the main job on the embedded default (scikit-learn's
+8x8 digits; no download).
 
-What exists so far is the PE, so the demo generates the accelerator's Verilog,
-runs the fused and the fixed PE on random operands and random mode sequences
-in Verilator (cocotb), checks every cycle bit for bit against the numpy
-reference, and writes a report. The training, compiler and whole-network
-steps join this command as they are built (see README, "Status").
+Float training, uniform W4A4 retraining (first and last layers 8-bit),
+export to integers, compilation for the accelerator, its Verilog, and RTL
+simulation of the whole digits test split in Verilator, every layer of every
+image compared bit for bit with the PyTorch integer reference. Writes
+DIR/report.json, DIR/report.md and plots; the intermediate files stay in
+DIR/work.
+
+Mixed-precision retraining (the MPQ row of the report) and the energy model
+join this command when they are built; until then their fields are null.
 """
 
 import json
@@ -16,19 +21,12 @@ import subprocess
 import tempfile
 import time
 
-from tqdm import tqdm
+import numpy as np
 
 from hw.config import get_config
 from hw.generate import write_verilog
-from sim.runner import run_bench
 
-NOT_BUILT_YET = [
-    "quantization-aware and mixed-precision retraining (sw/quantize)",
-    "integer export and reference model",
-    "systolic array, memories, controller (hw/array, hw/)",
-    "compiler (sw/compile)",
-    "whole-network RTL simulation, energy model, FPGA bring-up",
-]
+WIDTH_NOTE = "digits CNN at width 1.0 (the embedded default)"
 
 
 def git_revision():
@@ -39,51 +37,104 @@ def git_revision():
         return "unknown"
 
 
-def run_demo(out_dir, config_name="default", cycles=20000, seed=1):
+class Steps:
+    """Progress of the demo's steps, one line each with its time."""
+
+    def __init__(self, total):
+        from tqdm import tqdm
+        self.bar = tqdm(total=total, desc="demo", unit="step", disable=None)
+        self.started = time.perf_counter()
+        self.times = {}
+
+    def run(self, name, function, *args, **kwargs):
+        self.bar.set_postfix_str(name)
+        started = time.perf_counter()
+        result = function(*args, **kwargs)
+        self.times[name] = time.perf_counter() - started
+        self.bar.update()
+        return result
+
+    def close(self):
+        self.bar.close()
+        return time.perf_counter() - self.started
+
+
+def _train(out, precision, epochs, init=None, seed=0):
+    from sw.quantize.train import TrainConfig, train
+    log = train(TrainConfig(model="digits-cnn", dataset="digits", precision=precision,
+                            epochs=epochs, init=init, seed=seed, out=str(out), device="cpu",
+                            progress=False))
+    return log[-1]
+
+
+def _export(checkpoint, path):
+    from sw.quantize.commands import run_export
+
+    class Args:
+        pass
+    args = Args()
+    args.checkpoint, args.out = str(checkpoint), str(path)
+    run_export(args)
+
+
+def _integer_accuracy(model_path):
+    from sw.quantize.data import load_digits
+    from sw.quantize.reference import IntegerModel
+    data = load_digits()
+    return IntegerModel.load(model_path).accuracy(data.test_x, data.test_y)
+
+
+def run_demo(out_dir, config_name="default", images=None, epochs=15, seed=0):
+    from sw.compile.artifacts import write_compiled
+    from sw.compile.commands import golden_inputs
+    from sim.commands import simulate
+    from sw.quantize.export import read_model_file
+
     config = get_config(config_name)
     out_dir = pathlib.Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent)).resolve()
-    started = time.perf_counter()
+    work = staging / "work"
+    steps = Steps(8)
     try:
-        steps = tqdm(total=3, desc="demo", unit="step")
-        steps.set_postfix_str("generating Verilog")
-        sources = write_verilog(config, staging / "verilog")
-        steps.update()
-        runs = {}
-        for toplevel, testcase in (("fused_pe", "fused_pe_random"), ("fixed_pe", "fixed_pe_random")):
-            steps.set_postfix_str(f"{toplevel}: {cycles} random cycles in Verilator")
-            summary_path = staging / f"{toplevel}.json"
-            tests, failures = run_bench(
-                simulator="verilator", sources=[staging / "verilog" / f"{toplevel}.v"],
-                toplevel=toplevel, bench="sim.benches.pe_bench", testcase=testcase,
-                build_dir=staging / "sim" / toplevel,
-                env={"MPQ_PE_SAMPLES": cycles, "MPQ_SEED": seed,
-                     "MPQ_BENCH_REPORT": summary_path})
-            runs[toplevel] = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-            runs[toplevel]["cocotb_tests"] = tests
-            runs[toplevel]["cocotb_failures"] = failures
-            summary_path.unlink(missing_ok=True)
-            steps.update()
-        steps.close()
-
-        bit_exact = all(run["cocotb_failures"] == 0 and run.get("mismatches") == 0
-                        for run in runs.values())
+        float_log = steps.run("float training", _train, work / "float", "float", epochs, seed=seed)
+        precision = "w4a4,first=w8,last=w8"
+        steps.run("W4A4 retraining", _train, work / "w4a4", precision, epochs,
+                  init=work / "float" / "checkpoint.pt", seed=seed)
+        model = work / "w4a4.mpq"
+        steps.run("export", _export, work / "w4a4" / "checkpoint.pt", model)
+        w4a4_accuracy = steps.run("integer accuracy", _integer_accuracy, model)
+        header, _ = read_model_file(model)
+        compiled = staging / "compiled"
+        network = steps.run("compile", write_compiled, model, config_name, compiled,
+                            golden_inputs(header, 4))
+        steps.run("verilog", write_verilog, config, staging / "verilog")
+        count = images if images is not None else 360
+        sim = steps.run("RTL simulation", simulate, compiled, count, dataset="digits",
+                        build_dir=pathlib.Path("build/sim/demo").resolve(), progress=lambda _: None)
         report = {
             "command": f"mpq demo --out {out_dir}",
             "revision": git_revision(),
             "machine": f"{platform.node()} ({platform.machine()}, {os.cpu_count()} CPUs)",
-            "config": config_name,
-            "seed": seed,
-            "bit_exact": bit_exact,
-            "simulator": "verilator",
-            "pe_runs": runs,
-            "wall_s": time.perf_counter() - started,
-            "not_built_yet": NOT_BUILT_YET,
+            "seed": seed, "config": config_name, "array": [config.rows, config.cols],
+            "model": WIDTH_NOTE, "epochs": epochs,
+            "accuracy": {"float": float_log["test_accuracy"], "uniform_w4a4": w4a4_accuracy,
+                         "mpq": None},
+            "accuracy_rtl": sim["accuracy"],
+            "compression_vs_uniform_w4": None,
+            "bit_exact": sim["bit_exact"],
+            "images_simulated": sim["images"],
+            "cycles_per_inference": sim["cycles_per_inference"],
+            "utilization": {layer["name"]: layer["utilization"] for layer in sim["layers"]},
+            "counters_per_inference": sim["counters_per_inference"],
+            "external_bytes_per_inference": network.manifest["external_bytes_per_inference"],
+            "energy": None,
+            "not_built_yet": ["mixed-precision retraining (MPQ)", "energy model"],
+            "mismatches": sim["mismatches"],
+            "step_seconds": steps.times,
         }
-        (staging / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-        (staging / "report.md").write_text(markdown(report))
-        shutil.rmtree(staging / "sim")
+        report["wall_s"] = steps.close()
+        _write_report(staging, report, sim)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(staging, out_dir)
@@ -92,38 +143,72 @@ def run_demo(out_dir, config_name="default", cycles=20000, seed=1):
     return report
 
 
-def markdown(report):
+def _write_report(directory, report, sim):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    (directory / "report.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    names = [k for k, v in report["accuracy"].items() if v is not None]
+    left.bar(names, [100 * report["accuracy"][k] for k in names], color=["gray", "tab:blue"][:len(names)])
+    left.set_ylim(90, 100)
+    left.set_ylabel("test accuracy (%), integer model")
+    left.set_title("digits: accuracy")
+    layers = sim["layers"]
+    right.bar([layer["name"] for layer in layers], [layer["cycles"] for layer in layers])
+    right.set_ylabel("cycles per inference")
+    right.set_xlabel("layer")
+    right.set_title(f"{report['array'][0]}x{report['array'][1]} array: "
+                    f"{report['cycles_per_inference']:,} cycles")
+    fig.tight_layout()
+    fig.savefig(directory / "report.png", dpi=110)
+
+    acc = report["accuracy"]
     lines = [
-        "# mpq demo",
+        "# mpq demo: digits, from PyTorch to bit-exact RTL",
         "",
-        f"Revision {report['revision']}, configuration `{report['config']}`, "
-        f"seed {report['seed']}, {report['wall_s']:.1f} s.",
+        f"Revision {report['revision']}, configuration `{report['config']}` "
+        f"({report['array'][0]}x{report['array'][1]}), seed {report['seed']}, "
+        f"{report['epochs']} epochs per training, {report['wall_s']:.0f} s in all.",
         "",
-        f"**Bit-exact: {'yes' if report['bit_exact'] else 'NO'}** "
-        f"(every cycle's accumulator against the numpy reference, in {report['simulator']}).",
+        f"**Bit-exact: {'yes' if report['bit_exact'] else 'NO'}** - every layer of all "
+        f"{report['images_simulated']} test images on the RTL (Verilator) equals the PyTorch "
+        "integer reference.",
         "",
-        "| PE | cycles | mismatches | MACs W4A4 | W4A2 | W2A4 | W2A2 | sim cycles/s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | test accuracy (integer) |",
+        "|---|---|",
+        f"| float | {acc['float']:.2%} (float model) |",
+        f"| uniform W4A4 (first/last 8-bit) | {acc['uniform_w4a4']:.2%} |",
+        f"| RTL, same W4A4 model | {report['accuracy_rtl']:.2%} |",
+        "| MPQ | not built yet |",
+        "",
+        f"Cycles per inference: {report['cycles_per_inference']:,}.",
+        "",
+        "| layer | cycles | utilisation |",
+        "|---|---:|---:|",
+    ] + [f"| {layer['name']} | {layer['cycles']:,} | {layer['utilization']:.1%} |"
+         for layer in sim["layers"]] + [
+        "",
+        "Not built yet: " + ", ".join(report["not_built_yet"]) + ".",
+        "",
+        "![accuracy and cycles](report.png)",
     ]
-    for name, run in report["pe_runs"].items():
-        macs = run.get("macs_per_mode", {})
-        lines.append(f"| {name} | {run.get('cycles')} | {run.get('mismatches')} | "
-                     + " | ".join(str(macs.get(mode, 0)) for mode in ("W4A4", "W4A2", "W2A4", "W2A2"))
-                     + f" | {run.get('cycles_per_s', 0):,.0f} |")
-    lines += ["", "Not built yet:", ""] + [f"- {item}" for item in report["not_built_yet"]]
-    return "\n".join(lines) + "\n"
+    (directory / "report.md").write_text("\n".join(lines) + "\n")
 
 
 def _run(args):
-    report = run_demo(args.out, args.config, args.cycles, args.seed)
+    report = run_demo(args.out, args.config, args.images, args.epochs, args.seed)
     print((pathlib.Path(args.out) / "report.md").read_text())
     return 0 if report["bit_exact"] else 1
 
 
 def register(subparsers):
-    parser = subparsers.add_parser("demo", help="the main job on the embedded default")
+    parser = subparsers.add_parser("demo", help="the main job on the embedded default (digits)")
     parser.add_argument("--out", default="build/demo", help="output directory")
     parser.add_argument("--config", default="default", help="named configuration (hw/config.py)")
-    parser.add_argument("--cycles", type=int, default=20000, help="random cycles per PE")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--images", type=int, default=None,
+                        help="test images to simulate (default: the whole split, 360)")
+    parser.add_argument("--epochs", type=int, default=15, help="epochs per training run")
+    parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(run=_run)
