@@ -50,6 +50,16 @@ test: $(STAMP) ## the whole test suite (what CI runs)
 cost: $(STAMP) ## synthesize the PEs with Yosys: bench/results/pe_cost.json
 	$(BIN)/python bench/pe_cost.py
 
+# FPGA: BOARD is icebreaker, ulx3s or orangecrab (hw/boards/top.py, docs/fpga.md).
+BOARD     ?= icebreaker
+.PHONY: bitstream program
+
+bitstream: $(STAMP) ## FPGA bitstream and fpga_report.json in build/BOARD/ (BOARD=icebreaker, ulx3s, orangecrab)
+	$(BIN)/mpq fpga bitstream --board $(BOARD) -o build/$(BOARD)
+
+program: $(STAMP) ## program the board with build/BOARD/ (needs the board and its programmer)
+	$(BIN)/mpq fpga program --board $(BOARD) -d build/$(BOARD)
+
 clean: ## remove build outputs (keeps .venv)
 	rm -rf build sim_build .pytest_cache
 	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +

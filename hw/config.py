@@ -94,6 +94,17 @@ CONFIGS = {config.name: config for config in [
                       wptr_depth=256, param_depth=512, weight_depth=4096, act_depth=4096,
                       result_depth=256),
     AcceleratorConfig("large", rows=16, cols=16, act_depth=32768),
+    # FPGA boards (hw/boards/, docs/fpga.md). The iCE40UP5K (iCEBreaker):
+    # 5280 LUTs and 30 4-kbit block RAMs. The smallest array, memories of a
+    # few block RAMs each, 24-bit accumulators (an 8-bit first layer needs
+    # them). The core's fixed logic alone exceeds the LUTs (docs/fpga.md).
+    AcceleratorConfig("ice40", rows=2, cols=2, program_depth=512,
+                      chunk_depth=256, wptr_depth=256, param_depth=256, weight_depth=512,
+                      act_depth=512, result_depth=256),
+    # The LFE5U-85F (ULX3S 85F, OrangeCrab 85F): 84k LUTs, 208 18-kbit block RAMs.
+    AcceleratorConfig("ecp5", rows=8, cols=8, program_depth=2048, chunk_depth=2048,
+                      wptr_depth=256, param_depth=1024, weight_depth=4096, act_depth=4096,
+                      result_depth=1024),
 ]}
 
 

@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "sim.demo",
     "hw.generate",
     "sw.quantize.commands",
+    "sw.fpga.commands",
     "sw.compile.commands",
     "sim.commands",
 ]

@@ -1,0 +1,198 @@
+"""What the FPGA host program runs: *cases*, each memory images to load and
+run, output regions to read back and the golden outputs to compare them with
+(docs/fpga.md, "Run directories").
+
+A case is a dict (JSON-ready):
+
+    name               str
+    config             hw/config.py name the images were compiled for
+    phases             [[[mem, bank, start, [32-bit words]], ...], ...]: per phase, the
+                       segments to load (host_word_stream) before starting the core and
+                       waiting for done; memories keep their contents between phases
+    outputs            [{"name", "memory": "activations" | "results", "base": int,
+                         "shape": [channels, height, width], "expected": nested lists}]
+    expected_counters  the golden model's counters summed over the phases (optional)
+
+Two sources of cases: a directory written by `mpq compile MODEL -o DIR`
+(`cases_from_network`: one case per golden image, every layer's output
+checked) and `fpga_cases.json` (`mpq fpga layers`: random single layers,
+`case_from_layer`). `run_cases` runs them over a `Link`: reset the core, per
+phase load, start, wait and read the counters, then read every output
+region back, decode and compare.
+"""
+
+import json
+import pathlib
+import time
+
+import numpy as np
+
+from sw.compile import host_word_stream, run_golden
+from sw.compile.encoding import act_address, map_words_per_bank
+from sw.errors import UserError
+
+CASES_FILE = "fpga_cases.json"
+FORMAT = "mpq-fpga-cases/1"
+
+
+def _segments(images, config):
+    return [[mem, bank, start, list(words)]
+            for mem, bank, start, words in host_word_stream(images, config)]
+
+
+def output_of(compiled, expected, name=None):
+    """The output region of a compiled layer and its golden values."""
+    spec, regs = compiled.spec, compiled.registers
+    raw = bool(spec.raw)
+    shape = [int(d) for d in spec.output_shape]
+    return {"name": name or spec.name, "memory": "results" if raw else "activations",
+            "base": int(regs["RES_BASE"] if raw else regs["OUT_BASE"]), "shape": shape,
+            "expected": np.asarray(expected, dtype=np.int64).reshape(shape).tolist()}
+
+
+def case_from_layer(compiled, x, *, name=None, golden=None):
+    """The case of one compiled layer (`sw.compile.compile_layer`) on input `x`."""
+    golden = golden or run_golden(compiled, x)
+    return {
+        "name": name or compiled.spec.name,
+        "config": compiled.config.name,
+        "phases": [_segments(compiled.memories(x), compiled.config)],
+        "outputs": [output_of(compiled, golden.output)],
+        "expected_counters": {key: int(value) for key, value in golden.counters.items()},
+    }
+
+
+def cases_from_network(network, golden, count=None):
+    """One case per golden image of a compiled network (`read_compiled`).
+    A single-phase network's static images go with the first image only:
+    later images load just their input (memories keep their contents)."""
+    config = network.config
+    inputs = golden["inputs"] if count is None else golden["inputs"][:count]
+    single = len(network.phases) == 1
+    cases = []
+    for index, x in enumerate(inputs):
+        phases = []
+        for number in range(len(network.phases)):
+            images = (network.input_images(x) if single and index > 0
+                      else network.phase_images(number, x))
+            phases.append(_segments(images, config))
+        outputs = [output_of(layer, golden[f"layer{k}"][index], spec.name)
+                   for k, (spec, layer) in enumerate(zip(network.specs, network.layers))]
+        counters = network.manifest.get("expected_counters_per_inference")
+        cases.append({"name": f"image{index}", "config": config.name, "phases": phases,
+                      "outputs": outputs, "expected_counters": counters})
+    return cases
+
+
+def readback_ranges(output, config):
+    """[(mem, bank, start, count)] holding an output region."""
+    channels, height, width = output["shape"]
+    if output["memory"] == "results":
+        return [(6, 0, output["base"], channels * height * width)]
+    count = map_words_per_bank(height, width, channels, config.cols)
+    return [(5, bank, output["base"], count) for bank in range(config.cols)]
+
+
+def decode_output(output, config, entries):
+    """The output array from the entries of `readback_ranges` (same order)."""
+    channels, height, width = output["shape"]
+    ranges = readback_ranges(output, config)
+    banks = {}
+    for (mem, bank, start, _), values in zip(ranges, entries):
+        banks[(mem, bank)] = {start + i: v for i, v in enumerate(values)}
+    out = np.zeros((channels, height, width), dtype=np.int64)
+    for y in range(height):
+        for x in range(width):
+            for k in range(channels):
+                if output["memory"] == "results":
+                    value = banks[(6, 0)].get(output["base"] + (y * width + x) * channels + k, 0)
+                    out[k, y, x] = value - ((value >> 31) << 32)
+                else:
+                    bank, word, slot = act_address(y, x, k, output["base"], width, channels,
+                                                   config.cols)
+                    out[k, y, x] = (banks[(5, bank)].get(word, 0) >> (4 * slot)) & 15
+    return out
+
+
+def write_cases(directory, cases, config):
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / CASES_FILE
+    path.write_text(json.dumps({"format": FORMAT, "config": config.name, "cases": cases}))
+    return path
+
+
+def read_cases(directory, count=None):
+    """(config name, cases) of a run directory: one written by `mpq compile`
+    (manifest.json; `count` golden images, all by default) or by
+    `mpq fpga layers` (fpga_cases.json)."""
+    directory = pathlib.Path(directory)
+    if (directory / "manifest.json").exists():
+        from sw.compile.artifacts import read_compiled
+        network, manifest, golden = read_compiled(directory)
+        return manifest["config"], cases_from_network(network, golden, count)
+    path = directory / CASES_FILE
+    if not path.exists():
+        raise UserError(f"{directory}: neither a compiled network (manifest.json, from "
+                        f"`mpq compile MODEL -o DIR`) nor {CASES_FILE} (from `mpq fpga layers`)")
+    data = json.loads(path.read_text())
+    if data.get("format") != FORMAT:
+        raise UserError(f"{path}: format {data.get('format')!r}, expected {FORMAT!r}")
+    cases = data["cases"] if count is None else data["cases"][:count]
+    return data["config"], cases
+
+
+async def run_case(link, case, *, wait_timeout, poll):
+    """One case on the board (or the simulated board). Returns a result dict."""
+    config = link.config
+    if case["config"] != config.name:
+        raise UserError(f"case {case['name']!r} was compiled for configuration "
+                        f"{case['config']!r}; the link's is {config.name!r}")
+    started = time.perf_counter()
+    timings = {"load_s": 0.0, "run_s": 0.0}
+    counters = {}
+    await link.reset()
+    for segments in case["phases"]:
+        loading = time.perf_counter()
+        await link.load([(mem, bank, start, words) for mem, bank, start, words in segments])
+        running = time.perf_counter()
+        await link.start()
+        await link.wait(wait_timeout, poll)
+        timings["load_s"] += running - loading
+        timings["run_s"] += time.perf_counter() - running
+        for key, value in (await link.counters()).items():
+            counters[key] = counters.get(key, 0) + value
+    status = await link.status()
+    outputs, mismatches = [], {}
+    for output in case["outputs"]:
+        entries = [await link.read_memory(mem, bank, start, count)
+                   for mem, bank, start, count in readback_ranges(output, config)]
+        got = decode_output(output, config, entries)
+        expected = np.asarray(output["expected"], dtype=np.int64)
+        wrong = int(np.count_nonzero(got != expected))
+        if wrong:
+            index = tuple(int(i) for i in np.argwhere(got != expected)[0])
+            mismatches[output["name"]] = {"wrong": wrong, "first": list(index),
+                                          "got": int(got[index]), "expected": int(expected[index])}
+        outputs.append(got.tolist())
+    timings["total_s"] = time.perf_counter() - started
+    wrong_counters = {key: [counters.get(key), value]
+                      for key, value in (case.get("expected_counters") or {}).items()
+                      if counters.get(key) != value}
+    return {"name": case["name"], "status": status, "counters": counters, "outputs": outputs,
+            "mismatches": mismatches,
+            "bit_exact": not mismatches and status["done"] and not status["error"],
+            "counters_match": not wrong_counters, "wrong_counters": wrong_counters,
+            "timings": timings}
+
+
+async def run_cases(link, cases, *, wait_timeout, poll, log=print):
+    results = []
+    for case in cases:
+        result = await run_case(link, case, wait_timeout=wait_timeout, poll=poll)
+        wrong = sum(m["wrong"] for m in result["mismatches"].values())
+        log(f"{result['name']}: {'bit-exact' if result['bit_exact'] else 'MISMATCH'} "
+            f"({wrong} wrong outputs, {result['counters']['cycles']} cycles"
+            f"{'' if result['counters_match'] else ', counters differ'})")
+        results.append(result)
+    return results
