@@ -128,6 +128,7 @@ def test_cli_train_export_eval_on_digits(tmp_path, capsys):
     assert "no CIFAR-10 data set" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_on_cifar_layout(tmp_path, capsys):
     sys.path.insert(0, os.path.dirname(__file__))
     from test_data import write_fake_cifar
