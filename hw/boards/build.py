@@ -32,9 +32,11 @@ STAT_FILE = "top_stat.json"
 NEXTPNR_REPORT = "nextpnr_report.json"
 # Cell names of each family in Yosys' statistics and nextpnr's utilisation.
 CELLS = {
-    "ice40": {"lut": ("SB_LUT4",), "ff_prefix": "SB_DFF", "bram": "ICESTORM_RAM",
+    # LUTs: cell -> LUT4s it holds (an ECP5 CCU2C carry cell is two LUT4s;
+    # an iCE40 SB_CARRY rides along with an SB_LUT4).
+    "ice40": {"lut": {"SB_LUT4": 1}, "ff_prefix": "SB_DFF", "bram": "ICESTORM_RAM",
               "spram": "ICESTORM_SPRAM", "dsp": "ICESTORM_DSP", "logic": "ICESTORM_LC"},
-    "ecp5": {"lut": ("LUT4",), "ff_prefix": "TRELLIS_FF", "bram": "DP16KD",
+    "ecp5": {"lut": {"LUT4": 1, "CCU2C": 2}, "ff_prefix": "TRELLIS_FF", "bram": "DP16KD",
              "spram": None, "dsp": "MULT18X18D", "logic": "TRELLIS_COMB"},
 }
 
@@ -56,7 +58,7 @@ def _yosys_counts(path, family):
     top = modules.get("\\top") or modules.get("top") or next(iter(modules.values()), {})
     cells = top.get("cell_types") or top.get("num_cells_by_type") or {}
     names = CELLS[family]
-    luts = sum(cells.get(name, 0) for name in names["lut"])
+    luts = sum(cells.get(name, 0) * size for name, size in names["lut"].items())
     ffs = sum(count for name, count in cells.items() if name.startswith(names["ff_prefix"]))
     return luts, ffs, cells
 
@@ -75,6 +77,38 @@ def _nextpnr_figures(path, family):
               for name, entry in data.get("fmax", {}).items()}
     return {"logic_cells": used(names["logic"]), "block_rams": used(names["bram"]),
             "sprams": used(names["spram"]), "dsps": used(names["dsp"]), "clocks": clocks}
+
+
+def write_report(board, config, platform, out_dir, *, seconds, error, baud, env):
+    """`fpga_report.json` from what the build left in `out_dir`."""
+    report = {
+        "board": board.name, "description": board.description, "family": board.family,
+        "device": platform.device, "package": platform.package,
+        "config": {"name": config.name, "rows": config.rows, "cols": config.cols,
+                   "acc_width": config.acc_width,
+                   "memories": {name: {"banks": banks, "width": width, "depth": depth}
+                                for name, banks, width, depth in config.memory_shapes().values()}},
+        "clock_mhz": platform.default_clk_frequency / 1e6, "baud": baud,
+        "build_seconds": round(seconds, 1), "built": error is None, "error": error,
+        "bitstream": None, "tools": {name: env[name] for name in YOWASP_TOOLS},
+    }
+    stat_path = out_dir / STAT_FILE
+    if stat_path.exists():
+        luts, ffs, cells = _yosys_counts(stat_path, board.family)
+        report.update(luts=luts, ffs=ffs, cells=cells)
+    pnr_path = out_dir / NEXTPNR_REPORT
+    if pnr_path.exists():
+        report.update(_nextpnr_figures(pnr_path, board.family))
+        clocks = report["clocks"].values()
+        if clocks:
+            report["fmax_mhz"] = min(clock["fmax_mhz"] for clock in clocks)
+            report["timing_met"] = all(clock["fmax_mhz"] >= clock["constraint_mhz"]
+                                       for clock in clocks)
+    bitstream = out_dir / BITSTREAM[board.family]
+    if error is None and bitstream.exists():
+        report["bitstream"] = str(bitstream.relative_to(out_dir))
+    (out_dir / "fpga_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
 
 
 def build_bitstream(board_name, out_dir, *, config_name=None, baud=DEFAULT_BAUD, log=print):
@@ -98,10 +132,11 @@ def build_bitstream(board_name, out_dir, *, config_name=None, baud=DEFAULT_BAUD,
         overrides["synth_opts"] = "-dsp"    # the UP5K's SB_MAC16s for the multipliers
     else:
         # -nodsp: Yosys would put every PE's 2-bit brick products into
-        # MULT18X18Ds (270 for the 8x8 array, the 85F has 156). -noabc9:
-        # YoWASP Yosys 0.70's ABC9 reintegration asserts on this design
-        # (rtlil.cc:3091, `GetSize(conn.first) == GetSize(conn.second)`).
-        overrides["synth_opts"] = "-nodsp -noabc9"
+        # MULT18X18Ds (270 for the 8x8 array, the 85F has 156). -nolutram:
+        # with LUT RAMs (TRELLIS_DPR16X4), YoWASP Yosys 0.70's ABC9
+        # reintegration asserts on this design (rtlil.cc:3091,
+        # `GetSize(conn.first) == GetSize(conn.second)`).
+        overrides["synth_opts"] = "-nodsp -nolutram"
     saved = {name: os.environ.get(name) for name in env}
     os.environ.update(env)
     started = time.perf_counter()
@@ -121,32 +156,8 @@ def build_bitstream(board_name, out_dir, *, config_name=None, baud=DEFAULT_BAUD,
                 os.environ[name] = value
     seconds = time.perf_counter() - started
 
-    report = {
-        "board": board.name, "description": board.description, "family": board.family,
-        "device": platform.device, "package": platform.package,
-        "config": {"name": config.name, "rows": config.rows, "cols": config.cols,
-                   "acc_width": config.acc_width,
-                   "memories": {name: {"banks": banks, "width": width, "depth": depth}
-                                for name, banks, width, depth in config.memory_shapes().values()}},
-        "clock_mhz": platform.default_clk_frequency / 1e6, "baud": baud,
-        "build_seconds": round(seconds, 1), "built": error is None, "error": error,
-        "bitstream": None, "tools": {name: env[name] for name in YOWASP_TOOLS},
-    }
-    stat_path = out_dir / STAT_FILE
-    if stat_path.exists():
-        luts, ffs, cells = _yosys_counts(stat_path, board.family)
-        report.update(luts=luts, ffs=ffs, cells=cells)
-    pnr_path = out_dir / NEXTPNR_REPORT
-    if pnr_path.exists():
-        report.update(_nextpnr_figures(pnr_path, board.family))
-        main = report["clocks"].get(next(iter(report["clocks"]), None)) if report["clocks"] else None
-        if main:
-            report["fmax_mhz"] = main["fmax_mhz"]
-            report["timing_met"] = main["fmax_mhz"] >= report["clock_mhz"]
-    bitstream = out_dir / BITSTREAM[board.family]
-    if error is None and bitstream.exists():
-        report["bitstream"] = str(bitstream.relative_to(out_dir))
-    (out_dir / "fpga_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    report = write_report(board, config, platform, out_dir, seconds=seconds, error=error,
+                          baud=baud, env=env)
     if error is not None:
         tail = ""
         log_path = out_dir / "top.tim"

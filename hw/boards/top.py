@@ -8,7 +8,8 @@ own clock (no PLL): the reports say whether timing met it.
 import dataclasses
 
 from amaranth.build import Attrs, Pins, Resource, ResourceError, Subsignal
-from amaranth.hdl import Cat, Elaboratable, Module, ResetInserter, Signal
+from amaranth.hdl import Elaboratable, Module, ResetInserter, Signal
+from amaranth.lib import io
 
 from hw.boards.link import SerialCore
 from hw.config import get_config
@@ -20,6 +21,7 @@ DEFAULT_BAUD = 115200
 # longest a frame may make no progress (a core that stopped taking words).
 BYTE_TIMEOUT_S = 0.05
 STALL_TIMEOUT_S = 1.0
+ACTIVITY_S = 0.02
 # Status outputs in LED order: a board with fewer LEDs shows the first ones.
 LED_SIGNALS = ("busy", "done", "error", "activity")
 
@@ -92,35 +94,40 @@ class BoardTop(Elaboratable):
                             byte_timeout=int(clock_hz * BYTE_TIMEOUT_S),
                             stall_timeout=int(clock_hz * STALL_TIMEOUT_S))
         if self._board.reset_button is not None:
-            button = platform.request(self._board.reset_button, 0)
+            m.submodules.button = button = io.Buffer(
+                "i", platform.request(self._board.reset_button, 0, dir="-"))
             m.submodules.serial = ResetInserter(button.i)(serial)
         else:
             m.submodules.serial = serial
 
-        uart = platform.request("uart", 0)
-        m.d.comb += [serial.rx.eq(uart.rx.i), uart.tx.o.eq(serial.tx)]
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.uart_rx = uart_rx = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx = uart_tx = io.Buffer("o", uart.tx)
+        m.d.comb += [serial.rx.eq(uart_rx.i), uart_tx.o.eq(serial.tx)]
 
-        # The activity output is stretched to about 20 ms so that a frame shows.
-        stretch = Signal(range(int(clock_hz * 0.02) + 1))
+        # Link activity is stretched to 20 ms so that a frame shows.
+        hold = int(clock_hz * ACTIVITY_S)
+        stretch = Signal(range(hold + 1))
         with m.If(serial.activity):
-            m.d.sync += stretch.eq(stretch.shape().range.stop - 1 if hasattr(stretch.shape(), "range")
-                                   else int(clock_hz * 0.02))
+            m.d.sync += stretch.eq(hold)
         with m.Elif(stretch != 0):
             m.d.sync += stretch.eq(stretch - 1)
         outputs = {"busy": serial.busy, "done": serial.done, "error": serial.error,
                    "activity": stretch != 0}
+
         leds = []
         for index in range(len(LED_SIGNALS)):
             try:
-                leds.append(platform.request("led", index))
+                leds.append(platform.request("led", index, dir="-"))
             except ResourceError:
                 break
         if not leds:
             try:
-                rgb = platform.request("rgb_led", 0)
+                rgb = platform.request("rgb_led", 0, dir="-")
                 leds = [rgb.b, rgb.g, rgb.r]      # busy blue, done green, error red
             except ResourceError:
                 pass
-        for led, name in zip(leds, LED_SIGNALS):
+        for port, name in zip(leds, LED_SIGNALS):
+            m.submodules[f"led_{name}"] = led = io.Buffer("o", port)
             m.d.comb += led.o.eq(outputs[name])
         return m

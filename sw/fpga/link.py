@@ -7,7 +7,6 @@ methods are coroutines so that the simulation can run the very same code
 under cocotb; on a board they run under `asyncio.run` and never suspend.
 """
 
-import time
 
 from hw.core import REG_STATUS
 from sw import driver

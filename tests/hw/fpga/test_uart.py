@@ -160,6 +160,7 @@ def test_loopback_random_bytes():
     assert bytes(received) == data
 
 
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_divisor_for():
     assert divisor_for(12e6, 115200) == 104
     assert divisor_for(25e6, 115200) == 217
