@@ -106,9 +106,10 @@ def layer_specs(header, arrays):
             channels = int(np.prod(shape))
             kind, padding, input_shape = "linear", 0, (channels, 1, 1)
             precision, shift = bits, shifts
-        q = values >> _expand_hw(shift, values.shape, kind)
+        # LayerSpec takes the weights' values (q << e) and checks them against
+        # their groups' precision and shift.
         spec = LayerSpec(
-            kind=kind, weights=q, precision=np.asarray(precision), shift=np.asarray(shift),
+            kind=kind, weights=values, precision=np.asarray(precision), shift=np.asarray(shift),
             bias=layer["bias"].astype(np.int64),
             multiplier=(np.zeros(weights.shape[0], dtype=np.int64) if last
                         else layer["requant_multiplier"].astype(np.int64)),
@@ -121,15 +122,6 @@ def layer_specs(header, arrays):
         out_channels, out_h, out_w = spec.output_shape
         shape = (out_channels, out_h, out_w)
     return specs
-
-
-def _expand_hw(per_group, shape, kind):
-    """Per-weight values of a per-(hardware-)group array for weights `shape`."""
-    if kind == "linear" and len(shape) == 2:
-        return _expand(per_group, shape)
-    if len(shape) == 2:
-        shape = shape + (1, 1)
-    return _expand(per_group, shape)
 
 
 @dataclasses.dataclass

@@ -1,0 +1,132 @@
+"""The whole-network flow: compile a model file, run it on the RTL, every
+layer bit-exact against the PyTorch integer reference; determinism; bad
+input gives clear errors and no half-written output."""
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hw.config import AcceleratorConfig, get_config
+from sim.network_sim import first_mismatch, run_network_on_rtl
+from sw.cli import main as mpq
+from sw.compile.artifacts import read_compiled, write_compiled
+from sw.compile.network import compile_network, layer_specs
+from sw.errors import UserError
+from sw.quantize.data import load_digits
+from sw.quantize.export import read_model_file
+from sw.quantize.reference import IntegerModel
+
+
+def reference_outputs(model_path, images):
+    model = IntegerModel.load(str(model_path))
+    logits, trace = model(torch.as_tensor(np.asarray(images)), return_codes=True)
+    return [[t[i].numpy() for t in trace] + [logits[i].numpy()] for i in range(len(images))]
+
+
+@pytest.mark.parametrize("kind", ["uniform", "mixed"])
+def test_golden_model_equals_the_integer_reference(digits_models, kind):
+    header, arrays = read_model_file(digits_models[kind])
+    network = compile_network(header, arrays, get_config("small"))
+    images = load_digits().test_x[:4].numpy()
+    for x, expected in zip(images, reference_outputs(digits_models[kind], images)):
+        outputs, _ = network.run_golden(x)
+        assert first_mismatch(outputs, expected, [s.name for s in network.specs]) is None
+
+
+@pytest.mark.cocotb
+@pytest.mark.parametrize("kind", ["uniform", "mixed"])
+def test_network_on_verilator_is_bit_exact(digits_models, kind, tmp_path):
+    header, arrays = read_model_file(digits_models[kind])
+    network = compile_network(header, arrays, get_config("small"))
+    images = load_digits().test_x[:3].numpy()
+    results = run_network_on_rtl(network, images, build_dir=tmp_path, stall=0.3)
+    names = [spec.name for spec in network.specs]
+    for x, result, expected in zip(images, results, reference_outputs(digits_models[kind], images)):
+        assert result["status"]["done"] and not result["status"]["error"]
+        assert first_mismatch(result["outputs"], expected, names) is None
+        assert result["counters"] == network.run_golden(x)[1]
+
+
+def test_a_network_whose_weights_do_not_fit_runs_in_phases(digits_models):
+    header, arrays = read_model_file(digits_models["uniform"])
+    tight = AcceleratorConfig("tight", rows=4, cols=4, weight_depth=256, chunk_depth=2048,
+                              program_depth=2048)
+    network = compile_network(header, arrays, tight)
+    assert len(network.phases) > 1
+    assert network.manifest["external_bytes_per_inference"] > 0
+    x = load_digits().test_x[0].numpy()
+    outputs, _ = network.run_golden(x)
+    assert first_mismatch(outputs, reference_outputs(digits_models["uniform"], [x])[0],
+                          [s.name for s in network.specs]) is None
+
+
+def test_compile_is_deterministic(digits_models, tmp_path):
+    def digest(directory):
+        return {p.relative_to(directory).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(directory.rglob("*")) if p.is_file()}
+    for name in ("a", "b"):
+        assert mpq(["compile", str(digits_models["mixed"]), "--config", "small",
+                    "-o", str(tmp_path / name)]) == 0
+    assert digest(tmp_path / "a") == digest(tmp_path / "b")
+    network, manifest, golden = read_compiled(tmp_path / "a")
+    assert golden["inputs"].shape[0] == manifest["golden_images"] == 4
+
+
+def test_unsupported_layers_are_named(digits_models):
+    header, arrays = read_model_file(digits_models["uniform"])
+    header["layers"][1]["stride"] = [2, 2]
+    with pytest.raises(UserError, match=r"layer 1 .*stride"):
+        layer_specs(header, arrays)
+    header["layers"][1]["stride"] = [1, 1]
+    header["layers"][1]["pool"] = {"kernel_size": [3, 3], "stride": [3, 3], "padding": [0, 0]}
+    with pytest.raises(UserError, match=r"layer 1 .*pools 2x2"):
+        layer_specs(header, arrays)
+
+
+def test_a_shift_the_hardware_cannot_fold_is_rejected(digits_models):
+    header, arrays = read_model_file(digits_models["uniform"])
+    arrays[1]["weight_shift"][0, 0, 0, 0] = 1      # p = 4 with e = 1: 5 bits
+    with pytest.raises(UserError, match=r"layer '.*'"):
+        compile_network(header, arrays, get_config("small"))
+
+
+def test_too_large_a_network_fails_cleanly_with_no_output(digits_models, tmp_path, capsys):
+    tiny = AcceleratorConfig("tiny-acts", rows=4, cols=4, act_depth=32)
+    header, arrays = read_model_file(digits_models["uniform"])
+    with pytest.raises(UserError, match="act_depth"):
+        compile_network(header, arrays, tiny)
+    # Through the command: non-zero exit, a message, and nothing written.
+    assert mpq(["compile", str(digits_models["uniform"]), "--config", "no-such-config",
+                "-o", str(tmp_path / "out")]) == 2
+    assert "no configuration named" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_corrupt_or_missing_files_are_named(digits_models, tmp_path):
+    directory = tmp_path / "compiled"
+    write_compiled(digits_models["uniform"], "small", directory, np.zeros((1, 1, 8, 8), np.uint8))
+    weights = sorted(directory.glob("phase0/weights_bank*.bin"))[0]
+    weights.write_bytes(weights.read_bytes()[:-2] + b"\x00\x01")
+    with pytest.raises(UserError, match=f"{weights.name} does not match manifest.json"):
+        read_compiled(directory)
+    weights.unlink()
+    with pytest.raises(UserError, match=f"{weights.name} is missing"):
+        read_compiled(directory)
+    with pytest.raises(UserError, match="no manifest.json"):
+        read_compiled(tmp_path / "nothing-here")
+    assert mpq(["sim", str(tmp_path / "nothing-here")]) == 2
+
+
+@pytest.mark.cocotb
+def test_a_simulation_that_times_out_is_an_error(digits_models, tmp_path):
+    from sim.core_sim import run_cases
+    from sim.network_sim import network_cases
+    header, arrays = read_model_file(digits_models["uniform"])
+    network = compile_network(header, arrays, get_config("small"))
+    cases = network_cases(network, load_digits().test_x[:1].numpy())
+    cases[0]["timeout_cycles"] = 100
+    with pytest.raises(UserError, match="timed out"):
+        run_cases(cases, network.config, build_dir=tmp_path)
