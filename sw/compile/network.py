@@ -39,10 +39,10 @@ from sw.quantize import groups
 MANIFEST_VERSION = 1
 
 
-def _expand(per_group, shape):
+def _expand(per_group, shape, group_size=GROUP_SIZE):
     import torch
     return groups.expand_to_weights(torch.from_numpy(np.asarray(per_group, dtype=np.int64)),
-                                    shape, GROUP_SIZE).numpy()
+                                    shape, group_size).numpy()
 
 
 def _regroup(values, bits, shifts):
@@ -66,6 +66,7 @@ def layer_specs(header, arrays):
     """The model file's layers as LayerSpecs (docs/model_format.md)."""
     specs = []
     shape = tuple(header["input"]["shape"])
+    group_size = int(header["group_size"])
     names = []
     for index, (fields, layer) in enumerate(zip(header["layers"], arrays)):
         name = fields.get("name") or f"layer{index}"
@@ -74,7 +75,19 @@ def layer_specs(header, arrays):
         weights = layer["weight"].astype(np.int64)
         bits = layer["weight_bits"].astype(np.int64)
         shifts = layer["weight_shift"].astype(np.int64)
-        values = weights << _expand(shifts, weights.shape)
+        values = weights << _expand(shifts, weights.shape, group_size)
+        if group_size != GROUP_SIZE and (bits == 8).all():
+            bits = np.full(groups.group_shape(weights.shape, GROUP_SIZE), 8)
+            shifts = np.zeros_like(bits)
+        elif group_size != GROUP_SIZE:
+            # The model's groups (per weight, say) are not the hardware's: each
+            # hardware group takes the precision that holds all its members.
+            conv_shape = values.shape if values.ndim == 4 else values.shape + (1, 1)
+            bits, shifts = _regroup(values.reshape(conv_shape),
+                                    _expand(bits, weights.shape, group_size).reshape(conv_shape),
+                                    _expand(shifts, weights.shape, group_size).reshape(conv_shape))
+            if values.ndim == 2:
+                bits, shifts = bits[:, 0, 0, :], shifts[:, 0, 0, :]
         pool = fields.get("pool")
         if pool is not None and (list(pool["kernel_size"]) != [2, 2] or list(pool["stride"]) != [2, 2]
                                  or list(pool["padding"]) != [0, 0]):
@@ -98,6 +111,7 @@ def layer_specs(header, arrays):
             values = values.reshape(values.shape[0], channels, height, width)
             per_weight_bits = _expand(bits, weights.shape).reshape(values.shape)
             per_weight_shift = _expand(shifts, weights.shape).reshape(values.shape)
+            # (bits, shifts are hardware groups of the flat weights by now.)
             precision, shift = _regroup(values, per_weight_bits, per_weight_shift)
             if (bits == 8).all():
                 precision, shift = np.full_like(precision, 8), np.zeros_like(shift)

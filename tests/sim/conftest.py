@@ -12,11 +12,11 @@ from sw.quantize.export import write_model_file
 from sw.quantize.models import build_model
 
 
-def make_model_file(path, precision="w4a4,first=w8,last=w8", mixed=False, seed=0):
+def make_model_file(path, precision="w4a4,first=w8,last=w8", mixed=False, seed=0, group_size=16):
     torch.manual_seed(seed)
     data = load_digits()
-    network = quantize_network(build_model("digits-cnn", 0.25, data), parse_precision(precision),
-                               data.input_shape)
+    network = quantize_network(build_model("digits-cnn", 0.25, data),
+                               parse_precision(precision, group_size=group_size), data.input_shape)
     if mixed:  # MPQ-style groups: coarse 2-bit (shift 1), fine 3-bit, some 4-bit
         generator = torch.Generator().manual_seed(seed + 1)
         for layer in network.layers[1:-1]:
@@ -34,3 +34,9 @@ def digits_models(tmp_path_factory):
     directory = tmp_path_factory.mktemp("models")
     return {"uniform": make_model_file(directory / "uniform.mpq"),
             "mixed": make_model_file(directory / "mixed.mpq", precision="w4a4", mixed=True)}
+
+
+@pytest.fixture(scope="session")
+def per_weight_model(tmp_path_factory):
+    return make_model_file(tmp_path_factory.mktemp("models") / "per_weight.mpq",
+                           precision="w4a4,first=w8,last=w8", mixed=True, group_size=1)

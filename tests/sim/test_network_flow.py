@@ -130,3 +130,15 @@ def test_a_simulation_that_times_out_is_an_error(digits_models, tmp_path):
     cases[0]["timeout_cycles"] = 100
     with pytest.raises(UserError, match="timed out"):
         run_cases(cases, network.config, build_dir=tmp_path)
+
+
+def test_per_weight_groups_are_regrouped_for_the_hardware(per_weight_model):
+    """A model whose groups are single weights (per-weight mixed precision)
+    compiles to hardware groups of 16 and stays exact."""
+    header, arrays = read_model_file(per_weight_model)
+    assert header["group_size"] == 1
+    network = compile_network(header, arrays, get_config("small"))
+    images = load_digits().test_x[:2].numpy()
+    for x, expected in zip(images, reference_outputs(per_weight_model, images)):
+        outputs, _ = network.run_golden(x)
+        assert first_mismatch(outputs, expected, [s.name for s in network.specs]) is None
