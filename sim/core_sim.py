@@ -16,6 +16,7 @@ from hw.core import Core
 from hw.generate import to_verilog
 from sim.runner import run_bench
 from sw import driver
+from sw.errors import UserError
 from sw.compile.encoding import map_words_per_bank
 from sw.compile.images import host_word_stream
 
@@ -69,11 +70,15 @@ def run_cases(cases, config, *, simulator="verilator", build_dir="build/sim/core
     results_path = build_dir / "results.json"
     cases_path.write_text(json.dumps(cases))
     results_path.unlink(missing_ok=True)
-    run_bench(simulator=simulator, sources=[source], toplevel=TOPLEVEL,
+    tests, failures = run_bench(simulator=simulator, sources=[source], toplevel=TOPLEVEL,
               bench="sim.benches.core_bench", build_dir=source.parent / simulator,
               waves=waves,
               env={"MPQ_CORE_CASES": cases_path, "MPQ_CORE_RESULTS": results_path,
                    "MPQ_CONFIG": config.name, "MPQ_SEED": seed, "MPQ_STALL": stall})
+    if failures or not results_path.exists():
+        log = source.parent / simulator / "test.log"
+        raise UserError(f"the RTL simulation failed (a case timed out or the bench stopped): "
+                        f"see {log}")
     return json.loads(results_path.read_text())
 
 
