@@ -38,11 +38,11 @@ def test_golden_model_equals_the_integer_reference(digits_models, kind):
 
 @pytest.mark.cocotb
 @pytest.mark.parametrize("kind", ["uniform", "mixed"])
-def test_network_on_verilator_is_bit_exact(digits_models, kind, tmp_path):
+def test_network_on_verilator_is_bit_exact(digits_models, kind, rtl_build):
     header, arrays = read_model_file(digits_models[kind])
     network = compile_network(header, arrays, get_config("small"))
     images = load_digits().test_x[:3].numpy()
-    results = run_network_on_rtl(network, images, build_dir=tmp_path, stall=0.3)
+    results = run_network_on_rtl(network, images, build_dir=rtl_build, stall=0.3)
     names = [spec.name for spec in network.specs]
     for x, result, expected in zip(images, results, reference_outputs(digits_models[kind], images)):
         assert result["status"]["done"] and not result["status"]["error"]
@@ -121,7 +121,7 @@ def test_corrupt_or_missing_files_are_named(digits_models, tmp_path):
 
 
 @pytest.mark.cocotb
-def test_a_simulation_that_times_out_is_an_error(digits_models, tmp_path):
+def test_a_simulation_that_times_out_is_an_error(digits_models, rtl_build):
     from sim.core_sim import run_cases
     from sim.network_sim import network_cases
     header, arrays = read_model_file(digits_models["uniform"])
@@ -129,7 +129,7 @@ def test_a_simulation_that_times_out_is_an_error(digits_models, tmp_path):
     cases = network_cases(network, load_digits().test_x[:1].numpy())
     cases[0]["timeout_cycles"] = 100
     with pytest.raises(UserError, match="timed out"):
-        run_cases(cases, network.config, build_dir=tmp_path)
+        run_cases(cases, network.config, build_dir=rtl_build)
 
 
 def test_per_weight_groups_are_regrouped_for_the_hardware(per_weight_model):

@@ -60,27 +60,27 @@ def check(layers, goldens, references, results):
     assert not failures, f"{len(failures)} of {len(layers)} layers wrong:\n" + "\n".join(failures[:10])
 
 
-def test_random_layers_on_verilator(tmp_path_factory):
+def test_random_layers_on_verilator(rtl_build):
     config = get_config("small")
     count = int(os.environ.get("MPQ_CORE_LAYERS", "200"))
     layers, goldens, references = random_layers(config, count, SEED, max_channels=12, max_size=7)
     results = run_on_rtl(layers, config, simulator="verilator", seed=SEED, stall=0.3,
-                         build_dir=tmp_path_factory.mktemp("core-verilator"))
+                         build_dir=rtl_build)
     check(layers, goldens, references, results)
 
 
-def test_random_layers_on_icarus(tmp_path_factory):
+def test_random_layers_on_icarus(rtl_build):
     config = get_config("small")
     layers, goldens, references = random_layers(config, 6, SEED + 1, max_channels=8, max_size=5)
     results = run_on_rtl(layers, config, simulator="icarus", seed=SEED, stall=0.3,
-                         build_dir=tmp_path_factory.mktemp("core-icarus"))
+                         build_dir=rtl_build)
     check(layers, goldens, references, results)
 
 
-def test_random_layers_on_the_default_array(tmp_path_factory):
+def test_random_layers_on_the_default_array(rtl_build):
     """8x8 with the default memories: channel counts around and above 8 and 16."""
     config = get_config("default")
     layers, goldens, references = random_layers(config, 8, SEED + 2, max_channels=40, max_size=10)
     results = run_on_rtl(layers, config, simulator="verilator", seed=SEED, stall=0.1,
-                         build_dir=tmp_path_factory.mktemp("core-default"))
+                         build_dir=rtl_build)
     check(layers, goldens, references, results)
