@@ -11,6 +11,7 @@ constraint (the board clock) from nextpnr's timing analysis.
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import time
@@ -79,6 +80,18 @@ def _nextpnr_figures(path, family):
             "sprams": used(names["spram"]), "dsps": used(names["dsp"]), "clocks": clocks}
 
 
+def _logged_utilisation(path, family):
+    """nextpnr's "Device utilisation" lines from its log: what a build that
+    failed to place (and so wrote no --report) still tells."""
+    names = CELLS[family]
+    found = {}
+    for match in re.finditer(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", path.read_text()):
+        found.setdefault(match[1], {"used": int(match[2]), "available": int(match[3])})
+    return {"logic_cells": found.get(names["logic"]), "block_rams": found.get(names["bram"]),
+            "sprams": found.get(names["spram"]) if names["spram"] else None,
+            "dsps": found.get(names["dsp"]), "clocks": {}}
+
+
 def write_report(board, config, platform, out_dir, *, seconds, error, baud, env):
     """`fpga_report.json` from what the build left in `out_dir`."""
     report = {
@@ -97,8 +110,15 @@ def write_report(board, config, platform, out_dir, *, seconds, error, baud, env)
         luts, ffs, cells = _yosys_counts(stat_path, board.family)
         report.update(luts=luts, ffs=ffs, cells=cells)
     pnr_path = out_dir / NEXTPNR_REPORT
+    log_path = out_dir / "top.tim"
     if pnr_path.exists():
         report.update(_nextpnr_figures(pnr_path, board.family))
+    elif log_path.exists():
+        report.update(_logged_utilisation(log_path, board.family))
+    used = [report.get(key) for key in ("logic_cells", "block_rams", "sprams", "dsps")]
+    if any(used):
+        report["fits"] = all(entry["used"] <= entry["available"] for entry in used if entry)
+    if "clocks" in report:
         clocks = report["clocks"].values()
         if clocks:
             report["fmax_mhz"] = min(clock["fmax_mhz"] for clock in clocks)
