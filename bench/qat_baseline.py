@@ -131,19 +131,21 @@ def main():
     parser.add_argument("--cifar-float-epochs", type=int, default=4)
     parser.add_argument("--cifar-qat-epochs", type=int, default=2)
     parser.add_argument("--skip-cifar", action="store_true")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse finished runs in --work and resume interrupted ones")
     args = parser.parse_args()
     torch.set_num_threads(2 if not torch.cuda.is_available() else torch.get_num_threads())
     device = "cuda" if torch.cuda.is_available() else "cpu"
     began = time.time()
     rows = []
     digits = TrainConfig(model="digits-cnn", dataset="digits", batch_size=64, lr=0.05, seed=0,
-                         device=device, progress=False)
+                         device=device, progress=False, resume=args.resume)
     rows += run_family("digits-cnn", digits, 15, 15, 0.01, args.work, float_reference=True)
     if not args.skip_cifar:
         width, images = (1.0, None) if args.full else (args.cifar_width, args.cifar_train_images)
         cifar = TrainConfig(model="vgg9", dataset="cifar10", data=args.cifar, width=width,
                             batch_size=128, lr=0.05, seed=0, device=device, limit_train=images,
-                            progress=False)
+                            progress=False, resume=args.resume)
         rows += run_family("vgg9", cifar, args.cifar_float_epochs, args.cifar_qat_epochs, 0.01,
                            args.work, float_reference=True)
     result = {
