@@ -85,9 +85,8 @@ class QuantLayer(nn.Module):
     def accumulator_bound(self):
         """Largest |acc| the shapes and precisions allow."""
         fan_in = self.op.weight[0].numel()
-        weight_max = max(1 << (int(b) - 1 + int(e)) for b, e in
-                         zip(self.weight_quantizer.group_bits.flatten().tolist(),
-                             self.weight_quantizer.group_shift.flatten().tolist()))
+        quantizer = self.weight_quantizer
+        weight_max = 1 << int((quantizer.group_bits - 1 + quantizer.group_shift).max())
         return fan_in * ((1 << self.input_bits) - 1) * weight_max
 
     def _linear_op(self, x, w):

@@ -1,0 +1,482 @@
+"""Mixed-precision retraining (MPQ): an extra bit for weights that keep
+switching, and a slower learning rate near quantization thresholds.
+
+The integer contract (docs/model_format.md) is `w = (q << e) * s` per group
+`(p, e)`, with one fine step `s` per layer. A middle layer starts on the
+*coarse grid*: `p = b`, `e = 1` (levels `2q s`). A weight (or a whole group)
+that keeps switching between two coarse levels moves to the *fine grid*:
+`p = b + 1`, `e = 0` (levels `q s`): the same range, half the step, so the new
+odd level lies exactly on the decision threshold between the two coarse levels
+it switched between. First and last layers keep their own precision.
+
+Pieces, each usable alone:
+
+* `SwitchCounter`: per weight, the integer level between training steps;
+  switches told apart as oscillation (back to the level it came from) and drift
+  (anything else), with counts and an exponentially averaged oscillation
+  frequency. `SwitchTracker` feeds one counter per layer from a forward hook on
+  the weight quantizer (the levels the forward computes anyway).
+* `assign_extra_bit`: moves the most oscillating weights or groups (top
+  fraction or frequency threshold) to the fine grid.
+* `ThresholdLR`: scales each weight's update (after any optimizer, SGD or Adam)
+  by `rule(d)`, `d` the distance to the nearest decision threshold in steps.
+* `OscillationFreezer`: Nagel et al. 2022's freezing, for comparison.
+* `weight_storage_bits`: every bit the hardware stores for the weights of a
+  model file, with metadata; `compression_vs_uniform_w4`.
+* `retrain`: the QAT loop with all of the above, as `MPQConfig` says.
+"""
+
+import dataclasses
+import math
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sw.errors import UserError
+from sw.quantize import data as data_module
+from sw.quantize import groups
+from sw.quantize.quantizers import MIN_STEP
+
+# The hardware's group (hw/config.py GROUP_SIZE) and its per-group tag:
+# a 2-bit precision code and a 1-bit fold (the shift e of the coarse grid).
+HW_GROUP_SIZE = groups.DEFAULT_GROUP_SIZE
+TAG_BITS = 3
+MULTIPLIER_BITS = 16      # requant_multiplier, per output channel
+REQUANT_SHIFT_BITS = 6    # requant_shift, per layer
+
+
+@dataclasses.dataclass
+class MPQConfig:
+    base_bits: int = 2                 # coarse-grid precision of the middle layers
+    extra_bit: bool = True             # upgrade oscillating weights to the fine grid
+    granularity: str = "weight"        # weight (group_size 1) | group (hardware groups)
+    group_size: int = HW_GROUP_SIZE    # the group for granularity "group" (shared with the compiler)
+    assign_at: tuple = (0.3, 0.6)      # fractions of the retraining steps
+    select: str = "fraction"           # fraction | threshold
+    fraction: float = 0.1              # of the middle layers' weights, in all (split over assign_at)
+    threshold: float = 0.05            # oscillation frequency, for select="threshold"
+    momentum: float = 0.98             # of the frequency's exponential average
+    lr_rule: str | None = None         # None | linear | gauss
+    lr_start: float = 0.0              # fraction of the steps after which the rule acts
+    lr_min: float = 0.2                # the rule's scale at a threshold
+    lr_width: float = 0.2              # distance (in steps) where the scale returns to 1
+    freeze_threshold: float | None = None  # Nagel et al.: freeze above this frequency
+    track: bool = True                 # run the switch tracker (needed by extra_bit and freezing)
+
+    def __post_init__(self):
+        if self.granularity not in ("weight", "group"):
+            raise UserError(f"mpq: granularity must be weight or group, got {self.granularity!r}")
+        if self.select not in ("fraction", "threshold"):
+            raise UserError(f"mpq: select must be fraction or threshold, got {self.select!r}")
+        if self.lr_rule not in (None, "linear", "gauss"):
+            raise UserError(f"mpq: lr_rule must be linear, gauss or None, got {self.lr_rule!r}")
+        if self.base_bits + (1 if self.extra_bit else 0) not in (2, 3, 4, 8) or self.base_bits < 2:
+            raise UserError(f"mpq: base_bits {self.base_bits} (+1) is not a weight precision")
+
+    @property
+    def quantizer_group_size(self):
+        return 1 if self.granularity == "weight" else self.group_size
+
+    def precision(self, act_bits=4, edge="w8"):
+        """The precision spec of the network before `prepare` (fine grid)."""
+        return f"w{self.base_bits + 1}a{act_bits},first={edge},last={edge}"
+
+
+def middle_layers(network):
+    return list(network.layers[1:-1])
+
+
+# -- the switching tracker ------------------------------------------------------------------------
+class SwitchCounter:
+    """Switch counts of integer levels over training steps, for one tensor.
+
+    A switch back to the level the weight held before its previous switch is an
+    oscillation (back and forth between the same two levels); any other switch
+    is drift. `frequency` is the exponential average of oscillation events per
+    step (momentum `momentum`)."""
+
+    def __init__(self, shape, momentum=0.98, device="cpu"):
+        self.momentum = float(momentum)
+        self.level = None
+        self.before = torch.full(shape, -(1 << 30), dtype=torch.int32, device=device)
+        self.oscillations = torch.zeros(shape, dtype=torch.int32, device=device)
+        self.drifts = torch.zeros(shape, dtype=torch.int32, device=device)
+        self.frequency = torch.zeros(shape, dtype=torch.float32, device=device)
+        self.steps = 0
+
+    @torch.no_grad()
+    def observe(self, levels):
+        levels = levels.detach().to(torch.int32)
+        if self.level is None:
+            self.level = levels.clone()
+            return
+        moved = levels != self.level
+        oscillated = moved & (levels == self.before)
+        self.oscillations += oscillated
+        self.drifts += moved & ~oscillated
+        self.frequency.mul_(self.momentum).add_(oscillated.float(), alpha=1 - self.momentum)
+        self.before = torch.where(moved, self.level, self.before)
+        self.level = levels.clone()
+        self.steps += 1
+
+    def forget_levels(self):
+        """After a grid change: the next observation only sets the level."""
+        self.level = None
+        self.before.fill_(-(1 << 30))
+
+    @property
+    def switches(self):
+        return self.oscillations + self.drifts
+
+
+class SwitchTracker:
+    """One `SwitchCounter` per layer, fed in training mode by a forward hook on
+    the layer's weight quantizer (its output holds the levels `q << e`)."""
+
+    def __init__(self, layers, momentum=0.98):
+        self.layers = list(layers)
+        self.counters = []
+        self._hooks = []
+        for layer in self.layers:
+            counter = SwitchCounter(tuple(layer.op.weight.shape), momentum, layer.op.weight.device)
+            self.counters.append(counter)
+            self._hooks.append(layer.weight_quantizer.register_forward_hook(self._hook(counter)))
+
+    @staticmethod
+    def _hook(counter):
+        def hook(module, inputs, output):
+            if module.training:
+                counter.observe(output[0])
+        return hook
+
+    def remove(self):
+        for hook in self._hooks:
+            hook.remove()
+
+    def summary(self):
+        rows = []
+        for layer, counter in zip(self.layers, self.counters):
+            rows.append({"layer": layer.name, "weights": counter.oscillations.numel(),
+                         "oscillations": int(counter.oscillations.sum()),
+                         "drifts": int(counter.drifts.sum()),
+                         "oscillating_weights": int((counter.oscillations > 0).sum()),
+                         "steps": counter.steps})
+        return rows
+
+
+# -- groups of per-weight values -------------------------------------------------------------------
+def per_group(per_weight, group_size, reduce="sum"):
+    """Reduce a per-weight tensor (weight layout) to the group layout of
+    `groups.group_shape` (groups along the input channel)."""
+    shape = tuple(per_weight.shape)
+    x = per_weight.permute(0, 2, 3, 1) if per_weight.dim() == 4 else per_weight
+    count = math.ceil(shape[1] / group_size)
+    pad = count * group_size - shape[1]
+    fill = 0 if reduce == "sum" else float("-inf")
+    x = F.pad(x.float(), (0, pad), value=fill)
+    x = x.reshape(*x.shape[:-1], count, group_size)
+    return x.sum(-1) if reduce == "sum" else x.max(-1).values
+
+
+def group_members(weight_shape, group_size):
+    """Number of weights in each group (group layout)."""
+    return per_group(torch.ones(weight_shape), group_size, "sum")
+
+
+# -- the extra bit ------------------------------------------------------------------------------------
+@torch.no_grad()
+def prepare(network, config):
+    """Put the middle layers on the coarse grid (`p = b`, `e = 1`)."""
+    for layer in middle_layers(network):
+        quantizer = layer.weight_quantizer
+        quantizer.group_bits.fill_(config.base_bits)
+        quantizer.group_shift.fill_(1)
+
+
+@torch.no_grad()
+def upgrade(quantizer, selected):
+    """Groups `selected` (bool, group layout) to the fine grid."""
+    fine = quantizer.group_bits[selected & (quantizer.group_shift > 0)]
+    quantizer.group_bits[selected & (quantizer.group_shift > 0)] = fine + 1
+    quantizer.group_shift[selected] = 0
+
+
+@torch.no_grad()
+def assign_extra_bit(layers, counters, config, fraction=None):
+    """Move the most oscillating coarse groups of `layers` to the fine grid;
+    returns the number of weights upgraded. `fraction` (of all the layers'
+    weights) or, with `config.select == "threshold"`, groups whose largest
+    member frequency passes `config.threshold`."""
+    candidates = []
+    for index, (layer, counter) in enumerate(zip(layers, counters)):
+        quantizer = layer.weight_quantizer
+        size = quantizer.group_size
+        mode = "max" if config.select == "threshold" else "sum"
+        score = per_group(counter.frequency, size, mode).to(quantizer.group_shift.device)
+        members = group_members(tuple(counter.frequency.shape), size).to(score.device)
+        coarse = quantizer.group_shift > 0
+        candidates.append((index, score, members, coarse))
+    upgraded = 0
+    if config.select == "threshold":
+        for index, score, members, coarse in candidates:
+            chosen = coarse & (score > config.threshold)
+            upgrade(layers[index].weight_quantizer, chosen)
+            upgraded += int(members[chosen].sum())
+        return upgraded
+    total = sum(int(members.sum()) for _, _, members, _ in candidates)
+    budget = (config.fraction if fraction is None else fraction) * total
+    scores = torch.cat([torch.where(coarse, score, torch.full_like(score, -1.0)).flatten()
+                        for _, score, _, coarse in candidates])
+    sizes = torch.cat([members.flatten() for _, _, members, _ in candidates])
+    order = torch.argsort(scores, descending=True, stable=True)
+    take = order[torch.cumsum(sizes[order], 0) <= budget]
+    take = take[scores[take] > 0]          # never upgrade a weight that did not oscillate
+    chosen_flat = torch.zeros_like(scores, dtype=torch.bool)
+    chosen_flat[take] = True
+    start = 0
+    for index, score, members, coarse in candidates:
+        count = score.numel()
+        chosen = chosen_flat[start:start + count].reshape(score.shape)
+        start += count
+        upgrade(layers[index].weight_quantizer, chosen)
+        upgraded += int(members[chosen].sum())
+    return upgraded
+
+
+# -- the threshold-aware learning rate --------------------------------------------------------------
+def threshold_distance(u, low, high):
+    """Distance (in steps) of `u` (weights in units of their step) to the
+    nearest decision threshold of the levels `low..high`."""
+    inside = 0.5 - (u - torch.floor(u + 0.5)).abs()
+    outside = F.relu(u - (high + 0.5)) + F.relu((low - 0.5) - u)
+    return torch.where(outside > 0, outside, inside)
+
+
+def lr_scale(distance, rule, lr_min, width):
+    """The update scale at `distance` (steps) from a threshold."""
+    if rule == "linear":
+        return lr_min + (1 - lr_min) * torch.clamp(distance / width, 0, 1)
+    if rule == "gauss":
+        return 1 - (1 - lr_min) * torch.exp(-0.5 * (distance / width) ** 2)
+    raise UserError(f"mpq: unknown lr_rule {rule!r}")
+
+
+class ThresholdLR:
+    """Scales each weight's update by `lr_scale(distance to threshold)`.
+    Works on the update itself (weights after minus before the optimizer
+    step), so SGD, momentum and Adam are treated alike."""
+
+    def __init__(self, layers, rule, lr_min, width):
+        self.layers = list(layers)
+        self.rule, self.lr_min, self.width = rule, lr_min, width
+        self._before = None
+
+    @torch.no_grad()
+    def scales(self):
+        result = []
+        for layer in self.layers:
+            quantizer = layer.weight_quantizer
+            weight, _ = layer.folded_weight_bias()
+            low, high, unit = quantizer._ranges(weight.device)
+            step = quantizer.step.clamp(min=MIN_STEP) * quantizer.step_unit
+            u = weight / (step * unit)
+            result.append(lr_scale(threshold_distance(u, low, high), self.rule, self.lr_min, self.width))
+        return result
+
+    @torch.no_grad()
+    def before_step(self):
+        self._before = [(layer.op.weight.detach().clone(), scale)
+                        for layer, scale in zip(self.layers, self.scales())]
+
+    @torch.no_grad()
+    def after_step(self):
+        for layer, (before, scale) in zip(self.layers, self._before):
+            weight = layer.op.weight
+            weight.copy_(before + scale * (weight - before))
+        self._before = None
+
+
+class OscillationFreezer:
+    """Nagel et al. 2022: a weight whose oscillation frequency passes
+    `threshold` is frozen at its current integer level (its latent weight is
+    held at that level's centre) for the rest of retraining."""
+
+    def __init__(self, layers, counters, threshold):
+        self.layers, self.counters, self.threshold = list(layers), counters, threshold
+        self.masks = [torch.zeros_like(layer.op.weight, dtype=torch.bool) for layer in self.layers]
+        self.values = [torch.zeros_like(layer.op.weight) for layer in self.layers]
+
+    @torch.no_grad()
+    def after_step(self):
+        for layer, counter, mask, value in zip(self.layers, self.counters, self.masks, self.values):
+            new = (counter.frequency > self.threshold) & ~mask
+            if new.any() and counter.level is not None:
+                quantizer = layer.weight_quantizer
+                step = quantizer.step.clamp(min=MIN_STEP) * quantizer.step_unit
+                value[new] = counter.level[new].to(value.dtype) * step
+                mask |= new
+            if mask.any():
+                layer.op.weight[mask] = value[mask]
+
+    def frozen(self):
+        return sum(int(mask.sum()) for mask in self.masks)
+
+
+# -- the retraining loop --------------------------------------------------------------------------------
+def retrain(network, dataset, config, epochs, lr, batch_size=64, seed=0, optimizer="sgd",
+            weight_decay=5e-4, device="cpu", progress=None):
+    """QAT of `network` (quantized and calibrated) as `config` says. The caller
+    has called `prepare` if the middle layers should start on the coarse grid.
+    Returns a dict: per-epoch seconds and fake-quant accuracy, switch summary,
+    upgraded and frozen weight counts, and the tracker (for histograms)."""
+    from sw.quantize.train import TrainConfig, _optimizer, _schedule, evaluate
+    device = torch.device(device)
+    network.to(device)
+    train_config = TrainConfig(optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size,
+                               weight_decay=weight_decay)
+    opt = _optimizer(train_config, network)
+    steps_per_epoch = math.ceil(len(dataset.train_y) / batch_size)
+    scheduler = _schedule(train_config, opt, steps_per_epoch)
+    layers = middle_layers(network)
+    tracker = SwitchTracker(layers, config.momentum) if config.track else None
+    lr_rule = ThresholdLR(layers, config.lr_rule, config.lr_min, config.lr_width) if config.lr_rule else None
+    freezer = (OscillationFreezer(layers, tracker.counters, config.freeze_threshold)
+               if config.freeze_threshold is not None and tracker else None)
+    total_steps = epochs * steps_per_epoch
+    assign_steps = sorted({max(1, int(round(f * total_steps))) for f in config.assign_at}) \
+        if config.extra_bit and tracker else []
+    share = config.fraction / max(1, len(assign_steps))
+    torch.manual_seed(seed)
+    step, upgraded, history = 0, 0, []
+    for epoch in range(epochs):
+        network.train()
+        began = time.time()
+        for images, labels in data_module.epoch_batches(dataset, batch_size, epoch, seed):
+            images, labels = images.to(device).float(), labels.to(device)
+            loss = F.cross_entropy(network(images), labels)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            damped = lr_rule is not None and step >= config.lr_start * total_steps
+            if damped:
+                lr_rule.before_step()
+            opt.step()
+            if damped:
+                lr_rule.after_step()
+            if freezer:
+                freezer.after_step()
+            scheduler.step()
+            step += 1
+            if step in assign_steps:
+                upgraded += assign_extra_bit(layers, tracker.counters, config,
+                                             share * (assign_steps.index(step) + 1))
+                for counter in tracker.counters:
+                    counter.forget_levels()
+        seconds = time.time() - began
+        _, accuracy = evaluate(network, dataset, device)
+        history.append({"epoch": epoch + 1, "seconds": seconds, "fake_quant_accuracy": accuracy})
+        if progress:
+            progress(history[-1])
+    if tracker:
+        tracker.remove()
+    network.eval()
+    return {"history": history, "upgraded_weights": upgraded,
+            "frozen_weights": freezer.frozen() if freezer else 0,
+            "switches": tracker.summary() if tracker else None, "tracker": tracker}
+
+
+# -- compression accounting ------------------------------------------------------------------------------
+def weight_storage_bits(header, arrays):
+    """Every bit the hardware stores for the weights of a model file, and the
+    ideal per-weight storage for reference. Returns a dict:
+
+    * `hardware`: per hardware group of 16 (the compiler's regrouping, each
+      group at the precision that holds all its members), 16 lanes at that
+      precision (a short group is padded: the weight memory row is 16 wide),
+      plus a `TAG_BITS` tag per group (precision code and fold), plus the
+      per-layer scales (a 16-bit requant multiplier per output channel and a
+      6-bit requant shift per hidden layer; the integer bias is not counted:
+      every precision has it alike);
+    * `ideal`: each weight at its own precision, a 1-bit coarse/fine flag per
+      model-file group (per weight when `group_size` is 1) in layers that mix
+      grids, and the same scales;
+    * `per_layer`: hardware bits and mean precision per layer;
+    * `weights`: the weight count."""
+    from sw.compile.network import layer_specs
+    specs = layer_specs(header, arrays)
+    group_size = int(header["group_size"])
+    hardware = ideal = weights = 0
+    per_layer = []
+    for fields, layer, spec in zip(header["layers"], arrays, specs):
+        precision = np.asarray(spec.precision)
+        groups_count = precision.size
+        scales = 0 if fields["act_bits"] is None else (
+            MULTIPLIER_BITS * int(fields["out_channels"]) + REQUANT_SHIFT_BITS)
+        layer_hw = int(precision.sum()) * HW_GROUP_SIZE + TAG_BITS * groups_count + scales
+        bits = groups.expand_to_weights(torch.from_numpy(layer["weight_bits"].astype(np.int64)),
+                                        layer["weight"].shape, group_size)
+        shifts = layer["weight_shift"]
+        mixed = len({(int(b), int(e)) for b, e in zip(layer["weight_bits"].flat, shifts.flat)}) > 1
+        layer_ideal = int(bits.sum()) + (layer["weight_bits"].size if mixed else 0) + scales
+        hardware += layer_hw
+        ideal += layer_ideal
+        weights += bits.numel()
+        per_layer.append({"name": fields["name"], "weights": bits.numel(),
+                          "hardware_bits": layer_hw, "ideal_bits": layer_ideal,
+                          "mean_bits": float(bits.float().mean()),
+                          "hardware_groups": groups_count,
+                          "hardware_mean_bits": float(precision.mean())})
+    return {"hardware": hardware, "ideal": ideal, "weights": weights, "per_layer": per_layer,
+            "average_bits": sum(p["mean_bits"] * p["weights"] for p in per_layer) / weights,
+            "hardware_average_bits": hardware / weights}
+
+
+def uniform_like(header, arrays, bits=4):
+    """The same network with its middle layers at uniform `bits` (zero
+    weights: only the storage is meant), first and last layers as they are."""
+    header = dict(header, layers=[dict(layer) for layer in header["layers"]], group_size=HW_GROUP_SIZE)
+    result = []
+    for index, layer in enumerate(arrays):
+        shape = layer["weight"].shape
+        group_dims = groups.group_shape(shape, HW_GROUP_SIZE)
+        layer = dict(layer)
+        first_or_last = index in (0, len(arrays) - 1)
+        value = int(layer["weight_bits"].max()) if first_or_last else bits
+        layer["weight"] = np.zeros(shape, dtype=np.int8)
+        layer["weight_bits"] = np.full(group_dims, value, dtype=np.uint8)
+        layer["weight_shift"] = np.zeros(group_dims, dtype=np.uint8)
+        result.append(layer)
+    return header, result
+
+
+def compression_vs_uniform_w4(header, arrays):
+    """Uniform W4 hardware bits over this model's hardware bits (same rules,
+    same first and last layers)."""
+    mpq = weight_storage_bits(header, arrays)
+    uniform = weight_storage_bits(*uniform_like(header, arrays, 4))
+    return uniform["hardware"] / mpq["hardware"], mpq, uniform
+
+
+# -- one call: from a float checkpoint to a retrained MPQ network ---------------------------------------
+def network_from_float(float_checkpoint, dataset, config, seed=0, act_bits=4, edge="w8", device="cpu"):
+    """The quantized network of `config` (middle layers on the coarse grid
+    when the extra bit is on), from a float training checkpoint, calibrated."""
+    from sw.quantize.train import TrainConfig, _initial_network, load_checkpoint, model_spec
+    spec = load_checkpoint(float_checkpoint)["spec"]
+    base = f"w{config.base_bits}a{act_bits},first={edge},last={edge}"
+    train_config = TrainConfig(model=spec["model"], dataset=spec["dataset"], width=spec["width"],
+                               precision=config.precision(act_bits, edge) if config.extra_bit else base,
+                               group_size=config.quantizer_group_size, init=str(float_checkpoint),
+                               seed=seed, device=str(device))
+    torch.manual_seed(seed)
+    network = _initial_network(train_config, dataset, model_spec(train_config, dataset), torch.device(device))
+    if config.extra_bit:
+        prepare(network, config)
+    return network
+
+
+# The demo's setting (sim/demo.py): per hardware group, 2-bit base + extra bit,
+# learning-rate rule after the last assignment.
+DEMO_CONFIG = MPQConfig(base_bits=2, granularity="group", fraction=0.10, lr_rule="linear",
+                        lr_start=0.6)
