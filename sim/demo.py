@@ -88,8 +88,9 @@ def _integer_accuracy(model_path):
 
 
 def _mpq_retrain(float_checkpoint, model_path, epochs, seed):
-    """MPQ from the float checkpoint with the setting bench/mpq_paper.py
-    measured best on the hardware: per hardware group, base 2-bit + extra bit."""
+    """MPQ from the float checkpoint, `mpq.DEMO_CONFIG`: base 2-bit plus the
+    extra bit per group of 16, the hardware-friendly setting of
+    bench/mpq_paper.py (bench/results/mpq_paper.md says where it stands)."""
     from sw.quantize import mpq
     from sw.quantize.data import load_digits
     from sw.quantize.export import read_model_file, write_model_file
@@ -107,6 +108,7 @@ def run_demo(out_dir, config_name="default", images=None, epochs=15, seed=0):
     from sw.compile.artifacts import write_compiled
     from sw.compile.commands import golden_inputs
     from sim.commands import simulate
+    from sw.errors import UserError
     from sw.quantize.export import read_model_file
 
     config = get_config(config_name)
@@ -133,7 +135,7 @@ def run_demo(out_dir, config_name="default", images=None, epochs=15, seed=0):
             header, _ = read_model_file(mpq_model)
             network = steps.run("compile", write_compiled, mpq_model, config_name, compiled,
                                 golden_inputs(header, 4))
-        except Exception as error:  # noqa: BLE001 - any compiler refusal means: fall back
+        except UserError as error:
             print(f"the MPQ model does not compile ({error}); simulating the W4A4 model")
             rtl_model = "uniform_w4a4"
             shutil.rmtree(compiled, ignore_errors=True)
