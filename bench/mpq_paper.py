@@ -57,6 +57,8 @@ def variants(family):
         "MPQ both per-weight 2+1 f0.10": (2, dict(granularity="weight", fraction=0.10, **BOTH), True),
         "MPQ both per-group 2+1 f0.10": (2, dict(granularity="group", fraction=0.10, **BOTH), True),
         "MPQ both per-group 2+1 f0.30": (2, dict(granularity="group", fraction=0.30, **BOTH), False),
+        # per-weight model file, whole compiler groups upgraded (see the closing note)
+        "MPQ both per-hw-group 2+1 f0.10": (2, dict(granularity="hardware", fraction=0.10, **BOTH), True),
         "MPQ both per-weight 2+1 f0.02": (2, dict(granularity="weight", fraction=0.02, **BOTH), False),
         "MPQ both per-group 3+1 f0.10": (3, dict(granularity="group", fraction=0.10, **BOTH), False),
         "Nagel freezing W2": (2, dict(extra_bit=False, freeze_threshold=0.02), False),
@@ -65,7 +67,8 @@ def variants(family):
     if family == "vgg9":   # the CPU budget: the headline rows and the comparison points
         keep = ("uniform W2", "uniform W3", "uniform W4", "MPQ both per-weight 2+1 f0.10",
                 "MPQ both per-group 2+1 f0.10", "Nagel freezing W2",
-                "MPQ extra-bit per-group 2+1 f0.10", "MPQ lr-rule only (W2)")
+                "MPQ extra-bit per-group 2+1 f0.10", "MPQ lr-rule only (W2)",
+                "MPQ both per-hw-group 2+1 f0.10")
         table = {k: v for k, v in table.items() if k in keep}
     return table
 
@@ -330,6 +333,7 @@ def main():
     parser.add_argument("--cifar-variants", nargs="+", default=None,
                         help="VGG-9 variants to run (default: the VGG-9 table)")
     parser.add_argument("--cifar-seeds", type=int, nargs="+", default=None)
+    parser.add_argument("--digits-variants", nargs="+", default=None)
     parser.add_argument("--skip-digits", action="store_true")
     parser.add_argument("--append", action="store_true",
                         help="add rows to WORK/rows.jsonl (then --render for the full table)")
@@ -355,6 +359,8 @@ def main():
                                    train_images=len(dataset.train_y), test_images=len(dataset.test_y))
         for label, (_, _, headline) in variants(family).items():
             if family == "vgg9" and args.cifar_variants and label not in args.cifar_variants:
+                continue
+            if family == "digits-cnn" and args.digits_variants and label not in args.digits_variants:
                 continue
             # off the headline, VGG-9 on a CPU gets one seed (the time budget)
             seeds = args.seeds if headline or family == "digits-cnn" or args.full else args.seeds[:1]

@@ -51,7 +51,10 @@ REQUANT_SHIFT_BITS = 6    # requant_shift, per layer
 class MPQConfig:
     base_bits: int = 2                 # coarse-grid precision of the middle layers
     extra_bit: bool = True             # upgrade oscillating weights to the fine grid
-    granularity: str = "weight"        # weight (group_size 1) | group (hardware groups)
+    # weight: per weight (model group_size 1); group: per model group of
+    # `group_size`; hardware: per-weight model file, whole compiler groups
+    # (16 channels at one kernel position, also in a flattening linear layer)
+    granularity: str = "weight"
     group_size: int = HW_GROUP_SIZE    # the group for granularity "group" (shared with the compiler)
     assign_at: tuple = (0.3, 0.6)      # fractions of the retraining steps
     select: str = "fraction"           # fraction | threshold
@@ -66,8 +69,8 @@ class MPQConfig:
     track: bool = True                 # run the switch tracker (needed by extra_bit and freezing)
 
     def __post_init__(self):
-        if self.granularity not in ("weight", "group"):
-            raise UserError(f"mpq: granularity must be weight or group, got {self.granularity!r}")
+        if self.granularity not in ("weight", "group", "hardware"):
+            raise UserError(f"mpq: granularity must be weight, group or hardware, got {self.granularity!r}")
         if self.select not in ("fraction", "threshold"):
             raise UserError(f"mpq: select must be fraction or threshold, got {self.select!r}")
         if self.lr_rule not in (None, "linear", "gauss"):
@@ -77,7 +80,7 @@ class MPQConfig:
 
     @property
     def quantizer_group_size(self):
-        return 1 if self.granularity == "weight" else self.group_size
+        return self.group_size if self.granularity == "group" else 1
 
     def precision(self, act_bits=4, edge="w8"):
         """The precision spec of the network before `prepare` (fine grid)."""
@@ -185,6 +188,21 @@ def group_members(weight_shape, group_size):
     return per_group(torch.ones(weight_shape), group_size, "sum")
 
 
+def hardware_shape(layer, previous_channels):
+    """The weight shape the compiler groups by: conv weights as they are; a
+    linear layer that flattens a (C, H, W) map as an (O, C, H, W) kernel."""
+    shape = tuple(layer.op.weight.shape)
+    if len(shape) == 2 and layer.flatten_input and previous_channels and shape[1] % previous_channels == 0:
+        side = shape[1] // previous_channels
+        return (shape[0], previous_channels, side, 1)
+    return shape
+
+
+def _to_group_layout(per_weight, weight_shape):
+    """A per-weight tensor in the group layout of group_size 1."""
+    return per_weight.permute(0, 2, 3, 1) if len(weight_shape) == 4 else per_weight
+
+
 # -- the extra bit ------------------------------------------------------------------------------------
 @torch.no_grad()
 def prepare(network, config):
@@ -196,6 +214,14 @@ def prepare(network, config):
 
 
 @torch.no_grad()
+def upgrade_hardware(quantizer, weight_shape, hw_shape, selected):
+    """Compiler groups `selected` (bool, group layout of `hw_shape` at 16) of
+    a per-weight quantizer to the fine grid."""
+    per_weight = groups.expand_to_weights(selected.long(), hw_shape, HW_GROUP_SIZE).bool()
+    per_weight = per_weight.reshape(weight_shape)
+    upgrade(quantizer, _to_group_layout(per_weight, weight_shape))
+
+
 def upgrade(quantizer, selected):
     """Groups `selected` (bool, group layout) to the fine grid."""
     fine = quantizer.group_bits[selected & (quantizer.group_shift > 0)]
@@ -209,21 +235,38 @@ def assign_extra_bit(layers, counters, config, fraction=None):
     returns the number of weights upgraded. `fraction` (of all the layers'
     weights) or, with `config.select == "threshold"`, groups whose largest
     member frequency passes `config.threshold`."""
-    candidates = []
+    candidates, hardware = [], {}
     for index, (layer, counter) in enumerate(zip(layers, counters)):
         quantizer = layer.weight_quantizer
         size = quantizer.group_size
         mode = "max" if config.select == "threshold" else "sum"
-        score = per_group(counter.frequency, size, mode).to(quantizer.group_shift.device)
-        members = group_members(tuple(counter.frequency.shape), size).to(score.device)
+        frequency = counter.frequency
         coarse = quantizer.group_shift > 0
+        if config.granularity == "hardware" and size == 1:
+            # score whole compiler groups; a group is coarse while any member is
+            previous = layers[index - 1].op.weight.shape[0] if index > 0 else None
+            shape = hardware_shape(layer, previous)
+            frequency = frequency.reshape(shape)
+            coarse_weights = coarse.permute(0, 3, 1, 2) if coarse.dim() == 4 else coarse
+            coarse = per_group(coarse_weights.reshape(shape).float(), HW_GROUP_SIZE, "sum") > 0
+            size = HW_GROUP_SIZE
+            hardware[index] = shape
+        score = per_group(frequency, size, mode).to(quantizer.group_shift.device)
+        members = group_members(tuple(frequency.shape), size).to(score.device)
         candidates.append((index, score, members, coarse))
     upgraded = 0
+    def apply(index, chosen, members):
+        quantizer = layers[index].weight_quantizer
+        if index in hardware:
+            before = int((quantizer.group_shift == 0).sum())
+            upgrade_hardware(quantizer, tuple(layers[index].op.weight.shape), hardware[index], chosen)
+            return int((quantizer.group_shift == 0).sum()) - before
+        upgrade(quantizer, chosen)
+        return int(members[chosen].sum())
+
     if config.select == "threshold":
         for index, score, members, coarse in candidates:
-            chosen = coarse & (score > config.threshold)
-            upgrade(layers[index].weight_quantizer, chosen)
-            upgraded += int(members[chosen].sum())
+            upgraded += apply(index, coarse & (score > config.threshold), members)
         return upgraded
     total = sum(int(members.sum()) for _, _, members, _ in candidates)
     budget = (config.fraction if fraction is None else fraction) * total
@@ -240,8 +283,7 @@ def assign_extra_bit(layers, counters, config, fraction=None):
         count = score.numel()
         chosen = chosen_flat[start:start + count].reshape(score.shape)
         start += count
-        upgrade(layers[index].weight_quantizer, chosen)
-        upgraded += int(members[chosen].sum())
+        upgraded += apply(index, chosen, members)
     return upgraded
 
 

@@ -181,3 +181,19 @@ def test_storage_accounting_on_a_hand_computed_example(make_cnn, synthetic_datas
     ratio, _, uniform = mpq.compression_vs_uniform_w4(header, arrays)
     assert uniform["hardware"] == first + 144 * (64 + tag) + scales(16) + 512 * (64 + tag) + scales(32) + last
     assert ratio == pytest.approx(uniform["hardware"] / upgraded["hardware"])
+
+
+def test_hardware_granularity_upgrades_the_compilers_groups_of_a_flattening_layer(make_cnn, synthetic_dataset):
+    config = mpq.MPQConfig(granularity="hardware", fraction=0.1)
+    network = quantize_network(make_cnn(), parse_precision(config.precision(), group_size=1),
+                               synthetic_dataset.input_shape)
+    mpq.prepare(network, config)
+    layers = mpq.middle_layers(network)          # conv 8>16, then linear over a (16, 4, 4) map
+    counters = [mpq.SwitchCounter(tuple(layer.op.weight.shape)) for layer in layers]
+    counters[1].frequency[3, 5 * 16 + 7] = 0.5   # output 3, channel 5, position 7
+    upgraded = mpq.assign_extra_bit(layers, counters, config)
+    fine = layers[1].weight_quantizer.group_shift == 0          # (32, 256), per weight
+    expected = torch.zeros_like(fine)
+    expected[3, torch.arange(16) * 16 + 7] = True               # all 16 channels at position 7
+    assert upgraded == 16 and torch.equal(fine, expected)
+    assert (layers[0].weight_quantizer.group_shift == 1).all()
