@@ -8,6 +8,7 @@ import time
 import numpy as np
 import torch
 
+from hw.pe import PeMode
 from sim.network_sim import first_mismatch, run_network_on_rtl
 from sw.errors import UserError
 
@@ -63,9 +64,14 @@ def simulate(directory, count, *, simulator="verilator", data_path=None, dataset
         macs = spec.out_channels * int(np.prod(spec.conv_output_hw)) * spec.in_channels \
             * int(np.prod(spec.kernel))
         issued = sum(counters[key] for key in counters if key.startswith("macs_"))
+        # The array's peak depends on the modes the layer ran in: a W2A2 step
+        # is 4 MACs per PE. Effective lanes: issued MAC slots per PE-step.
+        pe_steps = sum(counters[f"macs_{mode.name.lower()}"] / mode.lanes for mode in PeMode)
+        lanes = issued / pe_steps if pe_steps else 1
         layers.append({"name": spec.name, "cycles": counters["cycles"],
-                       "useful_macs": macs, "issued_mac_slots": issued,
-                       "utilization": macs / (peak * counters["cycles"]) if counters["cycles"] else 0})
+                       "useful_macs": macs, "issued_mac_slots": issued, "lanes": lanes,
+                       "utilization": (macs / (peak * lanes * counters["cycles"])
+                                       if counters["cycles"] else 0)})
     report = {
         "directory": str(directory), "config": manifest["config"], "simulator": simulator,
         "images": count, "data": source, "bit_exact": not mismatches,

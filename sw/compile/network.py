@@ -76,18 +76,18 @@ def layer_specs(header, arrays):
         bits = layer["weight_bits"].astype(np.int64)
         shifts = layer["weight_shift"].astype(np.int64)
         values = weights << _expand(shifts, weights.shape, group_size)
-        if group_size != GROUP_SIZE and (bits == 8).all():
-            bits = np.full(groups.group_shape(weights.shape, GROUP_SIZE), 8)
-            shifts = np.zeros_like(bits)
-        elif group_size != GROUP_SIZE:
-            # The model's groups (per weight, say) are not the hardware's: each
-            # hardware group takes the precision that holds all its members.
-            conv_shape = values.shape if values.ndim == 4 else values.shape + (1, 1)
-            bits, shifts = _regroup(values.reshape(conv_shape),
-                                    _expand(bits, weights.shape, group_size).reshape(conv_shape),
-                                    _expand(shifts, weights.shape, group_size).reshape(conv_shape))
-            if values.ndim == 2:
-                bits, shifts = bits[:, 0, 0, :], shifts[:, 0, 0, :]
+        # Per-weight precisions and shifts from the model's groups (any size);
+        # every hardware group below is built from these directly, once.
+        weight_bits = _expand(bits, weights.shape, group_size)
+        weight_shifts = _expand(shifts, weights.shape, group_size)
+        all_8bit = bool((bits == 8).all())
+
+        def hardware_groups(conv_values, conv_bits, conv_shifts):
+            if all_8bit:
+                shape = groups.group_shape(conv_values.shape, GROUP_SIZE)
+                return np.full(shape, 8), np.zeros(shape, dtype=np.int64)
+            return _regroup(conv_values, conv_bits, conv_shifts)
+
         pool = fields.get("pool")
         if pool is not None and (list(pool["kernel_size"]) != [2, 2] or list(pool["stride"]) != [2, 2]
                                  or list(pool["padding"]) != [0, 0]):
@@ -103,23 +103,28 @@ def layer_specs(header, arrays):
                 raise UserError(f"{where}: the hardware pads every side alike, the model asks "
                                 f"for padding {fields['padding']}")
             kind, padding, input_shape = "conv", ph, shape
-            precision, shift = bits, shifts
+            precision, shift = ((bits, shifts) if group_size == GROUP_SIZE
+                                else hardware_groups(values, weight_bits, weight_shifts))
             if len(shape) != 3:
                 raise UserError(f"{where}: a convolution needs a (C, H, W) input, got {shape}")
         elif fields["flatten_input"] and len(shape) == 3 and shape[1:] != (1, 1):
             channels, height, width = shape
-            values = values.reshape(values.shape[0], channels, height, width)
-            per_weight_bits = _expand(bits, weights.shape).reshape(values.shape)
-            per_weight_shift = _expand(shifts, weights.shape).reshape(values.shape)
-            # (bits, shifts are hardware groups of the flat weights by now.)
-            precision, shift = _regroup(values, per_weight_bits, per_weight_shift)
-            if (bits == 8).all():
-                precision, shift = np.full_like(precision, 8), np.zeros_like(shift)
+            conv_shape = (values.shape[0], channels, height, width)
+            values = values.reshape(conv_shape)
+            precision, shift = hardware_groups(values, weight_bits.reshape(conv_shape),
+                                               weight_shifts.reshape(conv_shape))
             kind, padding, input_shape = "conv", 0, shape
         else:
             channels = int(np.prod(shape))
             kind, padding, input_shape = "linear", 0, (channels, 1, 1)
-            precision, shift = bits, shifts
+            if group_size == GROUP_SIZE:
+                precision, shift = bits, shifts
+            else:
+                conv_shape = values.shape + (1, 1)
+                precision, shift = hardware_groups(values.reshape(conv_shape),
+                                                   weight_bits.reshape(conv_shape),
+                                                   weight_shifts.reshape(conv_shape))
+                precision, shift = precision[:, 0, 0, :], shift[:, 0, 0, :]
         # LayerSpec takes the weights' values (q << e) and checks them against
         # their groups' precision and shift.
         spec = LayerSpec(
