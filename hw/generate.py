@@ -1,10 +1,8 @@
 """Verilog generation and lint: `mpq verilog` and `mpq lint`."""
 
-import os
 import pathlib
 import shutil
 import subprocess
-import tempfile
 
 from amaranth.back import rtlil, verilog
 
@@ -12,6 +10,7 @@ from hw.config import get_config
 from hw.core import Core
 from hw.pe import FixedPE, FusedPE
 from sw.errors import UserError
+from sw.files import replacing_directory
 
 WAIVERS = pathlib.Path(__file__).parent / "lint" / "waivers.vlt"
 
@@ -51,21 +50,14 @@ def to_verilog(design, name, *, zero_memories=True):
 def write_verilog(config, out_dir):
     """Write `<module>.v` for every design into `out_dir`, all or nothing."""
     out_dir = pathlib.Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        paths = []
+    paths = []
+    with replacing_directory(out_dir) as staging:
         for name, build in DESIGNS.items():
             # Memories without an initial value, as SRAMs and the FPGA
             # tools' block RAMs take them (see to_verilog).
             (staging / f"{name}.v").write_text(to_verilog(build(config), name,
                                                           zero_memories=False))
             paths.append(out_dir / f"{name}.v")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return paths
 
 

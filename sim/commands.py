@@ -91,7 +91,7 @@ def simulate(directory, count, *, simulator="verilator", data_path=None, dataset
             run_network_on_rtl(network, [images[first].numpy()], simulator=simulator,
                                build_dir=wave_dir, seed=seed, stall=stall, waves=True)
         except UserError:
-            pass
+            pass  # the failing image is reported either way; the waveform is a bonus
         report["waveform_dir"] = str(wave_dir.resolve())
     return report
 

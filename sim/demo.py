@@ -21,13 +21,14 @@ import pathlib
 import platform
 import shutil
 import subprocess
-import tempfile
 import time
+import types
 
 import numpy as np
 
 from hw.config import get_config
 from hw.generate import write_verilog
+from sw.files import replacing_directory
 
 WIDTH_NOTE = "digits CNN at width 1.0 (the embedded default)"
 
@@ -73,11 +74,7 @@ def _train(out, precision, epochs, init=None, seed=0):
 def _export(checkpoint, path):
     from sw.quantize.commands import run_export
 
-    class Args:
-        pass
-    args = Args()
-    args.checkpoint, args.out = str(checkpoint), str(path)
-    run_export(args)
+    run_export(types.SimpleNamespace(checkpoint=str(checkpoint), out=str(path)))
 
 
 def _integer_accuracy(model_path):
@@ -113,11 +110,9 @@ def run_demo(out_dir, config_name="default", images=None, epochs=15, seed=0):
 
     config = get_config(config_name)
     out_dir = pathlib.Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent)).resolve()
-    work = staging / "work"
     steps = Steps(10)
-    try:
+    with replacing_directory(out_dir) as staging:
+        work = staging / "work"
         float_log = steps.run("float training", _train, work / "float", "float", epochs, seed=seed)
         precision = "w4a4,first=w8,last=w8"
         steps.run("W4A4 retraining", _train, work / "w4a4", precision, epochs,
@@ -171,11 +166,6 @@ def run_demo(out_dir, config_name="default", images=None, epochs=15, seed=0):
         }
         report["wall_s"] = steps.close()
         _write_report(staging, report, sim)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return report
 
 

@@ -12,10 +12,7 @@ FPGA host) reads. Written all or nothing; byte-identical for the same inputs.
 
 import hashlib
 import json
-import os
 import pathlib
-import shutil
-import tempfile
 
 import numpy as np
 
@@ -23,6 +20,7 @@ from hw.config import get_config
 from sw.compile.images import readmemh_text, sparse
 from sw.compile.network import compile_network, manifest_json
 from sw.errors import UserError
+from sw.files import replacing_directory
 from sw.quantize.export import read_model_file
 
 
@@ -75,18 +73,10 @@ def write_compiled(model_path, config_name, out_dir, golden_inputs, progress=Non
     network.manifest["golden_images"] = len(golden_inputs)
     files["manifest.json"] = manifest_json(network).encode()
 
-    out_dir = pathlib.Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with replacing_directory(out_dir) as staging:
         for path, data in files.items():
             (staging / path).parent.mkdir(parents=True, exist_ok=True)
             (staging / path).write_bytes(data)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return network
 
 
