@@ -24,7 +24,6 @@ import subprocess
 import time
 import types
 
-import numpy as np
 
 from hw.config import get_config
 from hw.generate import write_verilog
