@@ -94,7 +94,8 @@ def _mpq_retrain(float_checkpoint, model_path, epochs, seed):
     config = mpq.DEMO_CONFIG
     network = mpq.network_from_float(float_checkpoint, data, config, seed)
     mpq.retrain(network, data, config, epochs, lr=0.01, seed=seed)
-    write_model_file(network, str(model_path), {"model": "digits-cnn", "mpq": repr(config)})
+    write_model_file(network, str(model_path), {"model": "digits-cnn", "dataset": "digits",
+                                                "mpq": repr(config)})
     header, arrays = read_model_file(str(model_path))
     compression, storage, _ = mpq.compression_vs_uniform_w4(header, arrays)
     return compression, storage
