@@ -6,7 +6,6 @@ ranges holding its output), runs them all in one simulation, and returns per
 case the decoded output, the counters and the status the RTL reported.
 """
 
-import hashlib
 import json
 import pathlib
 
@@ -14,7 +13,7 @@ import numpy as np
 
 from hw.core import Core
 from hw.generate import to_verilog
-from sim.runner import run_bench
+from sim.runner import run_bench, source_file
 from sw import driver
 from sw.errors import UserError
 from sw.compile.encoding import map_words_per_bank
@@ -51,12 +50,7 @@ def decode_readback(compiled, readback):
 def core_verilog(config, directory, simulator="verilator"):
     """The core's Verilog for `config`, written once per distinct source."""
     source = to_verilog(Core(config), TOPLEVEL, zero_memories=simulator != "verilator")
-    digest = hashlib.sha256(source.encode()).hexdigest()[:12]
-    path = pathlib.Path(directory) / f"{config.name}_{digest}" / f"{TOPLEVEL}.v"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(source)
-    return path
+    return source_file(source, directory, config.name, TOPLEVEL)
 
 
 def run_cases(cases, config, *, simulator="verilator", build_dir="build/sim/core", seed=1,

@@ -5,6 +5,7 @@ which flags (the lint waivers double as Verilator's build waivers), where
 builds go, and how a failing bench is reported when not under pytest.
 """
 
+import hashlib
 import os
 import pathlib
 import shutil
@@ -19,6 +20,17 @@ SIMULATORS = ("verilator", "icarus")
 # cocotb rewrites assertions in every imported module unless told otherwise;
 # importing torch or amaranth that way costs seconds. Benches end in _bench.py.
 BENCH_FILES = "*_bench.py"
+
+
+def source_file(source, directory, label, toplevel):
+    """Write Verilog `source` once per distinct content, under
+    `directory/<label>_<hash>/<toplevel>.v`, so equal sources share a build."""
+    digest = hashlib.sha256(source.encode()).hexdigest()[:12]
+    path = pathlib.Path(directory) / f"{label}_{digest}" / f"{toplevel}.v"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(source)
+    return path
 
 
 def check_simulator(simulator):

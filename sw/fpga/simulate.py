@@ -6,7 +6,6 @@ The UART divisor is shortened (8 cycles a bit instead of 104 at 115200
 baud and 12 MHz) so that a simulation takes seconds; the logic is the same.
 """
 
-import hashlib
 import json
 import pathlib
 
@@ -21,15 +20,11 @@ SIM_STALL_TIMEOUT = 1 << 16
 
 
 def board_verilog(config, directory, *, divisor=SIM_DIVISOR):
+    from sim.runner import source_file
     design = SerialCore(config, divisor=divisor, byte_timeout=SIM_BYTE_TIMEOUT,
                         stall_timeout=SIM_STALL_TIMEOUT)
     source = to_verilog(design, TOPLEVEL, zero_memories=False)
-    digest = hashlib.sha256(source.encode()).hexdigest()[:12]
-    path = pathlib.Path(directory) / f"{config.name}_{digest}" / f"{TOPLEVEL}.v"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(source)
-    return path
+    return source_file(source, directory, config.name, TOPLEVEL)
 
 
 def run_on_simulated_board(cases, config, *, build_dir="build/sim/board", divisor=SIM_DIVISOR,
