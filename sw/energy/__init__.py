@@ -1,0 +1,2 @@
+"""Energy of a compiled network on the accelerator: counted events times cited
+per-event energies (docs/energy.md)."""
