@@ -6,6 +6,7 @@ ranges holding its output), runs them all in one simulation, and returns per
 case the decoded output, the counters and the status the RTL reported.
 """
 
+import dataclasses
 import json
 import pathlib
 
@@ -68,7 +69,9 @@ def run_cases(cases, config, *, simulator="verilator", build_dir="build/sim/core
               bench="sim.benches.core_bench", build_dir=source.parent / simulator,
               waves=waves,
               env={"MPQ_CORE_CASES": cases_path, "MPQ_CORE_RESULTS": results_path,
-                   "MPQ_CONFIG": config.name, "MPQ_SEED": seed, "MPQ_STALL": stall})
+                   # The whole configuration, so unnamed ones (a sweep's) run too.
+                   "MPQ_CONFIG_JSON": json.dumps(dataclasses.asdict(config)),
+                   "MPQ_SEED": seed, "MPQ_STALL": stall})
     if failures or not results_path.exists():
         log = source.parent / simulator / "test.log"
         raise UserError(f"the RTL simulation failed (a case timed out or the bench stopped): "

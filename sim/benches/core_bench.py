@@ -28,7 +28,7 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge, with_timeout
 
-from hw.config import get_config
+from hw.config import AcceleratorConfig, get_config
 from sw import driver
 
 
@@ -80,7 +80,8 @@ class HostLink:
 
 @cocotb.test()
 async def run_cases(dut):
-    config = get_config(os.environ.get("MPQ_CONFIG", "small"))
+    config = (AcceleratorConfig(**json.loads(os.environ["MPQ_CONFIG_JSON"]))
+              if "MPQ_CONFIG_JSON" in os.environ else get_config(os.environ.get("MPQ_CONFIG", "small")))
     shapes = config.memory_shapes()
     cases = json.load(open(os.environ["MPQ_CORE_CASES"]))
     rng = random.Random(int(os.environ.get("MPQ_SEED", "1")))

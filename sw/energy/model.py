@@ -20,6 +20,7 @@ from sw.errors import UserError
 
 PE_KINDS = ("fused", "fixed")
 PRICINGS = ("horowitz45", "eyeriss65")
+PE_TABLES = ("horowitz45", "bitfusion45")
 DRAM_LEVELS = ("low", "mid", "high")
 # The 65 nm process the paper used: 1.0 V nominal supply (assumption: a
 # general-purpose 65 nm library; Horowitz's 45 nm figures are at 0.9 V).
@@ -104,20 +105,26 @@ class EnergyModel:
     fused_pe_factor: energy of one fused-PE cycle over one fixed 4x4-bit PE
     cycle. The bench passes the area ratio measured by synthesis of the two
     PEs (bench/results/pe_cost.json); Bit Fusion's 0.118 / 0.082 is the
-    cross-check."""
+    cross-check, and `pe_table="bitfusion45"` prices the PE cycle with Bit
+    Fusion's synthesized figures instead (composable 4/2-bit PE for the
+    fused kind, fixed 4/4 for the fixed one)."""
 
     def __init__(self, config, *, fused_pe_factor, pe="fused", pricing="horowitz45",
-                 dram="mid", tables=None, node_nm=NODE_NM, supply_v=NODE_SUPPLY_V):
+                 pe_table="horowitz45", dram="mid", tables=None, node_nm=NODE_NM,
+                 supply_v=NODE_SUPPLY_V):
         if pe not in PE_KINDS:
             raise UserError(f"PE kind {pe!r}: choose one of {', '.join(PE_KINDS)}")
         if pricing not in PRICINGS:
             raise UserError(f"pricing {pricing!r}: choose one of {', '.join(PRICINGS)}")
+        if pe_table not in PE_TABLES:
+            raise UserError(f"PE table {pe_table!r}: choose one of {', '.join(PE_TABLES)}")
         if dram not in DRAM_LEVELS:
             raise UserError(f"DRAM level {dram!r}: choose one of {', '.join(DRAM_LEVELS)}")
         if not fused_pe_factor >= 1:
             raise UserError(f"fused_pe_factor {fused_pe_factor!r}: a fused PE cannot cost less "
                             "than the fixed PE it contains")
         self.config, self.pe, self.pricing, self.dram = config, pe, pricing, dram
+        self.pe_table = pe_table
         self.fused_pe_factor = float(fused_pe_factor)
         self.tables = tables or load_tables()
         horowitz = self.tables["horowitz45"]
@@ -147,6 +154,11 @@ class EnergyModel:
         four bricks and its fusion tree in every mode (W4A4 uses the four for
         one product, W2A2 for four), so its cycle costs the same in every
         mode; what a narrow mode saves is cycles."""
+        if self.pe_table == "bitfusion45":
+            # Bit Fusion's figures are 45 nm like Horowitz's: the same scaling
+            # (assumption: Bit Fusion's supply voltage is not given; 0.9 V).
+            figures = self.tables["bitfusion45"]["pe_pj_per_cycle"]
+            return figures["composable_4_2" if self.pe == "fused" else "fixed_4x4"] * self.scale
         factor = self.fused_pe_factor if self.pe == "fused" else 1.0
         return self.fixed_pe_cycle_pj() * factor
 
@@ -186,9 +198,14 @@ class EnergyModel:
         traffic of the same run (`host_traffic`, or None for none)."""
         events = []
         horowitz = "horowitz45 (Horowitz, ISSCC 2014)"
-        pe_source = (f"counter macs_<mode> / lanes; {horowitz} 4x4 multiply + "
-                     f"{self.config.acc_width}-bit add" +
-                     (f" x fused PE factor {self.fused_pe_factor:.3f}" if self.pe == "fused" else ""))
+        if self.pe_table == "bitfusion45":
+            pe_source = ("counter macs_<mode> / lanes; bitfusion45 (Sharma et al., ISCA 2018) "
+                         "PE energy per cycle")
+        else:
+            pe_source = (f"counter macs_<mode> / lanes; {horowitz} 4x4 multiply + "
+                         f"{self.config.acc_width}-bit add" +
+                         (f" x fused PE factor {self.fused_pe_factor:.3f}"
+                          if self.pe == "fused" else ""))
         for mode in PeMode:
             macs = int(counters[f"macs_{mode.name.lower()}"])
             if macs % mode.lanes:
