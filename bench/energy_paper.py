@@ -46,6 +46,7 @@ from sim.network_sim import first_mismatch, run_network_on_rtl  # noqa: E402
 from sw.compile.network import compile_network  # noqa: E402
 from sw.energy.designs import DESIGNS, host_traffic, uniform_storage  # noqa: E402
 from sw.energy.model import NODE_NM, EnergyModel  # noqa: E402
+from sw.energy.summary import measured_fused_pe_factor as fused_pe_factor  # noqa: E402
 from sw.errors import UserError  # noqa: E402
 from sw.quantize.data import load_dataset  # noqa: E402
 from sw.quantize.export import read_model_file  # noqa: E402
@@ -83,14 +84,6 @@ ASSUMPTIONS = [
     "The fixed 4-bit array runs the same program as the Bit Fusion-style design (all W4A4), so "
     "its counts are that run's; only the PE price differs.",
 ]
-
-
-def fused_pe_factor():
-    path = RESULTS / "pe_cost.json"
-    try:
-        return float(json.loads(path.read_text())["area_ratio_lut"])
-    except (OSError, KeyError, ValueError) as error:
-        raise UserError(f"{path} has no area_ratio_lut ({error}): run `make cost` first") from None
 
 
 def sum_counters(network):

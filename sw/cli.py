@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "sw.fpga.commands",
     "sw.compile.commands",
     "sim.commands",
+    "sw.energy.commands",
 ]
 
 

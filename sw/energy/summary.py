@@ -1,0 +1,61 @@
+"""Energy figures of one compiled network, as the demo and `mpq report` show
+them: the network on our accelerator, and the same network on the two
+uniform-4-bit baselines of sw/energy/designs.py (counts from the golden
+model, which the RTL tests hold equal to the RTL's counters)."""
+
+import json
+import pathlib
+
+from sw.compile.network import compile_network
+from sw.energy.designs import host_traffic, uniform_storage
+from sw.energy.model import NODE_NM, EnergyModel
+from sw.errors import UserError
+
+PE_COST = pathlib.Path(__file__).resolve().parents[2] / "bench" / "results" / "pe_cost.json"
+
+
+def measured_fused_pe_factor(path=PE_COST):
+    """The fused/fixed PE area ratio measured by synthesis (`make cost`)."""
+    try:
+        return float(json.loads(pathlib.Path(path).read_text())["area_ratio_lut"])
+    except (OSError, KeyError, ValueError) as error:
+        raise UserError(f"{path} has no area_ratio_lut ({error}): run `make cost` "
+                        "(synthesizes the PEs) first") from None
+
+
+def network_counters(network):
+    """Counters of one inference, from the golden model (per layer, summed)."""
+    total = {}
+    for layer in network.layers:
+        for key, value in layer.expected_counters.items():
+            total[key] = total.get(key, 0) + int(value)
+    return total
+
+
+def energy_summary(header, arrays, network, counters=None, fused_pe_factor=None):
+    """JSON-ready energy of `network` (compiled from `header`, `arrays`),
+    priced from `counters` (e.g. the RTL's; the golden model's if None),
+    and its ratio to the uniform-4-bit baselines on the same configuration."""
+    factor = fused_pe_factor or measured_fused_pe_factor()
+    config = network.config
+    counters = counters or network_counters(network)
+    report = EnergyModel(config, fused_pe_factor=factor).price(counters, host_traffic(network))
+    widened = compile_network(*uniform_storage(header, arrays), config)
+    wide_counters, wide_traffic = network_counters(widened), host_traffic(widened)
+    baselines = {
+        "bitfusion_style": EnergyModel(config, fused_pe_factor=factor).price(wide_counters,
+                                                                             wide_traffic),
+        "fixed_4bit_array": EnergyModel(config, fused_pe_factor=factor, pe="fixed").price(
+            wide_counters, wide_traffic),
+    }
+    return {
+        "pricing": f"Horowitz (ISSCC 2014) scaled to {NODE_NM} nm; sw/energy, docs/energy.md",
+        "per_inference_uj": report.total() / 1e6,
+        "compute_uj": report.total("compute") / 1e6,
+        "on_chip_memory_uj": report.total("on_chip") / 1e6,
+        "external_memory_uj": report.total("external") / 1e6,
+        "on_chip_by_memory_uj": {k: v / 1e6 for k, v in report.by_memory().items()},
+        "fused_pe_factor": factor,
+        "baseline_over_this": {name: baseline.total() / report.total()
+                               for name, baseline in baselines.items()},
+    }
