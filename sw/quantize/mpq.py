@@ -53,8 +53,12 @@ class MPQConfig:
     extra_bit: bool = True             # upgrade oscillating weights to the fine grid
     # weight: per weight (model group_size 1); group: per model group of
     # `group_size`; hardware: per-weight model file, whole compiler groups
-    # (16 channels at one kernel position, also in a flattening linear layer)
+    # (16 channels at one kernel position, also in a flattening linear layer);
+    # chunk: `chunk_rows` output channels' compiler groups at one position
+    # together (the unit the array runs in one PE mode: one fine group makes
+    # its whole chunk run in W4, docs/mpq.md)
     granularity: str = "weight"
+    chunk_rows: int = 8                # the array's rows (hw/config.py default), for "chunk"
     group_size: int = HW_GROUP_SIZE    # the group for granularity "group" (shared with the compiler)
     assign_at: tuple = (0.3, 0.6)      # fractions of the retraining steps
     select: str = "fraction"           # fraction | threshold
@@ -69,8 +73,11 @@ class MPQConfig:
     track: bool = True                 # run the switch tracker (needed by extra_bit and freezing)
 
     def __post_init__(self):
-        if self.granularity not in ("weight", "group", "hardware"):
-            raise UserError(f"mpq: granularity must be weight, group or hardware, got {self.granularity!r}")
+        if self.granularity not in ("weight", "group", "hardware", "chunk"):
+            raise UserError(f"mpq: granularity must be weight, group, hardware or chunk, got "
+                            f"{self.granularity!r}")
+        if not isinstance(self.chunk_rows, int) or self.chunk_rows < 1:
+            raise UserError(f"mpq: chunk_rows must be a positive int, got {self.chunk_rows!r}")
         if self.select not in ("fraction", "threshold"):
             raise UserError(f"mpq: select must be fraction or threshold, got {self.select!r}")
         if self.lr_rule not in (None, "linear", "gauss"):
@@ -183,6 +190,19 @@ def per_group(per_weight, group_size, reduce="sum"):
     return x.sum(-1) if reduce == "sum" else x.max(-1).values
 
 
+def chunk_reduce(grouped, rows, reduce="sum"):
+    """Reduce a group-layout tensor over runs of `rows` output channels (the
+    first axis, padded to a multiple of `rows`): the compiler's chunks."""
+    outputs = grouped.shape[0]
+    count = math.ceil(outputs / rows)
+    fill = 0 if reduce == "sum" else float("-inf")
+    padded = torch.full((count * rows,) + tuple(grouped.shape[1:]), fill, dtype=torch.float32,
+                        device=grouped.device)
+    padded[:outputs] = grouped.float()
+    padded = padded.reshape(count, rows, *grouped.shape[1:])
+    return padded.sum(1) if reduce == "sum" else padded.max(1).values
+
+
 def group_members(weight_shape, group_size):
     """Number of weights in each group (group layout)."""
     return per_group(torch.ones(weight_shape), group_size, "sum")
@@ -235,14 +255,15 @@ def assign_extra_bit(layers, counters, config, fraction=None):
     returns the number of weights upgraded. `fraction` (of all the layers'
     weights) or, with `config.select == "threshold"`, groups whose largest
     member frequency passes `config.threshold`."""
-    candidates, hardware = [], {}
+    candidates, hardware, chunks = [], {}, {}
     for index, (layer, counter) in enumerate(zip(layers, counters)):
         quantizer = layer.weight_quantizer
         size = quantizer.group_size
         mode = "max" if config.select == "threshold" else "sum"
         frequency = counter.frequency
         coarse = quantizer.group_shift > 0
-        if config.granularity == "hardware" and size == 1:
+        rows = None
+        if config.granularity in ("hardware", "chunk") and size == 1:
             # score whole compiler groups; a group is coarse while any member is
             previous = layers[index - 1].op.weight.shape[0] if index > 0 else None
             shape = hardware_shape(layer, previous)
@@ -251,12 +272,23 @@ def assign_extra_bit(layers, counters, config, fraction=None):
             coarse = per_group(coarse_weights.reshape(shape).float(), HW_GROUP_SIZE, "sum") > 0
             size = HW_GROUP_SIZE
             hardware[index] = shape
+            rows = config.chunk_rows if config.granularity == "chunk" else None
         score = per_group(frequency, size, mode).to(quantizer.group_shift.device)
         members = group_members(tuple(frequency.shape), size).to(score.device)
+        if rows:
+            # whole chunks: `rows` consecutive output channels' groups at one
+            # position (the compiler's channel tile), scored and chosen together
+            score = chunk_reduce(score, rows, mode)
+            members = chunk_reduce(members, rows, "sum")
+            coarse = chunk_reduce(coarse.float(), rows, "sum") > 0
+            chunks[index] = (rows, int(frequency.shape[0]))
         candidates.append((index, score, members, coarse))
     upgraded = 0
     def apply(index, chosen, members):
         quantizer = layers[index].weight_quantizer
+        if index in chunks:
+            rows, outputs = chunks[index]
+            chosen = chosen.repeat_interleave(rows, dim=0)[:outputs]
         if index in hardware:
             before = int((quantizer.group_shift == 0).sum())
             upgrade_hardware(quantizer, tuple(layers[index].op.weight.shape), hardware[index], chosen)

@@ -11,6 +11,7 @@ from sw.quantize.convert import calibrate, quantize_network
 from sw.quantize.export import network_integers, write_model_file
 from sw.quantize.quantizers import WeightQuantizer
 from sw.quantize.reference import IntegerModel
+from sw.errors import UserError
 
 
 def test_tracker_tells_oscillation_drift_and_still_weights():
@@ -197,3 +198,24 @@ def test_hardware_granularity_upgrades_the_compilers_groups_of_a_flattening_laye
     expected[3, torch.arange(16) * 16 + 7] = True               # all 16 channels at position 7
     assert upgraded == 16 and torch.equal(fine, expected)
     assert (layers[0].weight_quantizer.group_shift == 1).all()
+
+
+def test_chunk_granularity_upgrades_a_whole_channel_tile(make_cnn, synthetic_dataset):
+    """One oscillating weight upgrades its compiler group in every output
+    channel of its tile of `chunk_rows` (the unit that runs in one PE mode)."""
+    config = mpq.MPQConfig(granularity="chunk", chunk_rows=4, fraction=0.1)
+    network = quantize_network(make_cnn(), parse_precision(config.precision(), group_size=1),
+                               synthetic_dataset.input_shape)
+    mpq.prepare(network, config)
+    layers = mpq.middle_layers(network)          # conv 8>16, then linear over a (16, 4, 4) map
+    counters = [mpq.SwitchCounter(tuple(layer.op.weight.shape)) for layer in layers]
+    counters[1].frequency[6, 5 * 16 + 7] = 0.5   # output 6 (tile 4..7), channel 5, position 7
+    upgraded = mpq.assign_extra_bit(layers, counters, config)
+    fine = layers[1].weight_quantizer.group_shift == 0          # (32, 256), per weight
+    expected = torch.zeros_like(fine)
+    for output in range(4, 8):
+        expected[output, torch.arange(16) * 16 + 7] = True
+    assert upgraded == 4 * 16 and torch.equal(fine, expected)
+    assert (layers[0].weight_quantizer.group_shift == 1).all()
+    with pytest.raises(UserError, match="granularity"):
+        mpq.MPQConfig(granularity="rows")
