@@ -7,6 +7,7 @@ A configuration is named once and means the same thing everywhere:
 
 import dataclasses
 
+from hw.counters import COUNTER_WIDTH
 from sw.errors import UserError
 
 # Fixed by the design (docs/isa.md): weights per group (a bit-plane word is G
@@ -41,6 +42,11 @@ class AcceleratorConfig:
     weight_depth: int = 262144
     act_depth: int = 16384
     result_depth: int = 1024
+    # Width of every event counter (hw/counters.py). A counter wraps modulo
+    # 2 ** counter_width; bits above it read as zero. 48 (the default) never
+    # wraps in practice; 32 saves about 500 logic cells on the iCE40 and
+    # wraps after 358 s at 12 MHz (docs/fpga.md).
+    counter_width: int = COUNTER_WIDTH
 
     def __post_init__(self):
         for field in ("rows", "cols"):
@@ -53,6 +59,9 @@ class AcceleratorConfig:
             raise ValueError(f"cols must be a power of two >= 2, got {self.cols}")
         if not isinstance(self.acc_width, int) or not 16 <= self.acc_width <= 32:
             raise ValueError(f"acc_width must be an int in [16, 32], got {self.acc_width!r}")
+        if not isinstance(self.counter_width, int) or not 16 <= self.counter_width <= COUNTER_WIDTH:
+            raise ValueError(f"counter_width must be an int in [16, {COUNTER_WIDTH}], "
+                             f"got {self.counter_width!r}")
         for field in ("program_depth", "chunk_depth", "wptr_depth", "param_depth",
                       "weight_depth", "act_depth", "result_depth"):
             if not _is_power_of_two(getattr(self, field)):
@@ -95,12 +104,13 @@ CONFIGS = {config.name: config for config in [
                       result_depth=256),
     AcceleratorConfig("large", rows=16, cols=16, act_depth=32768),
     # FPGA boards (hw/boards/, docs/fpga.md). The iCE40UP5K (iCEBreaker):
-    # 5280 LUTs and 30 4-kbit block RAMs. The smallest array, memories of a
-    # few block RAMs each, 24-bit accumulators (an 8-bit first layer needs
-    # them). The core's fixed logic alone exceeds the LUTs (docs/fpga.md).
+    # 5280 logic cells and 30 4-kbit block RAMs. The smallest array, memories
+    # of a few block RAMs each, 24-bit accumulators (an 8-bit first layer
+    # needs them), 32-bit counters. The core's fixed logic alone still
+    # exceeds the logic cells (docs/fpga.md).
     AcceleratorConfig("ice40", rows=2, cols=2, program_depth=512,
                       chunk_depth=256, wptr_depth=256, param_depth=256, weight_depth=512,
-                      act_depth=512, result_depth=256),
+                      act_depth=512, result_depth=256, counter_width=32),
     # The LFE5U-85F (ULX3S 85F, OrangeCrab 85F): 84k LUTs, 208 18-kbit block RAMs.
     AcceleratorConfig("ecp5", rows=8, cols=8, program_depth=2048, chunk_depth=2048,
                       wptr_depth=256, param_depth=1024, weight_depth=4096, act_depth=4096,

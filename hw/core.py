@@ -15,7 +15,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.array.systolic import SystolicArray
 from hw.config import ACT_WORD_BITS, GROUP_SIZE, PARAM_WIDTH, PROGRAM_WIDTH, RESULT_WIDTH
-from hw.counters import COUNTER_WIDTH, COUNTERS
+from hw.counters import COUNTERS
 from hw.host import HostInterface
 from hw.pe import PeMode
 from hw.ppu import PostProcessor
@@ -340,7 +340,7 @@ class Core(wiring.Component):
             "oab_writes": oab_write.en,
         }
         assert tuple(events) == COUNTERS
-        counters = [Signal(COUNTER_WIDTH, name=f"counter_{name}") for name in COUNTERS]
+        counters = [Signal(config.counter_width, name=f"counter_{name}") for name in COUNTERS]
         for counter, event in zip(counters, events.values()):
             with m.If(start):
                 m.d.sync += counter.eq(0)
@@ -362,6 +362,7 @@ class Core(wiring.Component):
             for index, counter in enumerate(counters):
                 with m.Case(REG_COUNTERS + 2 * index):
                     m.d.comb += host.registers.rdata.eq(counter[:32])
-                with m.Case(REG_COUNTERS + 2 * index + 1):
-                    m.d.comb += host.registers.rdata.eq(counter[32:])
+                if len(counter) > 32:   # a narrower counter's high word reads 0
+                    with m.Case(REG_COUNTERS + 2 * index + 1):
+                        m.d.comb += host.registers.rdata.eq(counter[32:])
         return m

@@ -24,4 +24,10 @@ COUNTERS = (
     "oab_reads",
     "oab_writes",
 )
-COUNTER_WIDTH = 48
+COUNTER_WIDTH = 48          # the default; a configuration may narrow it (counter_width)
+
+
+def counter_reading(count, width=COUNTER_WIDTH):
+    """What a counter `width` bits wide reads after `count` events: the
+    count modulo 2 ** width (the golden model predicts the unwrapped count)."""
+    return int(count) % (1 << width)

@@ -27,6 +27,7 @@ import time
 
 import numpy as np
 
+from hw.counters import counter_reading
 from sw.compile import host_word_stream, run_golden
 from sw.compile.encoding import act_address, map_words_per_bank
 from sw.errors import UserError
@@ -176,9 +177,13 @@ async def run_case(link, case, *, wait_timeout, poll):
                                           "got": int(got[index]), "expected": int(expected[index])}
         outputs.append(got.tolist())
     timings["total_s"] = time.perf_counter() - started
-    wrong_counters = {key: [counters.get(key), value]
+    # The core's counters are config.counter_width bits wide and wrap: the
+    # sum of the phases' readings matches the golden count modulo 2 ** width.
+    width = config.counter_width
+    counters = {key: counter_reading(value, width) for key, value in counters.items()}
+    wrong_counters = {key: [counters.get(key), counter_reading(value, width)]
                       for key, value in (case.get("expected_counters") or {}).items()
-                      if counters.get(key) != value}
+                      if counters.get(key) != counter_reading(value, width)}
     return {"name": case["name"], "status": status, "counters": counters, "outputs": outputs,
             "mismatches": mismatches,
             "bit_exact": not mismatches and status["done"] and not status["error"],
