@@ -98,7 +98,7 @@ def write_report(board, config, platform, out_dir, *, seconds, error, baud, env)
         "board": board.name, "description": board.description, "family": board.family,
         "device": platform.device, "package": platform.package,
         "config": {"name": config.name, "rows": config.rows, "cols": config.cols,
-                   "acc_width": config.acc_width,
+                   "acc_width": config.acc_width, "counter_width": config.counter_width,
                    "memories": {name: {"banks": banks, "width": width, "depth": depth}
                                 for name, banks, width, depth in config.memory_shapes().values()}},
         "clock_mhz": platform.default_clk_frequency / 1e6, "baud": baud,
