@@ -14,10 +14,12 @@ energy_paper.png, energy_paper_layers.png.
         --digits MPQ.mpq W4A4.mpq [--rtl-images 2] [--accuracy-images 2000]
 
 Scenarios: `on_chip` is the `default` configuration (8x8; 512 KB per weight
-bank: every network's weights stay on chip); `sized_for_mpq` is the same
-core with the smallest weight memory that holds the MPQ network in one
-phase: a uniform-4-bit network that does not fit reloads its weights from
-DRAM for every image (the compiler's phases).
+bank: every network's weights stay on chip); `sized_for_w4` is the same core
+with the smallest power-of-two weight memory that holds the network in
+uniform 4-bit storage (every design fits; banks are smaller and cheaper to
+read); `sized_for_mpq` the smallest that holds the MPQ network: a
+uniform-4-bit network that does not fit reloads its weights from DRAM for
+every image (the compiler's phases).
 
 The fused PE's energy per cycle is the fixed PE's times the area ratio that
 synthesis measured (bench/results/pe_cost.json, `make cost`).
@@ -165,7 +167,8 @@ def run_network(name, paths, data, args, factor, progress):
     count = min(args.accuracy_images, len(data.test_y))
     accuracies = {"mpq": accuracy(paths[0], data, count), "w4a4": accuracy(paths[1], data, count)}
     base = get_config("default")
-    scenarios = {"on_chip": base, "sized_for_mpq": sized_for(*models["mpq"], base)}
+    scenarios = {"on_chip": base, "sized_for_w4": sized_for(*widened, base),
+                 "sized_for_mpq": sized_for(*models["mpq"], base)}
     result = {"models": {key: {"path": str(path), "metadata": read_model_file(path)[0].get("metadata")}
                          for key, path in zip(("mpq", "w4a4"), paths)},
               "accuracy": {"test_images": count, **accuracies,
