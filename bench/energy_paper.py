@@ -43,7 +43,7 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from bench.common import RESULTS, write_json  # noqa: E402
-from hw.config import get_config  # noqa: E402
+from hw.config import AcceleratorConfig, get_config  # noqa: E402
 from sim.network_sim import first_mismatch, run_network_on_rtl  # noqa: E402
 from sw.compile.network import compile_network  # noqa: E402
 from sw.energy.designs import DESIGNS, host_traffic, uniform_storage  # noqa: E402
@@ -213,6 +213,26 @@ def run_network(name, paths, data, args, factor, progress):
     return result
 
 
+def design_areas(networks):
+    """Area of every design of every scenario's configuration: LUT4s and
+    flip-flops from hw/area.py's model fitted on the synthesized cores
+    (bench/results/area.json), block RAMs from the memory shapes. The
+    uniform-4-bit designs have the same memories (their weights widened);
+    the fixed design replaces the fused array by the fixed one."""
+    from hw.area import estimate_area, fit_area_model, load_area_results
+    results = load_area_results()
+    model = fit_area_model(results)
+    areas = {"source": "hw/area.py estimate_area, fitted on " + ", ".join(model["fit_on"])
+             + f" (bench/results/area.json, {results.get('revision', '?')[:10]})",
+             "configs": {}}
+    for result in networks.values():
+        for body in result["scenarios"].values():
+            config = AcceleratorConfig(**body["config"])
+            areas["configs"][config.name] = {
+                pe: estimate_area(config, pe=pe, model=model) for pe in ("fused", "fixed")}
+    return areas
+
+
 def event_differences(baseline, design):
     """Primary-pricing events by how much of the energy gap they make."""
     def by_name(events):
@@ -258,6 +278,16 @@ def markdown(figures):
                     f"**{ratios[PRIMARY][name]:.3f}** | {ratios['horowitz45_dram_low'][name]:.3f} / "
                     f"{ratios['horowitz45_dram_high'][name]:.3f} | "
                     f"{ratios['bitfusion45_pe'][name]:.3f} | {ratios['eyeriss65'][name]:.3f} |")
+            area = (figures.get("area") or {}).get("configs", {}).get(config["name"])
+            if area:
+                lines += ["", f"Area of this configuration ({figures['area']['source']}):", "",
+                          "| PE array | ECP5 LUT4 | ECP5 FF | ECP5 DP16KD | iCE40 LUT4 | "
+                          "iCE40 FF | iCE40 RAM40 |", "|---|---|---|---|---|---|---|"]
+                for pe, label in (("fused", "fused (MPQ, W4A4, Bit Fusion-style)"),
+                                  ("fixed", "fixed 4-bit")):
+                    e, i = area[pe]["ecp5"], area[pe]["ice40"]
+                    lines.append(f"| {label} | {e['luts']:,} | {e['ffs']:,} | {e['brams']:,} | "
+                                 f"{i['luts']:,} | {i['ffs']:,} | {i['brams']:,} |")
             lines += ["", "Where the Bit Fusion-style design spends more than the MPQ design "
                       "(primary pricing, largest first):", "",
                       "| event | Bit Fusion-style (uJ) | MPQ (uJ) | saved (uJ) | share of the gap |",
@@ -267,8 +297,6 @@ def markdown(figures):
                              f"{row['design_pj'] / 1e6:.3f} | {row['saved_pj'] / 1e6:.3f} | "
                              f"{row['share_of_gap']:.1%} |")
             lines.append("")
-    if figures.get("area"):
-        lines += ["## Area", "", figures["area"]["markdown"], ""]
     lines += ["## Assumptions", ""] + [f"- {a}" for a in figures["assumptions"]] + [""]
     return "\n".join(lines)
 
@@ -327,7 +355,19 @@ def main():
     parser.add_argument("--rtl-images", type=int, default=2)
     parser.add_argument("--accuracy-images", type=int, default=2000)
     parser.add_argument("--build-dir", default="build/bench/energy")
+    parser.add_argument("--rerender", action="store_true",
+                        help="re-read energy_paper.json, attach the current area results and "
+                             "rewrite the Markdown and plots (no simulation)")
     args = parser.parse_args()
+    if args.rerender:
+        path = RESULTS / "energy_paper.json"
+        figures = json.loads(path.read_text())
+        figures["area"] = design_areas(figures["networks"])
+        path.write_text(json.dumps(figures, indent=2) + "\n")
+        (RESULTS / "energy_paper.md").write_text(markdown(figures))
+        plot(figures, RESULTS / "energy_paper.png", RESULTS / "energy_paper_layers.png")
+        print(f"re-rendered {path} with {figures['area']['source']}")
+        return
     if not args.vgg9 and not args.digits:
         parser.error("give --vgg9 and/or --digits model files")
     if args.vgg9 and not args.cifar:
@@ -341,17 +381,11 @@ def main():
         for name, paths, loader in jobs:
             networks[name] = run_network(name, paths, loader(), args, factor, bar.write)
             bar.update()
-    area = None
-    try:
-        from hw.area import comparison_markdown, load_area_results
-        area = {"results": load_area_results(), "markdown": comparison_markdown()}
-    except (ImportError, UserError, OSError) as error:
-        area = {"missing": str(error)}
     figures = {"paper_ratio": PAPER_RATIO, "fused_pe_factor": factor,
                "fused_pe_factor_source": "bench/results/pe_cost.json area_ratio_lut",
                "networks": networks, "assumptions": ASSUMPTIONS,
-               "area": area if area and "markdown" in area else None,
                "wall_s": time.perf_counter() - started}
+    figures["area"] = design_areas(networks)
     path = write_json("energy_paper", figures)
     written = json.loads(path.read_text())
     (RESULTS / "energy_paper.md").write_text(markdown(written))
