@@ -61,6 +61,8 @@ def variants(family):
         "MPQ both per-hw-group 2+1 f0.10": (2, dict(granularity="hardware", fraction=0.10, **BOTH), True),
         # whole chunks (8 output channels x one compiler group): the PE-mode unit
         "MPQ both per-chunk 2+1 f0.10": (2, dict(granularity="chunk", fraction=0.10, **BOTH), False),
+        "MPQ both per-chunk per-layer 2+1 f0.10": (2, dict(granularity="chunk", budget="per_layer",
+                                                           fraction=0.10, **BOTH), False),
         "MPQ both per-weight 2+1 f0.02": (2, dict(granularity="weight", fraction=0.02, **BOTH), False),
         "MPQ both per-group 3+1 f0.10": (3, dict(granularity="group", fraction=0.10, **BOTH), False),
         "Nagel freezing W2": (2, dict(extra_bit=False, freeze_threshold=0.02), False),
@@ -70,7 +72,8 @@ def variants(family):
         keep = ("uniform W2", "uniform W3", "uniform W4", "MPQ both per-weight 2+1 f0.10",
                 "MPQ both per-group 2+1 f0.10", "Nagel freezing W2",
                 "MPQ extra-bit per-group 2+1 f0.10", "MPQ lr-rule only (W2)",
-                "MPQ both per-hw-group 2+1 f0.10", "MPQ both per-chunk 2+1 f0.10")
+                "MPQ both per-hw-group 2+1 f0.10", "MPQ both per-chunk 2+1 f0.10",
+                "MPQ both per-chunk per-layer 2+1 f0.10")
         table = {k: v for k, v in table.items() if k in keep}
     return table
 

@@ -59,6 +59,7 @@ class MPQConfig:
     # its whole chunk run in W4, docs/mpq.md)
     granularity: str = "weight"
     chunk_rows: int = 8                # the array's rows (hw/config.py default), for "chunk"
+    budget: str = "global"             # global | per_layer: how `fraction` is shared out
     group_size: int = HW_GROUP_SIZE    # the group for granularity "group" (shared with the compiler)
     assign_at: tuple = (0.3, 0.6)      # fractions of the retraining steps
     select: str = "fraction"           # fraction | threshold
@@ -76,6 +77,8 @@ class MPQConfig:
         if self.granularity not in ("weight", "group", "hardware", "chunk"):
             raise UserError(f"mpq: granularity must be weight, group, hardware or chunk, got "
                             f"{self.granularity!r}")
+        if self.budget not in ("global", "per_layer"):
+            raise UserError(f"mpq: budget must be global or per_layer, got {self.budget!r}")
         if not isinstance(self.chunk_rows, int) or self.chunk_rows < 1:
             raise UserError(f"mpq: chunk_rows must be a positive int, got {self.chunk_rows!r}")
         if self.select not in ("fraction", "threshold"):
@@ -300,22 +303,28 @@ def assign_extra_bit(layers, counters, config, fraction=None):
         for index, score, members, coarse in candidates:
             upgraded += apply(index, coarse & (score > config.threshold), members)
         return upgraded
-    total = sum(int(members.sum()) for _, _, members, _ in candidates)
-    budget = (config.fraction if fraction is None else fraction) * total
-    scores = torch.cat([torch.where(coarse, score, torch.full_like(score, -1.0)).flatten()
-                        for _, score, _, coarse in candidates])
-    sizes = torch.cat([members.flatten() for _, _, members, _ in candidates])
-    order = torch.argsort(scores, descending=True, stable=True)
-    take = order[torch.cumsum(sizes[order], 0) <= budget]
-    take = take[scores[take] > 0]          # never upgrade a weight that did not oscillate
-    chosen_flat = torch.zeros_like(scores, dtype=torch.bool)
-    chosen_flat[take] = True
-    start = 0
-    for index, score, members, coarse in candidates:
-        count = score.numel()
-        chosen = chosen_flat[start:start + count].reshape(score.shape)
-        start += count
-        upgraded += apply(index, chosen, members)
+    share = config.fraction if fraction is None else fraction
+    # One budget over all layers, or (budget="per_layer") the same share of
+    # every layer: the global one spends the bits where weights oscillate
+    # most, the per-layer one keeps every layer's fine share bounded, and so
+    # its share of W4 chunks (cycles and weight reads, docs/energy.md).
+    pools = [candidates] if config.budget == "global" else [[c] for c in candidates]
+    for pool in pools:
+        total = sum(int(members.sum()) for _, _, members, _ in pool)
+        scores = torch.cat([torch.where(coarse, score, torch.full_like(score, -1.0)).flatten()
+                            for _, score, _, coarse in pool])
+        sizes = torch.cat([members.flatten() for _, _, members, _ in pool])
+        order = torch.argsort(scores, descending=True, stable=True)
+        take = order[torch.cumsum(sizes[order], 0) <= share * total]
+        take = take[scores[take] > 0]          # never upgrade a weight that did not oscillate
+        chosen_flat = torch.zeros_like(scores, dtype=torch.bool)
+        chosen_flat[take] = True
+        start = 0
+        for index, score, members, coarse in pool:
+            count = score.numel()
+            chosen = chosen_flat[start:start + count].reshape(score.shape)
+            start += count
+            upgraded += apply(index, chosen, members)
     return upgraded
 
 

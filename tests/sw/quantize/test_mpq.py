@@ -219,3 +219,21 @@ def test_chunk_granularity_upgrades_a_whole_channel_tile(make_cnn, synthetic_dat
     assert (layers[0].weight_quantizer.group_shift == 1).all()
     with pytest.raises(UserError, match="granularity"):
         mpq.MPQConfig(granularity="rows")
+
+
+def test_a_per_layer_budget_upgrades_the_same_share_of_every_layer(make_cnn, synthetic_dataset):
+    config = mpq.MPQConfig(granularity="weight", budget="per_layer", fraction=0.1)
+    network = quantize_network(make_cnn(), parse_precision(config.precision(), group_size=1),
+                               synthetic_dataset.input_shape)
+    mpq.prepare(network, config)
+    layers = mpq.middle_layers(network)
+    counters = [mpq.SwitchCounter(tuple(layer.op.weight.shape)) for layer in layers]
+    for counter in counters:                     # every weight oscillates, the first layer most
+        counter.frequency.fill_(0.1)
+    counters[0].frequency.fill_(0.9)
+    mpq.assign_extra_bit(layers, counters, config)
+    for layer in layers:
+        fine = (layer.weight_quantizer.group_shift == 0).float().mean().item()
+        assert 0.09 <= fine <= 0.1
+    with pytest.raises(UserError, match="budget"):
+        mpq.MPQConfig(budget="everything")
