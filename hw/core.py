@@ -340,7 +340,9 @@ class Core(wiring.Component):
             "oab_writes": oab_write.en,
         }
         assert tuple(events) == COUNTERS
-        counters = [Signal(config.counter_width, name=f"counter_{name}") for name in COUNTERS]
+        # Without config.counters only `cycles` is built; the others read 0.
+        built = COUNTERS if config.counters else COUNTERS[:1]
+        counters = [Signal(config.counter_width, name=f"counter_{name}") for name in built]
         for counter, event in zip(counters, events.values()):
             with m.If(start):
                 m.d.sync += counter.eq(0)

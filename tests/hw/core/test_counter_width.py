@@ -81,3 +81,21 @@ def test_narrow_counters_read_like_wide_ones():
     decoded = driver.decode_counters(narrow)
     assert decoded["program_reads"] == 1 and decoded["cycles"] == wide[0]
     assert REG_COUNTERS == 16
+
+
+def test_without_counters_only_cycles_count():
+    """`counters=False` (the iCE40's option): `cycles` counts as before,
+    every other counter register reads 0, and the FPGA host compares
+    `cycles` alone."""
+    from sw.fpga.cases import compared_counters
+    for name in ("default", "small", "large", "ecp5"):
+        assert CONFIGS[name].counters is True
+    with pytest.raises(ValueError, match="counters"):
+        dataclasses.replace(TINY, counters=0)
+    wide = read_counters_after_halt(TINY)
+    bare = read_counters_after_halt(dataclasses.replace(TINY, counters=False))
+    assert bare[0] == wide[0] > 0
+    assert bare[1:] == [0] * (2 * len(COUNTERS) - 1)
+    assert wide[2 * COUNTERS.index("program_reads")] == 1
+    assert compared_counters(TINY) == COUNTERS
+    assert compared_counters(dataclasses.replace(TINY, counters=False)) == ("cycles",)
