@@ -51,6 +51,15 @@ class AcceleratorConfig:
     # reads 0 (about 1,000 logic cells fewer on the iCE40, docs/fpga.md).
     # The FPGA host then compares `cycles` alone with the golden model.
     counters: bool = True
+    # False: the PPU's requantization shift keeps only what the clamp to
+    # 4 bits needs (the same results; about 300 logic cells fewer on the
+    # iCE40) instead of shifting the whole 50-bit product.
+    ppu_barrel_shift: bool = True
+    # Width of the tile coordinates (y, x0, the channel tile and the PPU's
+    # y, x, k) inside the core. 16 is the ISA's field width; a smaller
+    # memory never holds a layer whose coordinates need it, and the
+    # compiler refuses one that would (the iCE40 keeps 10 bits).
+    coord_bits: int = 16
 
     def __post_init__(self):
         for field in ("rows", "cols"):
@@ -66,9 +75,11 @@ class AcceleratorConfig:
         if not isinstance(self.counter_width, int) or not 16 <= self.counter_width <= COUNTER_WIDTH:
             raise ValueError(f"counter_width must be an int in [16, {COUNTER_WIDTH}], "
                              f"got {self.counter_width!r}")
-        for field in ("counters",):
+        for field in ("counters", "ppu_barrel_shift"):
             if not isinstance(getattr(self, field), bool):
                 raise ValueError(f"{field} must be a bool, got {getattr(self, field)!r}")
+        if not isinstance(self.coord_bits, int) or not 8 <= self.coord_bits <= 16:
+            raise ValueError(f"coord_bits must be an int in [8, 16], got {self.coord_bits!r}")
         for field in ("program_depth", "chunk_depth", "wptr_depth", "param_depth",
                       "weight_depth", "act_depth", "result_depth"):
             if not _is_power_of_two(getattr(self, field)):
@@ -111,14 +122,17 @@ CONFIGS = {config.name: config for config in [
                       result_depth=256),
     AcceleratorConfig("large", rows=16, cols=16, act_depth=32768),
     # FPGA boards (hw/boards/, docs/fpga.md). The iCE40UP5K (iCEBreaker):
-    # 5280 logic cells and 30 4-kbit block RAMs. The smallest array, memories
-    # of a few block RAMs each, 24-bit accumulators (an 8-bit first layer
-    # needs them), 32-bit counters. The core's fixed logic alone still
-    # exceeds the logic cells (docs/fpga.md).
-    AcceleratorConfig("ice40", rows=2, cols=2, program_depth=512,
+    # 5280 logic cells and 30 4-kbit block RAMs. The smallest array (1x2),
+    # memories of a few block RAMs each (all 30 with the serial bridge's
+    # buffer; a 1-row array needs twice the instructions, so the program
+    # memory is the largest), 24-bit accumulators (an 8-bit first layer
+    # needs them), only the cycle counter (32 bits), the PPU's clamped
+    # shift. The core's fixed logic still exceeds the logic cells
+    # (docs/fpga.md).
+    AcceleratorConfig("ice40", rows=1, cols=2, program_depth=1024,
                       chunk_depth=256, wptr_depth=256, param_depth=256, weight_depth=512,
-                      act_depth=512, result_depth=256, counter_width=32,
-                      counters=False),
+                      act_depth=256, result_depth=256, counter_width=32,
+                      counters=False, ppu_barrel_shift=False, coord_bits=10),
     # The LFE5U-85F (ULX3S 85F, OrangeCrab 85F): 84k LUTs, 208 18-kbit block RAMs.
     AcceleratorConfig("ecp5", rows=8, cols=8, program_depth=2048, chunk_depth=2048,
                       wptr_depth=256, param_depth=1024, weight_depth=4096, act_depth=4096,

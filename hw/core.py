@@ -167,7 +167,8 @@ class Core(wiring.Component):
         m.d.comb += instruction.eq(program.data)
         opcode = instruction[60:64]
         registers = {name: Signal(32, name=f"reg_{name.lower()}") for name in LAYER_REGISTERS}
-        tile_y, tile_x0, tile_k = Signal(16), Signal(16), Signal(16)
+        coord = config.coord_bits
+        tile_y, tile_x0, tile_k = Signal(coord), Signal(coord), Signal(coord)
         round_shift = Signal(4)
         round_first = Signal()
         round_last = Signal()
@@ -175,7 +176,7 @@ class Core(wiring.Component):
         jobs_done = Signal(32)
         tile_buffer = Signal()       # OAB buffer of the current tile
         job_pending = Signal()
-        job_y, job_x0, job_k = Signal(16), Signal(16), Signal(16)
+        job_y, job_x0, job_k = Signal(coord), Signal(coord), Signal(coord)
         job_buffer = Signal()
         flush_left = Signal(range(rows + cols + 1))
         drain_step = Signal(range(rows + 1))
@@ -212,7 +213,7 @@ class Core(wiring.Component):
 
         # Drain: the bottom row of the array, shifted by the round's shift,
         # added into the OAB entry of the row it came from.
-        drain_row = Signal(range(rows))
+        drain_row = Signal(range(max(rows, 2)))    # 1 bit, not 0, for a 1-row array
         m.d.comb += drain_row.eq(rows - 1 - drain_step)
         drained = Cat(*[(array.drain_out[c] << round_shift)[:acc] for c in range(cols)])
         previous = Mux(round_first, 0, oab_drain_read.data)

@@ -13,7 +13,7 @@ One value per cycle, in a fixed pipeline (docs/isa.md, "Dataflow"):
       a raw layer, write acc + bias to the result memory
 """
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -63,11 +63,11 @@ class PostProcessor(wiring.Component):
 
         # ---- S0: the job and its element counter.
         running = Signal()
-        y = Signal(16)
-        x0 = Signal(16)
-        ktile = Signal(16)
+        y = Signal(config.coord_bits)
+        x0 = Signal(config.coord_bits)
+        ktile = Signal(config.coord_bits)
         buffer = Signal()
-        r = Signal(range(rows))
+        r = Signal(range(max(rows, 2)))     # 1 bit, not 0, for a 1-row array
         c = Signal(range(cols))
         last_element = running & (r == rows - 1) & (c == cols - 1)
         m.d.comb += self.job_ready.eq(~running | last_element)
@@ -81,7 +81,7 @@ class PostProcessor(wiring.Component):
             m.d.sync += [running.eq(1), r.eq(0), c.eq(0), y.eq(self.job_y), x0.eq(self.job_x0),
                          ktile.eq(self.job_ktile), buffer.eq(self.job_buffer)]
 
-        k0 = Signal(16)
+        k0 = Signal(config.coord_bits)
         m.d.comb += k0.eq(ktile * rows + r)
         first_of_row = running & (c == 0)
         m.d.comb += [
@@ -91,8 +91,9 @@ class PostProcessor(wiring.Component):
         ]
 
         # Pipeline metadata travelling with each value.
-        meta = data.StructLayout({"valid": 1, "r": range(rows), "c": range(cols),
-                                  "k": 16, "x": 16, "y": 16, "last": 1})
+        meta = data.StructLayout({"valid": 1, "r": range(max(rows, 2)), "c": range(cols),
+                                  "k": config.coord_bits, "x": config.coord_bits,
+                                  "y": config.coord_bits, "last": 1})
         s0 = Signal(meta)
         m.d.comb += [s0.valid.eq(running), s0.r.eq(r), s0.c.eq(c), s0.k.eq(k0),
                      s0.x.eq(x0 + c), s0.y.eq(y), s0.last.eq(last_element)]
@@ -132,14 +133,17 @@ class PostProcessor(wiring.Component):
 
         # ---- S4: rounding shift (round half up) and clamp.
         shift = self.req_shift
-        rounding = Mux(shift == 0, 0, (1 << shift) >> 1)
-        shifted = Signal(signed(33 + MULTIPLIER_BITS + 1))
-        m.d.comb += shifted.eq((product + rounding) >> shift)
-        act_max = (1 << self.act_bits) - 1
-        act4 = Signal(4)
-        total4 = Signal(signed(RESULT_WIDTH))    # acc + bias, wrapped to 32 bits
-        m.d.sync += [act4.eq(Mux(shifted < 0, 0, Mux(shifted > act_max, act_max, shifted))),
-                     total4.eq(total3)]
+        if config.ppu_barrel_shift:
+            rounding = Mux(shift == 0, 0, (1 << shift) >> 1)
+            shifted = Signal(signed(33 + MULTIPLIER_BITS + 1))
+            m.d.comb += shifted.eq((product + rounding) >> shift)
+            act_max = (1 << self.act_bits) - 1
+            act4 = Signal(4)
+            total4 = Signal(signed(RESULT_WIDTH))    # acc + bias, wrapped to 32 bits
+            m.d.sync += [act4.eq(Mux(shifted < 0, 0, Mux(shifted > act_max, act_max, shifted))),
+                         total4.eq(total3)]
+        else:
+            act4, total4 = self._clamped_shift(m, product, shift, total3)
 
         # ---- S5: pool and write.
         hold = Signal(4)            # the even column of a pair
@@ -180,3 +184,42 @@ class PostProcessor(wiring.Component):
             self.idle.eq(~running & ~s1.valid & ~s2.valid & ~s3.valid & ~s4.valid & ~s5.valid),
         ]
         return m
+
+    def _clamped_shift(self, m, product, shift, total3):
+        """S4 without a full-width shifter (config.ppu_barrel_shift False):
+        the same value, clamp((product + rounding) >> shift, 0, 2^a - 1),
+        from p = product + rounding: negative when p < 0; at the maximum
+        when p >= 2^(a + shift) (a bit of p at or above a + shift is set);
+        otherwise the 4 bits of p from bit `shift` (a shifter that keeps
+        only those). |product| <= 2^47, so every shift >= 49 gives 0, as 49
+        does: the shift is capped at 49 and p fits in 50 bits."""
+        width = 50
+        limit = 49
+        capped = Signal(range(limit + 1))
+        m.d.comb += capped.eq(Mux(shift > limit, limit, shift))
+        p = Signal(signed(width))
+        m.d.comb += p.eq(product + Mux(capped == 0, 0, (1 << capped) >> 1))
+        # The low 4 bits of p >> capped: a log shifter that keeps at each
+        # stage only the bits the remaining stages can still reach.
+        stages = len(capped)
+        current = Cat(p, p[width - 1].replicate(4 + (1 << stages) - 1 - width))
+        for bit in reversed(range(stages)):
+            keep = 4 + (1 << bit) - 1
+            stage = Signal(keep, name=f"shift_stage{bit}")
+            m.d.comb += stage.eq(Mux(capped[bit], current[1 << bit:(1 << bit) + keep],
+                                     current[:keep]))
+            current = stage
+        low = current
+        # above[i]: some bit of p at or above i is set.
+        above = [Signal(name=f"above{i}") for i in range(width)]
+        m.d.comb += above[width - 1].eq(p[width - 1])
+        for i in reversed(range(width - 1)):
+            m.d.comb += above[i].eq(p[i] | above[i + 1])
+        threshold = Signal(range(limit + 8))
+        m.d.comb += threshold.eq(capped + self.act_bits)
+        over = Array(above + [0] * ((1 << len(threshold)) - width))[threshold]
+        act_max = (1 << self.act_bits) - 1
+        act4 = Signal(4)
+        total4 = Signal(signed(RESULT_WIDTH))    # acc + bias, wrapped to 32 bits
+        m.d.sync += [act4.eq(Mux(p[width - 1], 0, Mux(over, act_max, low))), total4.eq(total3)]
+        return act4, total4

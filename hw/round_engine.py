@@ -98,8 +98,8 @@ class RoundEngine(wiring.Component):
         chunk_next = Signal(16)      # next descriptor address to read
         chunks_to_read = Signal(16)
         chunks_to_emit = Signal(16)
-        y = Signal(16)
-        x0 = Signal(16)
+        y = Signal(config.coord_bits)
+        x0 = Signal(config.coord_bits)
         input2 = Signal()
         loading = Signal()           # the wptr read is in flight
         active = Signal()

@@ -293,6 +293,12 @@ def compile_layer(spec, config, placement=None):
     if max(rows_computed - 1, x0s[-1], ktiles - 1) >= enc.FIELD16_LIMIT:
         fail(f"tile coordinates reach {max(rows_computed - 1, x0s[-1], ktiles - 1)}, "
              f"above the limit of {enc.FIELD16_LIMIT - 1}")
+    # The core keeps coordinates in config.coord_bits bits: the last
+    # column's x, the last channel and the last computed row must fit.
+    coord_max = max(rows_computed - 1, x0s[-1] + C - 1, ktiles * R - 1)
+    if coord_max >= 1 << config.coord_bits:
+        fail(f"tile coordinates reach {coord_max}, above the configuration's limit of "
+             f"{(1 << config.coord_bits) - 1} (coord_bits)")
 
     # Accumulator width.
     bound = accumulator_bound(spec) + np.abs(spec.bias)

@@ -1,6 +1,10 @@
 """The post-processing unit in Amaranth's simulator: requantization rounding
 at ties and saturation, negative multipliers, raw outputs and 2x2 pooling
-across two tiles, against sw/fixedpoint.py."""
+across two tiles, against sw/fixedpoint.py; each with the full-width
+rounding shift and with the clamped one (`ppu_barrel_shift=False`)."""
+
+import dataclasses
+import sys
 
 import numpy as np
 import pytest
@@ -13,6 +17,14 @@ from sw import fixedpoint
 CONFIG = AcceleratorConfig("ppu-test", rows=2, cols=4, acc_width=24, param_depth=64,
                            act_depth=256, result_depth=64)
 R, C, A = CONFIG.rows, CONFIG.cols, CONFIG.acc_width
+BASE_CONFIG = CONFIG
+
+
+@pytest.fixture(autouse=True, params=[True, False], ids=["barrel", "clamped"])
+def shifter(request, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "CONFIG",
+                        dataclasses.replace(BASE_CONFIG, ppu_barrel_shift=request.param))
+    return request.param
 
 
 def run_ppu(tiles, params, registers):
@@ -132,3 +144,31 @@ def test_pooling_takes_the_max_of_each_2x2_window_across_two_tiles():
                           for row in (top[r], bottom[r])])
         for x_out in range(C // 2):
             assert got[(x_out, r)] == codes[:, 2 * x_out:2 * x_out + 2].max()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_requantization_over_every_shift_and_width(seed):
+    """Random accumulators, biases and multipliers from the extremes of their
+    ranges; shifts over the whole register (0 .. 63, beyond the ISA's 47)
+    and activation widths 0 .. 7: the written code is
+    clamp(((acc + bias) * mult + round) >> shift, 0, 2^a - 1), low 4 bits."""
+    rng = np.random.default_rng(seed)
+    for _ in range(4):
+        shift = int(rng.choice([0, 1, int(rng.integers(2, 48)), 47, 48, 49, 50,
+                                int(rng.integers(50, 64)), 63]))
+        bits = int(rng.integers(0, 8))
+        limit = 1 << (A - 1)
+        acc = rng.choice([-limit, limit - 1, 0, -1, 1], size=(R, C))
+        acc = np.where(rng.random((R, C)) < 0.5, rng.integers(-limit, limit, size=(R, C)), acc)
+        params = {r: (int(rng.choice([-2**31, 2**31 - 1, int(rng.integers(-2**31, 2**31))])),
+                      int(rng.choice([-2**15, 2**15 - 1, int(rng.integers(-2**15, 2**15))])))
+                  for r in range(R)}
+        acts, _ = run_ppu([(0, 0, 0, acc)], params,
+                          registers(req_shift=shift, act_bits=bits))
+        got = {(bank, slot): data for bank, addr, slot, data in acts}
+        for r in range(R):
+            bias, mult = params[r]
+            for c in range(C):
+                scaled = ((int(acc[r, c]) + bias) * mult + ((1 << shift) >> 1)) >> shift
+                expected = min(max(scaled, 0), (1 << bits) - 1) & 15
+                assert got[(c, r)] == expected, (shift, bits, r, c)

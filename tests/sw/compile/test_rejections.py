@@ -158,3 +158,16 @@ def test_round_shift_limit(monkeypatch):
     # Unreachable with the legal precisions (at most 6 + 4); checked anyway.
     monkeypatch.setattr(enc, "ROUND_SHIFT_MAX", 9)
     rejects("ROUND shift", lambda: layer(bits=8, act_in=8))
+
+
+def test_coordinates_beyond_coord_bits():
+    """`coord_bits` (the iCE40's 10): the last column's x, the last channel
+    and the last row must fit; a layer that fits is compiled."""
+    narrow = dataclasses.replace(SMALL, coord_bits=8)
+    compile_layer(layer(cin=16, size=(2, 252)), narrow)          # the last x is 251: fits
+    message = rejects("coord_bits", lambda: layer(cin=16, size=(2, 260)), narrow)
+    assert "limit of 255" in message
+    rejects("coord_bits", lambda: layer(cin=16, cout=257, size=(1, 1)), narrow)
+    compile_layer(layer(cin=16, size=(2, 260)), SMALL)
+    with pytest.raises(ValueError, match="coord_bits"):
+        dataclasses.replace(SMALL, coord_bits=17)
