@@ -41,7 +41,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from bench.common import RESULTS, write_json  # noqa: E402
+from bench.common import RESULTS, provenance, write_json  # noqa: E402
 from hw import area  # noqa: E402
 from hw.config import AcceleratorConfig, get_config  # noqa: E402
 
@@ -70,7 +70,7 @@ def _job(spec):
     return {"config": name, "component": component, "pe": pe, "target": target, **result}
 
 
-def jobs(core_timeout, part_timeout):
+def jobs(core_timeout, part_timeout, targets=TARGETS):
     # Longest first, so that two workers finish together.
     specs = []
     for name in ("16x16", "8x8", "4x4"):
@@ -82,7 +82,7 @@ def jobs(core_timeout, part_timeout):
             specs += [(name, part, "fused", t, part_timeout) for t in TARGETS]
     for pe in area.PE_KINDS:
         specs += [("pe", "pe", pe, t, part_timeout) for t in TARGETS]
-    return specs
+    return [spec for spec in specs if spec[3] in targets]
 
 
 def _sub(a, b):
@@ -176,22 +176,30 @@ def model_check(figures):
             "max_abs_error_fitted": max(fitted), "max_abs_error_held_out": max(held)}
 
 
-def measure(workers, core_timeout, part_timeout):
-    specs = jobs(core_timeout, part_timeout)
+def measure(workers, core_timeout, part_timeout, targets, reuse):
+    specs = jobs(core_timeout, part_timeout, targets)
     runs = []
     start = time.monotonic()
+    invocation = {"started": provenance()["date"], "revision": provenance()["revision"],
+                  "worktree_dirty": provenance()["worktree_dirty"]}
     with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
         futures = {pool.submit(_job, spec): spec for spec in specs}
         with tqdm(total=len(specs), desc="synthesizing", unit="run") as bar:
             for future in concurrent.futures.as_completed(futures):
-                run = future.result()
+                run = {**future.result(), "invocation": invocation}
                 runs.append(run)
                 bar.set_postfix_str(f"{run['config']} {run['component']} {run['pe']} "
                                     f"{run['target']} {run.get('seconds', run.get('error'))}")
                 bar.update()
-    order = {spec[:4]: i for i, spec in enumerate(specs)}
-    runs.sort(key=lambda r: order[(r["config"], r["component"], r["pe"], r["target"])])
     seconds = round(time.monotonic() - start)
+    if reuse:
+        # The other targets' runs of the previous invocation (each run names
+        # the invocation that made it).
+        previous = json.loads(RUNS_PATH.read_text())
+        runs += [run for run in previous["runs"] if run["target"] not in targets]
+        seconds += previous["synthesis_seconds"]
+    order = {spec[:4]: i for i, spec in enumerate(jobs(core_timeout, part_timeout))}
+    runs.sort(key=lambda r: order[(r["config"], r["component"], r["pe"], r["target"])])
     # This invocation's raw runs, before anything is derived from them, so
     # that a failure after an hour of synthesis can be assembled (--from-runs).
     RUNS_PATH.parent.mkdir(parents=True, exist_ok=True)
@@ -225,9 +233,18 @@ def report(data):
              "Columns per target:", "",
              "- generic (`synth -flatten` without memory_map): cells / logic cells (all but "
              "memories: the area proxy) / flip-flops",
-             "- iCE40 (`synth_ice40`): SB_LUT4 / SB_CARRY / SB_DFF* / SB_RAM40_4K / SB_MAC16",
+             "- iCE40 (`splitnets; synth_ice40`): SB_LUT4 / SB_CARRY / SB_DFF* / SB_RAM40_4K / SB_MAC16",
              "- ECP5 (`synth_ecp5 -nodsp -noabc9`): LUT4 / CCU2C / TRELLIS_FF / DP16KD / "
              "TRELLIS_DPR16X4", "",
+             "Runs by invocation (`--targets ... --reuse-runs` keeps the other targets' "
+             "runs of the previous invocation; each run in area.json names its own):", ""]
+    invocations = {}
+    for run in data["runs"]:
+        key = (run["invocation"]["started"], run["invocation"]["revision"])
+        invocations.setdefault(key, set()).add(run["target"])
+    for (started, revision), targets in sorted(invocations.items()):
+        lines.append(f"- started {started} at {revision[:40]}: {', '.join(sorted(targets))}")
+    lines += ["",
              f"Memories synthesized at depth min(depth, {area.SYNTH_MAX_DEPTH}); the block "
              "RAMs at the real depths are in the next table. Whole-core figures are 24-bit "
              "accumulators throughout.", ""]
@@ -316,26 +333,24 @@ def plot(data, path):
     configs = data["configs"]
     parts = (("array", "array"), ("engine", "round engine"), ("ppu", "PPU"),
              ("host", "host"), ("rest", "rest of core"))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-    for ax, target in zip(axes, ("ice40", "ecp5")):
-        labels, bottoms = [], []
-        bars = []
+    panels = (("ice40", "luts", "iCE40 SB_LUT4s"), ("ecp5", "luts", "ECP5 LUT4s"),
+              ("generic", "logic_cells", "generic logic cells"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(15, 4.5))
+    for ax, (target, metric, title) in zip(axes, panels):
+        labels, bars = [], []
         for name, entry in configs.items():
             for pe in area.PE_KINDS:
                 labels.append(f"{name}\n{pe}")
-                values = []
-                for key, _ in parts:
-                    source = entry["array"][pe] if key == "array" else entry[key]
-                    values.append(source[target]["luts"])
-                bars.append(values)
+                bars.append([(entry["array"][pe] if key == "array" else entry[key])[target][metric]
+                             for key, _ in parts])
         bottoms = [0] * len(bars)
         for index, (_, label) in enumerate(parts):
             heights = [values[index] for values in bars]
             ax.bar(range(len(bars)), heights, bottom=bottoms, label=label)
             bottoms = [b + h for b, h in zip(bottoms, heights)]
         ax.set_xticks(range(len(bars)), labels)
-        ax.set_ylabel(f"{target} LUT4s")
-        ax.set_title(f"{target}: core LUT4s by component")
+        ax.set_ylabel(title)
+        ax.set_title(f"core {title} by component")
     axes[0].legend(fontsize=8)
     fig.suptitle("Fused 2/4-bit PE cores vs fixed 4-bit PE cores (Yosys)")
     fig.tight_layout()
@@ -355,6 +370,10 @@ def main():
     parser.add_argument("--part-timeout", type=int, default=900)
     parser.add_argument("--report-only", action="store_true",
                         help="rewrite area.md and area.png from area.json")
+    parser.add_argument("--targets", nargs="+", choices=TARGETS, default=list(TARGETS),
+                        help="synthesize for these targets only")
+    parser.add_argument("--reuse-runs", action="store_true",
+                        help=f"take the other targets' runs from the last invocation ({RUNS_PATH})")
     parser.add_argument("--from-runs", action="store_true",
                         help=f"assemble the raw runs the last invocation left in {RUNS_PATH}")
     args = parser.parse_args()
@@ -365,7 +384,8 @@ def main():
         saved = json.loads(RUNS_PATH.read_text())
         runs, seconds = saved["runs"], saved["synthesis_seconds"]
     else:
-        runs, seconds = measure(args.workers, args.core_timeout, args.part_timeout)
+        runs, seconds = measure(args.workers, args.core_timeout, args.part_timeout,
+                                args.targets, args.reuse_runs)
     figures = assemble(runs)
     compared = agree = 0
     disagree = []

@@ -7,8 +7,9 @@ Three synthesis targets (`TARGETS`):
            stay one `$mem_v2` cell each, logic becomes Yosys' internal gate
            cells `$_AND_`, `$_DFF_P_`, ...). The area proxy is the number of
            logic cells: every cell but the memories.
-  ice40    `synth_ice40` (no -dsp): SB_LUT4, SB_CARRY, SB_DFF*, SB_RAM40_4K.
-  ecp5     `synth_ecp5 -nodsp -noabc9` (abc9 asserts on the core): LUT4,
+  ice40    `synth_ice40` (abc9; no -dsp) after `splitnets`: SB_LUT4,
+           SB_CARRY, SB_DFF*, SB_RAM40_4K.
+  ecp5     `synth_ecp5 -nodsp -noabc9`: LUT4,
            CCU2C, TRELLIS_FF, DP16KD/PDPW16KD, TRELLIS_DPR16X4.
 
 Components (`COMPONENTS`): the PE, the systolic array, the round engine,
@@ -41,7 +42,11 @@ TARGETS = {
     # one cell instead of becoming depth x width flip-flops.
     "generic": "synth -flatten -top {top} -run begin:fine; opt -fast -full; opt -full; "
                "techmap; opt -fast; abc; opt -fast",
-    "ice40": "synth_ice40 -top {top}",
+    # synth_ice40 always maps with abc9, which asserts on Amaranth's Verilog
+    # of the standalone array and round engine (ABC_OPS_REINTEGRATE:
+    # `count_id(wire->name) == 0`, Yosys issue #4349); `splitnets` first is
+    # the workaround named there. Used for every iCE40 run alike.
+    "ice40": "hierarchy -top {top}; proc; flatten; splitnets; synth_ice40 -top {top}",
     "ecp5": "synth_ecp5 -nodsp -noabc9 -top {top}",
 }
 COMPONENTS = ("pe", "array", "engine", "ppu", "host", "core")
@@ -194,21 +199,32 @@ def bram_blocks(width, depth, target, *, granularity=None):
     return best
 
 
-def core_memories(config):
-    """The core's block-RAM memories: name -> (banks, width, depth,
-    write granularity). The output accumulator buffer (2*rows entries,
-    two read ports) is not among them: Yosys builds it from logic."""
-    return {name: (banks, width, depth, 4 if name == "activations" else None)
-            for name, banks, width, depth in config.memory_shapes().values()}
+# The output accumulator buffer (OAB: 2*rows entries of cols*acc_width bits,
+# two read ports) is in block RAM only on iCE40 and only from this depth on,
+# as Yosys' memory_libmap chooses (bench/results/area.md): below it, and on
+# ECP5 always (TRELLIS_DPR16X4), it is logic.
+ICE40_OAB_BRAM_MIN_DEPTH = 16
+
+
+def core_memories(config, target):
+    """The core's block-RAM memories on `target`: name -> (copies, width,
+    depth, write granularity). Copies are banks, or for the OAB one copy per
+    read port."""
+    memories = {name: (banks, width, depth, 4 if name == "activations" else None)
+                for name, banks, width, depth in config.memory_shapes().values()}
+    if target == "ice40" and 2 * config.rows >= ICE40_OAB_BRAM_MIN_DEPTH:
+        memories["oab"] = (2, config.cols * config.acc_width, 2 * config.rows, None)
+    return memories
 
 
 def bram_count(config, target):
     """Block RAMs of `config`'s memories on `target` ("ice40" or "ecp5") at
-    its real depths: {"total": n, "by_memory": {name: n}, "bits": total
-    memory bits}."""
-    by_memory = {name: banks * bram_blocks(width, depth, target, granularity=granularity)
-                 for name, (banks, width, depth, granularity) in core_memories(config).items()}
-    bits = sum(banks * width * depth for banks, width, depth, _ in core_memories(config).values())
+    its depths: {"total": n, "by_memory": {name: n}, "bits": the memory bits
+    of `config.memory_shapes()`}."""
+    memories = core_memories(config, target)
+    by_memory = {name: copies * bram_blocks(width, depth, target, granularity=granularity)
+                 for name, (copies, width, depth, granularity) in memories.items()}
+    bits = sum(banks * width * depth for _, banks, width, depth in config.memory_shapes().values())
     return {"total": sum(by_memory.values()), "by_memory": by_memory, "bits": bits}
 
 
