@@ -207,10 +207,44 @@ def run_network(name, paths, data, args, factor, progress):
         ratios = {pricing: {d.name: designs[d.name]["energy"][pricing]["total_pj"]
                             / designs["mpq"]["energy"][pricing]["total_pj"] for d in DESIGNS}
                   for pricing in PRICINGS}
+        def middle(name):   # the layers MPQ quantizes: all but the 8-bit first and last
+            return sum(layer["total_pj"] for layer in designs[name]["layers"][1:-1])
+        middle_ratios = {d.name: middle(d.name) / middle("mpq") for d in DESIGNS}
+        first_share = {d.name: designs[d.name]["layers"][0]["total_pj"]
+                       / designs[d.name]["energy"][PRIMARY]["total_pj"] for d in DESIGNS}
         result["scenarios"][scenario] = {
             "config": dataclasses.asdict(config), "designs": designs, "ratios_vs_mpq": ratios,
+            "middle_layers_ratios_vs_mpq": middle_ratios, "first_layer_share": first_share,
             "difference_vs_bitfusion": event_differences(designs["bitfusion"], designs["mpq"])}
     return result
+
+
+def variant_table(paths, w4a4_path, data, count, factor, scenarios):
+    """MPQ model files side by side: accuracy, compression, and the energy
+    ratio of the uniform-4-bit (Bit Fusion-style) design over each, with the
+    golden model's counts (the headline run checks them against the RTL)."""
+    from sw.quantize import mpq
+    count = min(count, len(data.test_y))
+    rows = []
+    for path in paths:
+        header, arrays = read_model_file(path)
+        compression, storage, _ = mpq.compression_vs_uniform_w4(header, arrays)
+        row = {"model": str(path), "mpq": (header.get("metadata") or {}).get("mpq"),
+               "accuracy": accuracy(path, data, count), "compression_vs_uniform_w4": compression,
+               "hardware_bits_per_weight": storage["hardware_average_bits"]}
+        for scenario in ("on_chip", "sized_for_w4"):
+            config = AcceleratorConfig(**scenarios[scenario]["config"])
+            ours = compile_network(header, arrays, config)
+            wide = compile_network(*uniform_storage(header, arrays), config)
+            energy = {name: price(sum_counters(net), host_traffic(net), config, "fused", factor)
+                      for name, net in (("mpq", ours), ("bitfusion", wide))}
+            row[scenario] = {"cycles": sum_counters(ours)["cycles"],
+                             "energy_uj": energy["mpq"].total() / 1e6,
+                             "bitfusion_over_mpq": energy["bitfusion"].total()
+                             / energy["mpq"].total()}
+        rows.append(row)
+    return {"w4a4_accuracy": accuracy(w4a4_path, data, count), "test_images": count,
+            "rows": rows}
 
 
 def design_areas(networks):
@@ -220,7 +254,10 @@ def design_areas(networks):
     uniform-4-bit designs have the same memories (their weights widened);
     the fixed design replaces the fused array by the fixed one."""
     from hw.area import estimate_area, fit_area_model, load_area_results
-    results = load_area_results()
+    try:
+        results = load_area_results()
+    except FileNotFoundError as error:   # `--rerender` attaches it once it exists
+        return {"missing": str(error)}
     model = fit_area_model(results)
     areas = {"source": "hw/area.py estimate_area, fitted on " + ", ".join(model["fit_on"])
              + f" (bench/results/area.json, {results.get('revision', '?')[:10]})",
@@ -288,6 +325,12 @@ def markdown(figures):
                     e, i = area[pe]["ecp5"], area[pe]["ice40"]
                     lines.append(f"| {label} | {e['luts']:,} | {e['ffs']:,} | {e['brams']:,} | "
                                  f"{i['luts']:,} | {i['ffs']:,} | {i['brams']:,} |")
+            middle, share = body["middle_layers_ratios_vs_mpq"], body["first_layer_share"]
+            lines += ["", "On the layers MPQ quantizes (all but the 8-bit first and last; compute "
+                      "and on-chip memory), the ratios are: " + ", ".join(
+                          f"{name} {value:.3f}x" for name, value in middle.items() if name != "mpq")
+                      + f". The 8-bit first layer alone is {share['mpq']:.0%} of the MPQ design's "
+                      f"energy and {share['bitfusion']:.0%} of the Bit Fusion-style design's."]
             lines += ["", "Where the Bit Fusion-style design spends more than the MPQ design "
                       "(primary pricing, largest first):", "",
                       "| event | Bit Fusion-style (uJ) | MPQ (uJ) | saved (uJ) | share of the gap |",
@@ -297,6 +340,25 @@ def markdown(figures):
                              f"{row['design_pj'] / 1e6:.3f} | {row['saved_pj'] / 1e6:.3f} | "
                              f"{row['share_of_gap']:.1%} |")
             lines.append("")
+    for network, result in figures["networks"].items():
+        variants = result.get("variants")
+        if not variants:
+            continue
+        lines += [f"## {network}: MPQ variants (same float checkpoint and training budget)", "",
+                  f"Uniform W4A4 accuracy {variants['w4a4_accuracy']:.2%} "
+                  f"({variants['test_images']} test images). Counts from the golden model.", "",
+                  "| MPQ model | accuracy | compression vs W4 | hardware bits/weight | cycles "
+                  "(on_chip) | Bit Fusion-style / MPQ, on_chip | ..., sized_for_w4 |",
+                  "|---|---|---|---|---|---|---|"]
+        for row in variants["rows"]:
+            mpq_settings = row["mpq"] or {}
+            label = (f"{mpq_settings.get('granularity', '?')}, budget "
+                     f"{mpq_settings.get('budget', 'global')}, f{mpq_settings.get('fraction')}")
+            lines.append(f"| {label} | {row['accuracy']:.2%} | {row['compression_vs_uniform_w4']:.3f}x"
+                         f" | {row['hardware_bits_per_weight']:.3f} | {row['on_chip']['cycles']:,} | "
+                         f"{row['on_chip']['bitfusion_over_mpq']:.3f}x | "
+                         f"{row['sized_for_w4']['bitfusion_over_mpq']:.3f}x |")
+        lines.append("")
     lines += ["## Assumptions", ""] + [f"- {a}" for a in figures["assumptions"]] + [""]
     return "\n".join(lines)
 
@@ -352,6 +414,9 @@ def main():
     parser.add_argument("--vgg9", nargs=2, metavar=("MPQ", "W4A4"), help="VGG-9 model files")
     parser.add_argument("--cifar", help="CIFAR-10 in the official python layout")
     parser.add_argument("--digits", nargs=2, metavar=("MPQ", "W4A4"), help="digits CNN model files")
+    parser.add_argument("--vgg9-variants", nargs="*", default=[], metavar="MPQ",
+                        help="other VGG-9 MPQ model files, priced beside the headline one "
+                             "(golden-model counts, on_chip and sized_for_w4)")
     parser.add_argument("--rtl-images", type=int, default=2)
     parser.add_argument("--accuracy-images", type=int, default=2000)
     parser.add_argument("--build-dir", default="build/bench/energy")
@@ -366,7 +431,7 @@ def main():
         path.write_text(json.dumps(figures, indent=2) + "\n")
         (RESULTS / "energy_paper.md").write_text(markdown(figures))
         plot(figures, RESULTS / "energy_paper.png", RESULTS / "energy_paper_layers.png")
-        print(f"re-rendered {path} with {figures['area']['source']}")
+        print(f"re-rendered {path}; area: {figures['area'].get('source') or figures['area']}")
         return
     if not args.vgg9 and not args.digits:
         parser.error("give --vgg9 and/or --digits model files")
@@ -386,6 +451,11 @@ def main():
                "networks": networks, "assumptions": ASSUMPTIONS,
                "wall_s": time.perf_counter() - started}
     figures["area"] = design_areas(networks)
+    if args.vgg9 and args.vgg9_variants:
+        networks["vgg9"]["variants"] = variant_table(
+            [args.vgg9[0]] + args.vgg9_variants, args.vgg9[1],
+            load_dataset("cifar10", args.cifar), args.accuracy_images, factor,
+            networks["vgg9"]["scenarios"])
     path = write_json("energy_paper", figures)
     written = json.loads(path.read_text())
     (RESULTS / "energy_paper.md").write_text(markdown(written))
