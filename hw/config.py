@@ -60,6 +60,12 @@ class AcceleratorConfig:
     # memory never holds a layer whose coordinates need it, and the
     # compiler refuses one that would (the iCE40 keeps 10 bits).
     coord_bits: int = 16
+    # True: counters sized by what they count. The round engine's chunk
+    # address and counts by chunk_depth (a round's chunks all lie in the
+    # chunk memory); the controller's tile and PPU-job counters as 2 bits,
+    # compared by their difference (at most 3 tiles are ever outstanding),
+    # instead of 32 and 16 bits. The same behaviour.
+    narrow_counts: bool = False
 
     def __post_init__(self):
         for field in ("rows", "cols"):
@@ -75,7 +81,7 @@ class AcceleratorConfig:
         if not isinstance(self.counter_width, int) or not 16 <= self.counter_width <= COUNTER_WIDTH:
             raise ValueError(f"counter_width must be an int in [16, {COUNTER_WIDTH}], "
                              f"got {self.counter_width!r}")
-        for field in ("counters", "ppu_barrel_shift"):
+        for field in ("counters", "ppu_barrel_shift", "narrow_counts"):
             if not isinstance(getattr(self, field), bool):
                 raise ValueError(f"{field} must be a bool, got {getattr(self, field)!r}")
         if not isinstance(self.coord_bits, int) or not 8 <= self.coord_bits <= 16:
@@ -132,7 +138,8 @@ CONFIGS = {config.name: config for config in [
     AcceleratorConfig("ice40", rows=1, cols=2, program_depth=1024,
                       chunk_depth=256, wptr_depth=256, param_depth=256, weight_depth=512,
                       act_depth=256, result_depth=256, counter_width=32,
-                      counters=False, ppu_barrel_shift=False, coord_bits=10),
+                      counters=False, ppu_barrel_shift=False, coord_bits=10,
+                      narrow_counts=True),
     # The LFE5U-85F (ULX3S 85F, OrangeCrab 85F): 84k LUTs, 208 18-kbit block RAMs.
     AcceleratorConfig("ecp5", rows=8, cols=8, program_depth=2048, chunk_depth=2048,
                       wptr_depth=256, param_depth=1024, weight_depth=4096, act_depth=4096,

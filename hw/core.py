@@ -172,8 +172,10 @@ class Core(wiring.Component):
         round_shift = Signal(4)
         round_first = Signal()
         round_last = Signal()
-        tiles_started = Signal(32)   # first ROUNDs seen: the current tile's number + 1
-        jobs_done = Signal(32)
+        # config.narrow_counts: both modulo 4; their difference (at most 3) is exact.
+        tile_count_bits = 2 if config.narrow_counts else 32
+        tiles_started = Signal(tile_count_bits)   # first ROUNDs seen: the current tile's number + 1
+        jobs_done = Signal(tile_count_bits)
         tile_buffer = Signal()       # OAB buffer of the current tile
         job_pending = Signal()
         job_y, job_x0, job_k = Signal(coord), Signal(coord), Signal(coord)
@@ -274,7 +276,10 @@ class Core(wiring.Component):
             with m.State("STALL"):
                 # A tile's first round waits until the PPU has finished the
                 # tile that used the same OAB buffer (tile n - 2).
-                blocked = round_first & (jobs_done + 2 < tiles_started)
+                if config.narrow_counts:
+                    blocked = round_first & ((tiles_started - jobs_done)[:2] == 3)
+                else:
+                    blocked = round_first & (jobs_done + 2 < tiles_started)
                 m.d.comb += stall_cycle.eq(blocked)
                 with m.If(~blocked):
                     # The program port is not read again before the next

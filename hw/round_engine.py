@@ -56,10 +56,13 @@ class RoundEngine(wiring.Component):
         self._config = config
         rows, cols = config.rows, config.cols
         act_addr_bits = (config.act_depth - 1).bit_length()
+        # config.narrow_counts: as wide as a chunk address and a count up to chunk_depth.
+        self._count_bits = config.chunk_depth.bit_length() if config.narrow_counts else 16
+        self._address_bits = self._count_bits - 1 if config.narrow_counts else 16
         super().__init__({
             "start": In(1),
-            "chunk_start": In(16),
-            "chunk_count": In(16),
+            "chunk_start": In(self._address_bits),
+            "chunk_count": In(self._count_bits),
             "wptr_index": In((config.wptr_depth - 1).bit_length()),
             "input2": In(1),
             "y": In(16),
@@ -95,9 +98,9 @@ class RoundEngine(wiring.Component):
         layout = chunk_layout(rows)
 
         # Round fields, latched at start.
-        chunk_next = Signal(16)      # next descriptor address to read
-        chunks_to_read = Signal(16)
-        chunks_to_emit = Signal(16)
+        chunk_next = Signal(self._address_bits)      # next descriptor address to read
+        chunks_to_read = Signal(self._count_bits)
+        chunks_to_emit = Signal(self._count_bits)
         y = Signal(config.coord_bits)
         x0 = Signal(config.coord_bits)
         input2 = Signal()
