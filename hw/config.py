@@ -66,6 +66,14 @@ class AcceleratorConfig:
     # compared by their difference (at most 3 tiles are ever outstanding),
     # instead of 32 and 16 bits. The same behaviour.
     narrow_counts: bool = False
+    # True: the round engine computes one pixel-word product for all
+    # activation banks (a bank's pixel is that word's or the next) instead
+    # of one per bank. The same addresses.
+    shared_bank_address: bool = False
+    # False: the PPU reads the OAB row and the channel's parameters from
+    # its read ports for every column (they hold their data between reads)
+    # instead of copying them into hold registers. The same values.
+    ppu_hold_registers: bool = True
 
     def __post_init__(self):
         for field in ("rows", "cols"):
@@ -81,7 +89,8 @@ class AcceleratorConfig:
         if not isinstance(self.counter_width, int) or not 16 <= self.counter_width <= COUNTER_WIDTH:
             raise ValueError(f"counter_width must be an int in [16, {COUNTER_WIDTH}], "
                              f"got {self.counter_width!r}")
-        for field in ("counters", "ppu_barrel_shift", "narrow_counts"):
+        for field in ("counters", "ppu_barrel_shift", "narrow_counts", "shared_bank_address",
+                      "ppu_hold_registers"):
             if not isinstance(getattr(self, field), bool):
                 raise ValueError(f"{field} must be a bool, got {getattr(self, field)!r}")
         if not isinstance(self.coord_bits, int) or not 8 <= self.coord_bits <= 16:
@@ -139,7 +148,8 @@ CONFIGS = {config.name: config for config in [
                       chunk_depth=256, wptr_depth=256, param_depth=256, weight_depth=512,
                       act_depth=256, result_depth=256, counter_width=32,
                       counters=False, ppu_barrel_shift=False, coord_bits=10,
-                      narrow_counts=True),
+                      narrow_counts=True, shared_bank_address=True,
+                      ppu_hold_registers=False),
     # The LFE5U-85F (ULX3S 85F, OrangeCrab 85F): 84k LUTs, 208 18-kbit block RAMs.
     AcceleratorConfig("ecp5", rows=8, cols=8, program_depth=2048, chunk_depth=2048,
                       wptr_depth=256, param_depth=1024, weight_depth=4096, act_depth=4096,

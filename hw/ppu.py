@@ -103,18 +103,25 @@ class PostProcessor(wiring.Component):
 
         # ---- S1: the accumulator and parameters (fresh from the ports at c == 0).
         fresh = Signal()
-        m.d.sync += fresh.eq(first_of_row)
+        if config.ppu_hold_registers:
+            m.d.sync += fresh.eq(first_of_row)
         row_hold = Signal(cols * acc)
         bias_hold = Signal(signed(32))
         mult_hold = Signal(signed(MULTIPLIER_BITS))
         row = Mux(fresh, self.oab.data, row_hold)
         param_bias = self.params.data[:32].as_signed()
         param_mult = self.params.data[32:48].as_signed()
-        with m.If(fresh):
-            m.d.sync += [row_hold.eq(self.oab.data), bias_hold.eq(param_bias),
-                         mult_hold.eq(param_mult)]
-        bias = Mux(fresh, param_bias, bias_hold)
-        mult = Mux(fresh, param_mult, mult_hold)
+        if config.ppu_hold_registers:
+            with m.If(fresh):
+                m.d.sync += [row_hold.eq(self.oab.data), bias_hold.eq(param_bias),
+                             mult_hold.eq(param_mult)]
+            bias = Mux(fresh, param_bias, bias_hold)
+            mult = Mux(fresh, param_mult, mult_hold)
+        else:
+            # The read ports hold their data until the next read (the PPU
+            # is their only reader while the core runs): the row entry and
+            # the channel's parameters are still there for c > 0.
+            row, bias, mult = self.oab.data, param_bias, param_mult
         value1 = Signal(signed(acc))
         bias1 = Signal(signed(32))
         mult1 = Signal(signed(MULTIPLIER_BITS))

@@ -205,14 +205,25 @@ class RoundEngine(wiring.Component):
             offset.eq(descriptor.kx - pad),
         ]
         row_inside = (y_in >= 0) & (y_in < self.in_h)
-        row_word = Signal(32)
-        m.d.comb += row_word.eq(base + (y_in * in_wb) * in_words + descriptor.block * ACT_WORDS)
+        if not config.shared_bank_address:
+            row_word = Signal(32)
+            m.d.comb += row_word.eq(base + (y_in * in_wb) * in_words + descriptor.block * ACT_WORDS)
         column_inside = []
         for c in range(cols):
             x_c = Signal(signed(18), name=f"x_col{c}")
             m.d.comb += x_c.eq(x0 + c + offset)
             column_inside.append(row_inside & (x_c >= 0) & (x_c < self.in_w))
-        for bank in range(cols):
+        if config.shared_bank_address:
+            # One product for every bank: with base_x = q * C + lo, bank b's
+            # pixel x_b = base_x + ((b - base_x) mod C) has x_b div C = q, or
+            # q + 1 when b < lo; the same addresses as the products below.
+            shared_x = Signal(signed(18))
+            m.d.comb += shared_x.eq(x0 + offset)
+            low = shared_x[:col_bits]
+            pixel_word = Signal(32)
+            m.d.comb += pixel_word.eq(base + (y_in * in_wb + (shared_x >> col_bits)) * in_words
+                                      + descriptor.block * ACT_WORDS)
+        for bank in range(cols if not config.shared_bank_address else 0):
             # The column reading bank b holds pixel x_b = base_x + ((b - base_x) mod C).
             base_x = Signal(signed(18), name=f"base_x{bank}")
             x_b = Signal(signed(18), name=f"x_bank{bank}")
@@ -224,6 +235,14 @@ class RoundEngine(wiring.Component):
                 m.d.sync += [
                     fetch_bank_addr[bank].eq(row_word + (x_b >> col_bits) * in_words),
                     fetch_bank_read[bank].eq(inside),
+                ]
+        for bank in range(cols if config.shared_bank_address else 0):
+            column = (bank - offset) & (cols - 1)
+            with m.If(fetch_start):
+                m.d.sync += [
+                    fetch_bank_addr[bank].eq(pixel_word if bank == cols - 1 else
+                                             pixel_word + Mux(bank < low, in_words, 0)),
+                    fetch_bank_read[bank].eq(Array(column_inside)[column]),
                 ]
 
         with m.If(fetch_start):

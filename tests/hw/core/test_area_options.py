@@ -2,8 +2,8 @@
 keeps today's defaults; the options are checked. What each does is tested
 where it acts: counters in test_counter_width.py, the PPU's clamped shift in
 test_ppu.py, coord_bits in tests/sw/compile/test_rejections.py, and all of
-them together, bit-exact with the cycle count, in
-tests/hw/fpga/test_board_sim.py."""
+them together, bit-exact with the cycle count, on `small` in
+test_core_rtl.py and on `ice40` in tests/hw/fpga/test_board_sim.py."""
 
 import dataclasses
 
@@ -11,7 +11,8 @@ import pytest
 
 from hw.config import CONFIGS, get_config
 
-DEFAULTS = {"counters": True, "ppu_barrel_shift": True, "coord_bits": 16, "narrow_counts": False}
+DEFAULTS = {"counters": True, "ppu_barrel_shift": True, "coord_bits": 16, "narrow_counts": False,
+            "shared_bank_address": False, "ppu_hold_registers": True}
 
 
 def test_only_ice40_uses_them():
@@ -21,11 +22,13 @@ def test_only_ice40_uses_them():
     ice40 = get_config("ice40")
     assert (ice40.rows, ice40.cols) == (1, 2)
     assert not ice40.counters and not ice40.ppu_barrel_shift and ice40.narrow_counts
+    assert ice40.shared_bank_address and not ice40.ppu_hold_registers
     assert ice40.coord_bits == 10
 
 
 @pytest.mark.parametrize("field, value", [("counters", 1), ("ppu_barrel_shift", None),
-                                          ("narrow_counts", "yes"), ("coord_bits", 7),
+                                          ("narrow_counts", "yes"), ("shared_bank_address", 0),
+                                          ("ppu_hold_registers", 1), ("coord_bits", 7),
                                           ("coord_bits", 17)])
 def test_options_are_checked(field, value):
     with pytest.raises(ValueError, match=field):

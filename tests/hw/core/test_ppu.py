@@ -1,7 +1,8 @@
 """The post-processing unit in Amaranth's simulator: requantization rounding
 at ties and saturation, negative multipliers, raw outputs and 2x2 pooling
 across two tiles, against sw/fixedpoint.py; each with the full-width
-rounding shift and with the clamped one (`ppu_barrel_shift=False`)."""
+rounding shift and with the clamped one (`ppu_barrel_shift=False`), and
+without the hold registers (`ppu_hold_registers=False`)."""
 
 import dataclasses
 import sys
@@ -20,10 +21,13 @@ R, C, A = CONFIG.rows, CONFIG.cols, CONFIG.acc_width
 BASE_CONFIG = CONFIG
 
 
-@pytest.fixture(autouse=True, params=[True, False], ids=["barrel", "clamped"])
-def shifter(request, monkeypatch):
+@pytest.fixture(autouse=True, params=[(True, True), (False, True), (False, False)],
+                ids=["barrel", "clamped", "clamped-no-hold"])
+def variant(request, monkeypatch):
+    barrel, hold = request.param
     monkeypatch.setattr(sys.modules[__name__], "CONFIG",
-                        dataclasses.replace(BASE_CONFIG, ppu_barrel_shift=request.param))
+                        dataclasses.replace(BASE_CONFIG, ppu_barrel_shift=barrel,
+                                            ppu_hold_registers=hold))
     return request.param
 
 
