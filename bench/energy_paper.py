@@ -366,7 +366,10 @@ def markdown(figures):
 def plot(figures, path, layers_path):
     networks = figures["networks"]
     panels = [(n, s) for n in networks for s in networks[n]["scenarios"]]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
+    columns = max(len(networks[n]["scenarios"]) for n in networks)
+    fig, axes = plt.subplots(len(networks), columns, figsize=(4.2 * columns, 3.8 * len(networks)),
+                             squeeze=False)
+    axes = [[ax for row in axes for ax in row]]
     parts = (("external_memory_pj", "external memory", "tab:red"),
              ("on_chip_memory_pj", "on-chip memory", "tab:blue"),
              ("compute_pj", "compute", "tab:green"))
