@@ -41,6 +41,7 @@ from sw.compile.network import compile_network  # noqa: E402
 from sw.energy.designs import host_traffic, uniform_storage  # noqa: E402
 from sw.energy.model import EnergyModel  # noqa: E402
 from sw.energy.summary import measured_fused_pe_factor as fused_pe_factor  # noqa: E402
+from sw.energy.summary import network_counters  # noqa: E402
 from sw.errors import UserError  # noqa: E402
 from sw.quantize.export import read_model_file  # noqa: E402
 
@@ -55,14 +56,6 @@ def point_config(rows, cols, weight_kb):
     act_depth = ACT_KB * 1024 * 8 // (16 * cols)
     return dataclasses.replace(base, name=f"dse-{rows}x{cols}-w{weight_kb}k", rows=rows,
                                cols=cols, weight_depth=weight_depth, act_depth=act_depth)
-
-
-def counters_of(network):
-    total = {}
-    for layer in network.layers:
-        for key, value in layer.expected_counters.items():
-            total[key] = total.get(key, 0) + int(value)
-    return total
 
 
 def pareto(points, keys):
@@ -103,7 +96,7 @@ def main():
                                    "weight_kb": kb, "reason": str(error)})
                 continue
             compiled[(design, rows, cols, kb)] = network
-            counters, traffic = counters_of(network), host_traffic(network)
+            counters, traffic = network_counters(network), host_traffic(network)
             energy = EnergyModel(config, fused_pe_factor=factor, pe=pe).price(counters, traffic)
             points.append({
                 "design": design, "rows": rows, "cols": cols, "weight_kb": kb,

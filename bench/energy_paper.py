@@ -49,6 +49,7 @@ from sw.compile.network import compile_network  # noqa: E402
 from sw.energy.designs import DESIGNS, host_traffic, uniform_storage  # noqa: E402
 from sw.energy.model import NODE_NM, EnergyModel  # noqa: E402
 from sw.energy.summary import measured_fused_pe_factor as fused_pe_factor  # noqa: E402
+from sw.energy.summary import network_counters  # noqa: E402
 from sw.errors import UserError  # noqa: E402
 from sw.quantize.data import load_dataset  # noqa: E402
 from sw.quantize.export import read_model_file  # noqa: E402
@@ -86,14 +87,6 @@ ASSUMPTIONS = [
     "The fixed 4-bit array runs the same program as the Bit Fusion-style design (all W4A4), so "
     "its counts are that run's; only the PE price differs.",
 ]
-
-
-def sum_counters(network):
-    total = {}
-    for layer in network.layers:
-        for key, value in layer.expected_counters.items():
-            total[key] = total.get(key, 0) + int(value)
-    return total
 
 
 def sized_for(header, arrays, base):
@@ -236,9 +229,10 @@ def variant_table(paths, w4a4_path, data, count, factor, scenarios):
             config = AcceleratorConfig(**scenarios[scenario]["config"])
             ours = compile_network(header, arrays, config)
             wide = compile_network(*uniform_storage(header, arrays), config)
-            energy = {name: price(sum_counters(net), host_traffic(net), config, "fused", factor)
+            counts = {name: network_counters(net) for name, net in (("mpq", ours), ("bitfusion", wide))}
+            energy = {name: price(counts[name], host_traffic(net), config, "fused", factor)
                       for name, net in (("mpq", ours), ("bitfusion", wide))}
-            row[scenario] = {"cycles": sum_counters(ours)["cycles"],
+            row[scenario] = {"cycles": counts["mpq"]["cycles"],
                              "energy_uj": energy["mpq"].total() / 1e6,
                              "bitfusion_over_mpq": energy["bitfusion"].total()
                              / energy["mpq"].total()}

@@ -101,6 +101,8 @@ def main():
         # Reports from before the option was built with 48-bit counters.
         boards[name]["config"]["counter_width"] = report["config"].get("counter_width",
                                                                        COUNTER_WIDTH)
+        if "options" in report["config"]:
+            boards[name]["config"]["options"] = report["config"]["options"]
         found = breakdown(directory, report["family"]) if args.breakdown else None
         if found:
             boards[name]["breakdown"] = found
