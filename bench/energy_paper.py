@@ -225,20 +225,26 @@ def variant_table(paths, w4a4_path, data, count, factor, scenarios):
         row = {"model": str(path), "mpq": (header.get("metadata") or {}).get("mpq"),
                "accuracy": accuracy(path, data, count), "compression_vs_uniform_w4": compression,
                "hardware_bits_per_weight": storage["hardware_average_bits"]}
-        for scenario in ("on_chip", "sized_for_w4"):
-            config = AcceleratorConfig(**scenarios[scenario]["config"])
-            ours = compile_network(header, arrays, config)
-            wide = compile_network(*uniform_storage(header, arrays), config)
-            counts = {name: network_counters(net) for name, net in (("mpq", ours), ("bitfusion", wide))}
-            energy = {name: price(counts[name], host_traffic(net), config, "fused", factor)
-                      for name, net in (("mpq", ours), ("bitfusion", wide))}
-            row[scenario] = {"cycles": counts["mpq"]["cycles"],
-                             "energy_uj": energy["mpq"].total() / 1e6,
-                             "bitfusion_over_mpq": energy["bitfusion"].total()
-                             / energy["mpq"].total()}
-        rows.append(row)
+        rows.append(price_variant(row, scenarios, factor))
     return {"w4a4_accuracy": accuracy(w4a4_path, data, count), "test_images": count,
             "rows": rows}
+
+
+def price_variant(row, scenarios, factor):
+    """A variant row's cycles and energy ratios (golden-model counts)."""
+    header, arrays = read_model_file(row["model"])
+    for scenario in ("on_chip", "sized_for_w4"):
+        config = AcceleratorConfig(**scenarios[scenario]["config"])
+        ours = compile_network(header, arrays, config)
+        wide = compile_network(*uniform_storage(header, arrays), config)
+        counts = {name: network_counters(net) for name, net in (("mpq", ours), ("bitfusion", wide))}
+        energy = {name: price(counts[name], host_traffic(net), config, "fused", factor)
+                  for name, net in (("mpq", ours), ("bitfusion", wide))}
+        row[scenario] = {"cycles": counts["mpq"]["cycles"],
+                         "energy_uj": energy["mpq"].total() / 1e6,
+                         "bitfusion_over_mpq": energy["bitfusion"].total()
+                         / energy["mpq"].total()}
+    return row
 
 
 def design_areas(networks):
@@ -425,6 +431,9 @@ def main():
         path = RESULTS / "energy_paper.json"
         figures = json.loads(path.read_text())
         figures["area"] = design_areas(figures["networks"])
+        for result in figures["networks"].values():
+            for row in (result.get("variants") or {}).get("rows", []):
+                price_variant(row, result["scenarios"], figures["fused_pe_factor"])
         path.write_text(json.dumps(figures, indent=2) + "\n")
         (RESULTS / "energy_paper.md").write_text(markdown(figures))
         plot(figures, RESULTS / "energy_paper.png", RESULTS / "energy_paper_layers.png")
