@@ -299,7 +299,9 @@ def report(data):
               "the one block shape that needs fewest blocks (iCE40 SB_RAM40_4K 4 kbit: 256x16, "
               "512x8, 1024x4, 2048x2; ECP5 DP16KD 18 kbit: 16384x1 ... 2048x9, 1024x18, "
               "512x36); the activation banks' 4-bit write enables take a 9-bit byte lane each "
-              "on ECP5. The OAB (2*rows entries, two read ports) is logic.", "",
+              "on ECP5. The OAB (2*rows entries, two read ports): on iCE40 in block RAM, one copy "
+              "per read port, from 16 entries on (flip-flops below); on ECP5 distributed RAM "
+              "(TRELLIS_DPR16X4), as Yosys chose here.", "",
               "| config | target | rule, synthesized depths | Yosys, synthesized depths | "
               "rule, real depths | memory bits, real |", "|---|---|---|---|---|---|"]
     for name, entry in configs.items():

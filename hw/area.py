@@ -26,6 +26,7 @@ and block RAMs of an arbitrary configuration (see `fit_area_model`).
 """
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -163,8 +164,8 @@ def synthesize(component, config, target, *, pe="fused", max_depth=SYNTH_MAX_DEP
                timeout=None):
     """Synthesize one component of `config` (memories capped at `max_depth`)
     for `target`; returns {"summary": summarize(...), "cells_by_type": ...,
-    "seconds": Yosys wall time}. Raises subprocess.TimeoutExpired after
-    `timeout` seconds."""
+    "seconds": Yosys wall time, "verilog_sha256": of the Verilog synthesized}.
+    Raises subprocess.TimeoutExpired after `timeout` seconds."""
     import time
 
     from hw.generate import to_verilog
@@ -176,7 +177,8 @@ def synthesize(component, config, target, *, pe="fused", max_depth=SYNTH_MAX_DEP
     start = time.monotonic()
     cells = yosys_stat(verilog, top, TARGETS[target].format(top=top), timeout=timeout)
     return {"summary": summarize(target, cells), "cells_by_type": cells,
-            "seconds": round(time.monotonic() - start, 1)}
+            "seconds": round(time.monotonic() - start, 1),
+            "verilog_sha256": hashlib.sha256(verilog.encode()).hexdigest()}
 
 
 # ---------------------------------------------------------------- block RAMs
