@@ -74,6 +74,10 @@ class AcceleratorConfig:
     # its read ports for every column (they hold their data between reads)
     # instead of copying them into hold registers. The same values.
     ppu_hold_registers: bool = True
+    # True: the round engine captures each chunk in its mode's lane order
+    # and shifts its buffers by one element per step, instead of by the
+    # mode's lane count (1, 2 or 4). The same steps and timing.
+    permuted_buffers: bool = False
 
     def __post_init__(self):
         for field in ("rows", "cols"):
@@ -90,7 +94,7 @@ class AcceleratorConfig:
             raise ValueError(f"counter_width must be an int in [16, {COUNTER_WIDTH}], "
                              f"got {self.counter_width!r}")
         for field in ("counters", "ppu_barrel_shift", "narrow_counts", "shared_bank_address",
-                      "ppu_hold_registers"):
+                      "ppu_hold_registers", "permuted_buffers"):
             if not isinstance(getattr(self, field), bool):
                 raise ValueError(f"{field} must be a bool, got {getattr(self, field)!r}")
         if not isinstance(self.coord_bits, int) or not 8 <= self.coord_bits <= 16:
@@ -149,7 +153,7 @@ CONFIGS = {config.name: config for config in [
                       act_depth=256, result_depth=256, counter_width=32,
                       counters=False, ppu_barrel_shift=False, coord_bits=10,
                       narrow_counts=True, shared_bank_address=True,
-                      ppu_hold_registers=False),
+                      ppu_hold_registers=False, permuted_buffers=True),
     # The LFE5U-85F (ULX3S 85F, OrangeCrab 85F): 84k LUTs, 208 18-kbit block RAMs.
     AcceleratorConfig("ecp5", rows=8, cols=8, program_depth=2048, chunk_depth=2048,
                       wptr_depth=256, param_depth=1024, weight_depth=4096, act_depth=4096,

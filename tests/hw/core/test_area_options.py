@@ -12,7 +12,8 @@ import pytest
 from hw.config import CONFIGS, get_config
 
 DEFAULTS = {"counters": True, "ppu_barrel_shift": True, "coord_bits": 16, "narrow_counts": False,
-            "shared_bank_address": False, "ppu_hold_registers": True}
+            "shared_bank_address": False, "ppu_hold_registers": True,
+            "permuted_buffers": False}
 
 
 def test_only_ice40_uses_them():
@@ -23,12 +24,14 @@ def test_only_ice40_uses_them():
     assert (ice40.rows, ice40.cols) == (1, 2)
     assert not ice40.counters and not ice40.ppu_barrel_shift and ice40.narrow_counts
     assert ice40.shared_bank_address and not ice40.ppu_hold_registers
+    assert ice40.permuted_buffers
     assert ice40.coord_bits == 10
 
 
 @pytest.mark.parametrize("field, value", [("counters", 1), ("ppu_barrel_shift", None),
                                           ("narrow_counts", "yes"), ("shared_bank_address", 0),
-                                          ("ppu_hold_registers", 1), ("coord_bits", 7),
+                                          ("ppu_hold_registers", 1),
+                                          ("permuted_buffers", "no"), ("coord_bits", 7),
                                           ("coord_bits", 17)])
 def test_options_are_checked(field, value):
     with pytest.raises(ValueError, match=field):

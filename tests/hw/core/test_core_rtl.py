@@ -98,10 +98,11 @@ def test_random_layers_with_the_ice40_area_options(rtl_build):
     """`small` (4x4) with every area option the iCE40 uses: no counters but
     `cycles` (compared with the golden model's), the PPU's clamped shift,
     10-bit coordinates, narrow counts, one bank-address product, no PPU hold
-    registers."""
+    registers, chunk buffers in lane order shifted by one."""
     config = dataclasses.replace(get_config("small"), name="small-lean", counters=False,
                                  ppu_barrel_shift=False, coord_bits=10, narrow_counts=True,
-                                 shared_bank_address=True, ppu_hold_registers=False)
+                                 shared_bank_address=True, ppu_hold_registers=False,
+                                 permuted_buffers=True)
     layers, goldens, references = random_layers(config, 40, SEED + 3, max_channels=12, max_size=7)
     results = run_on_rtl(layers, config, simulator="verilator", seed=SEED, stall=0.3,
                          build_dir=rtl_build)

@@ -20,6 +20,18 @@ CONFIG = AcceleratorConfig("engine-test", rows=2, cols=2, acc_width=24, program_
                            chunk_depth=16, wptr_depth=4, param_depth=4, weight_depth=64,
                            act_depth=64, result_depth=4)
 R, C = CONFIG.rows, CONFIG.cols
+BASE_CONFIG = CONFIG
+
+
+@pytest.fixture(autouse=True, params=[False, True], ids=["shifted", "permuted"])
+def buffers(request, monkeypatch):
+    """Every test with the chunk buffers shifted by the lane count and with
+    `permuted_buffers` (captured in lane order, shifted by one)."""
+    import dataclasses
+    import sys
+    monkeypatch.setattr(sys.modules[__name__], "CONFIG",
+                        dataclasses.replace(BASE_CONFIG, permuted_buffers=request.param))
+    return request.param
 
 
 def unpack(word, mode, operand):
