@@ -1,8 +1,8 @@
 """The serial path end to end: the host program's link code (sw/fpga/)
 drives the simulated board top (core, frame bridge, UART; Verilator under
 cocotb) bit by bit over the UART lines, with a shortened divisor. Random
-compiled layers and a small compiled network come back bit-exact, counters
-included; damaged frames (a flipped bit, a frame cut short, a corrupted
+compiled layers and a small compiled network come back bit-exact, with the
+cycle count (the one counter `ice40` builds); damaged frames (a flipped bit, a frame cut short, a corrupted
 reply) are refused or detected and the link recovers."""
 
 import numpy as np

@@ -46,9 +46,10 @@ def _build_or_skip(name, tmp_path):
 
 @pytest.mark.slow
 def test_icebreaker_build_measures_and_reports(tmp_path):
-    """The smallest board. The core does not fit the UP5K at any array size
-    (docs/fpga.md, "iCEBreaker"): the flow must still synthesise, place
-    until it runs out of cells, and say so in fpga_report.json."""
+    """The smallest board. The `ice40` core (1x2 with the area options) does
+    not fit the UP5K yet (docs/fpga.md, "iCEBreaker"): the flow must still
+    synthesise, place until it runs out of cells, and say so in
+    fpga_report.json; a build that fits must leave its bitstream."""
     report = _build_or_skip("icebreaker", tmp_path)
     assert report["luts"] > 0 and report["ffs"] > 0
     if report["built"]:
