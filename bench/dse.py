@@ -180,7 +180,7 @@ def markdown(figures):
 
 
 def plot(figures, path):
-    fig, ax = plt.subplots(figsize=(7.5, 5))
+    fig, ax = plt.subplots(figsize=(8.5, 5))
     markers = {"mpq": "o", "bitfusion": "s", "w4a4": "^"}
     points = figures["points"]
     sizes = sorted({p["weight_kb"] for p in points})
@@ -202,9 +202,11 @@ def plot(figures, path):
     ax.set_title("VGG-9 design space: marker size = ECP5 LUT4s, colour = weight memory")
     handles = [plt.Line2D([], [], marker="o", ls="", color=cmap(i), label=f"{kb} KB")
                for i, kb in enumerate(sizes)]
-    first = ax.legend(loc="upper right", fontsize=7)
+    first = ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, title="design",
+                      title_fontsize=7)
     ax.add_artist(first)
-    ax.legend(handles=handles, loc="lower left", fontsize=7, title="weights", title_fontsize=7)
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 0.6), fontsize=7,
+              title="weights", title_fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
