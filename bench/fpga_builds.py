@@ -23,7 +23,7 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from bench.common import write_json  # noqa: E402
-from hw.boards.build import build_bitstream, tool_environment  # noqa: E402
+from hw.boards.build import ICE40_NO_COLLISION_SCRIPT, build_bitstream, tool_environment  # noqa: E402
 from hw.counters import COUNTER_WIDTH  # noqa: E402
 from sw.errors import UserError  # noqa: E402
 
@@ -32,7 +32,8 @@ KEEP = ("board", "device", "clock_mhz", "luts", "ffs", "logic_cells", "block_ram
 
 
 # The iCE40 flow of hw/boards/build.py with the hierarchy kept; map_luts by hand.
-HIERARCHY_SCRIPT = {"ice40": """read_rtlil top.il
+HIERARCHY_SCRIPT = {"ice40": f"""read_rtlil top.il
+{ICE40_NO_COLLISION_SCRIPT}
 synth_ice40 -dsp -top top -noflatten -run begin:map_luts
 techmap -map +/ice40/latches_map.v
 abc -lut 4 -dress

@@ -31,6 +31,15 @@ BUILD_ONLY_TOOLS = {"OPENFPGALOADER": "true", "DFU_SUFFIX": "true"}
 AREA_OPTIONS = ("counters", "ppu_barrel_shift", "coord_bits", "narrow_counts",
                 "shared_bank_address", "ppu_hold_registers", "permuted_buffers")
 BITSTREAM = {"ice40": "top.bin", "ecp5": "top.bit"}
+# iCE40 only: no memory of the design ever reads an address in the cycle it
+# writes it (docs/fpga.md, "Read-write collisions"), so every block-RAM read
+# port is marked as not caring what such a read returns. Amaranth's read
+# ports ask for the old data, which the SB_RAM40_4K does not promise, and
+# Yosys would emulate it (emulate_read_first: the write delayed a cycle
+# through registers plus a bypass multiplexer on the read data): 695 logic
+# cells of `ice40`'s 5,757. The OAB is left as it is (flip-flops). The mask
+# is one bit: every memory has one write port.
+ICE40_NO_COLLISION_SCRIPT = "setparam -set COLLISION_X_MASK 1'1 t:$memrd_v2 r:MEMID=\\\\oab %d"
 STAT_FILE = "top_stat.json"
 NEXTPNR_REPORT = "nextpnr_report.json"
 # Cell names of each family in Yosys' statistics and nextpnr's utilisation.
@@ -154,6 +163,7 @@ def build_bitstream(board_name, out_dir, *, config_name=None, baud=DEFAULT_BAUD,
     }
     if board.family == "ice40":
         overrides["synth_opts"] = "-dsp"    # the UP5K's SB_MAC16s for the multipliers
+        overrides["script_after_read"] = ICE40_NO_COLLISION_SCRIPT
     else:
         # -nodsp: Yosys would put every PE's 2-bit brick products into
         # MULT18X18Ds (270 for the 8x8 array, the 85F has 156). -nolutram:
