@@ -12,8 +12,10 @@ import dataclasses
 import math
 
 import numpy as np
+import torch
 
 from sw.compile.images import runs
+from sw.quantize import groups
 from sw.errors import UserError
 
 
@@ -53,18 +55,15 @@ def uniform_storage(header, arrays, bits=4):
         if (group_bits == 8).any():
             raise UserError(f"layer {index}: mixes 8-bit and narrower groups; uniform storage "
                             "widens whole layers")
-        group_size = int(header["group_size"])
         weights = layer["weight"].astype(np.int64)
-        shifts = np.repeat(layer["weight_shift"].astype(np.int64), group_size, axis=-1)
-        # Groups run along the input-channel axis (axis 1): expand per weight.
-        order = (0, 2, 3, 1) if weights.ndim == 4 else (0, 1)
-        per_weight = np.transpose(weights, order)
-        shifts = shifts[..., :per_weight.shape[-1]]
-        values = per_weight << shifts
+        # The model file's group layout, per weight (docs/model_format.md).
+        shifts = groups.expand_to_weights(
+            torch.from_numpy(layer["weight_shift"].astype(np.int64)), weights.shape,
+            int(header["group_size"])).numpy()
+        values = weights << shifts
         if values.min(initial=0) < -limit or values.max(initial=0) >= limit:
             raise UserError(f"layer {index}: a weight (q << e) does not fit {bits}-bit storage")
-        inverse = np.argsort(order)
-        layer["weight"] = np.transpose(values, inverse).astype(np.int8)
+        layer["weight"] = values.astype(np.int8)
         layer["weight_bits"] = np.full_like(layer["weight_bits"], bits)
         layer["weight_shift"] = np.zeros_like(layer["weight_shift"])
     metadata = header.setdefault("metadata", {})
