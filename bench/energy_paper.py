@@ -39,7 +39,6 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from bench.common import RESULTS, write_json  # noqa: E402
@@ -125,13 +124,9 @@ def measure(network, images, expected, build_dir):
 
 
 def accuracy(model_path, data, count):
-    model = IntegerModel.load(str(model_path))
-    correct = 0
-    for start in range(0, count, 250):
-        x = data.test_x[start:min(count, start + 250)]
-        logits = model(x)
-        correct += int((logits.argmax(dim=1) == data.test_y[start:start + len(x)]).sum())
-    return correct / count
+    """Integer-model accuracy on the first `count` test images."""
+    return IntegerModel.load(str(model_path)).accuracy(data.test_x[:count], data.test_y[:count],
+                                                       batch_size=250, progress=True)
 
 
 def price(counters, traffic, config, pe, factor, pricing=PRIMARY):
