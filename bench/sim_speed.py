@@ -29,7 +29,7 @@ from tqdm import tqdm  # noqa: E402
 
 from bench.common import write_json  # noqa: E402
 from hw.config import get_config  # noqa: E402
-from hw.generate import DESIGNS, to_verilog  # noqa: E402
+from hw.generate import designs, to_verilog  # noqa: E402
 from hw.pe import FusedPE, PeMode, pack_activations, pack_weights  # noqa: E402
 from hw.pe.modes import activation_range, weight_range  # noqa: E402
 from sim.runner import run_bench  # noqa: E402
@@ -72,7 +72,7 @@ def hdl_speed(simulator, cycles):
     with tempfile.TemporaryDirectory() as work:
         work = pathlib.Path(work)
         source = work / "fused_pe.v"
-        source.write_text(to_verilog(DESIGNS["fused_pe"](get_config("default")), "fused_pe"))
+        source.write_text(to_verilog(designs()["fused_pe"](get_config("default")), "fused_pe"))
         start = time.perf_counter()
         run_bench(simulator=simulator, sources=[source], toplevel="fused_pe",
                   bench="sim.benches.pe_bench", testcase="fused_pe_random",

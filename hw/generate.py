@@ -4,23 +4,24 @@ import pathlib
 import shutil
 import subprocess
 
-from amaranth.back import rtlil, verilog
-
-from hw.config import get_config
-from hw.core import Core
-from hw.pe import FixedPE, FusedPE
+from hw.config import CONFIGS, get_config
+from sw.arguments import add_force
 from sw.errors import UserError
 from sw.files import replacing_directory
 
 WAIVERS = pathlib.Path(__file__).parent / "lint" / "waivers.vlt"
 
 
-# Every top-level design, by Verilog module name: config -> elaboratable.
-DESIGNS = {
-    "core": lambda config: Core(config),
-    "fused_pe": lambda config: FusedPE(acc_width=config.acc_width),
-    "fixed_pe": lambda config: FixedPE(acc_width=config.acc_width),
-}
+def designs():
+    """Every top-level design, by Verilog module name: config -> elaboratable.
+    (Imported here, not at the top, so that `mpq --help` does not load Amaranth.)"""
+    from hw.core import Core
+    from hw.pe import FixedPE, FusedPE
+    return {
+        "core": lambda config: Core(config),
+        "fused_pe": lambda config: FusedPE(acc_width=config.acc_width),
+        "fixed_pe": lambda config: FixedPE(acc_width=config.acc_width),
+    }
 
 
 def to_verilog(design, name, *, zero_memories=True):
@@ -32,6 +33,7 @@ def to_verilog(design, name, *, zero_memories=True):
     Verilog. Verilator starts such memories at zero anyway (its default
     `--x-initial`); Icarus would start them at X, so its builds keep the zeros.
     """
+    from amaranth.back import rtlil, verilog
     if zero_memories:
         return verilog.convert(design, name=name, emit_src=False)
     original = rtlil.ModuleEmitter.emit_memory
@@ -47,12 +49,12 @@ def to_verilog(design, name, *, zero_memories=True):
         rtlil.ModuleEmitter.emit_memory = original
 
 
-def write_verilog(config, out_dir):
+def write_verilog(config, out_dir, force=False):
     """Write `<module>.v` for every design into `out_dir`, all or nothing."""
     out_dir = pathlib.Path(out_dir)
     paths = []
-    with replacing_directory(out_dir) as staging:
-        for name, build in DESIGNS.items():
+    with replacing_directory(out_dir, "verilog", force=force) as staging:
+        for name, build in designs().items():
             # Memories without an initial value, as SRAMs and the FPGA
             # tools' block RAMs take them (see to_verilog).
             (staging / f"{name}.v").write_text(to_verilog(build(config), name,
@@ -80,7 +82,7 @@ def lint(paths):
 
 
 def _run_verilog(args):
-    paths = write_verilog(get_config(args.config), args.output)
+    paths = write_verilog(get_config(args.config), args.output, force=args.force)
     for path in paths:
         print(f"wrote {path}")
 
@@ -98,8 +100,11 @@ def _run_lint(args):
 
 def register(subparsers):
     parser = subparsers.add_parser("verilog", help="write the generated Verilog")
-    parser.add_argument("--config", default="default", help="named configuration (hw/config.py)")
-    parser.add_argument("-o", "--output", default="build/verilog", help="output directory")
+    parser.add_argument("--config", default="default", choices=sorted(CONFIGS),
+                        help="named configuration (hw/config.py; default %(default)s)")
+    parser.add_argument("-o", "--output", default="build/verilog",
+                        help="output directory, replaced as a whole (default %(default)s)")
+    add_force(parser)
     parser.set_defaults(run=_run_verilog)
 
     parser = subparsers.add_parser("lint", help="verilator --lint-only -Wall on generated Verilog")

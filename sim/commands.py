@@ -5,22 +5,25 @@ import json
 import pathlib
 import time
 
-import numpy as np
-import torch
-
-from hw.pe import PeMode
-from sim.network_sim import first_mismatch, run_network_on_rtl
+from sw.arguments import positive_int, probability
 from sw.errors import UserError
 
 
-def test_images(manifest, count, data_path=None, dataset=None):
-    """(images uint8 (N, C, H, W), labels, source) from the model's data set."""
+def test_images(manifest, count, input_shape, data_path=None, dataset=None):
+    """(images uint8 (N, C, H, W), labels, source) from the model's data set,
+    checked against the shape the model takes."""
     from sw.quantize import data
 
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise UserError(f"--images must be a positive number of images, got {count!r}")
     name = dataset or manifest.get("model", {}).get("dataset")
     if name is None:
         raise UserError("the model file names no data set (metadata.dataset): pass --dataset")
     dataset = data.load_dataset(name, data_path, False, None, None)
+    if tuple(dataset.input_shape) != tuple(input_shape):
+        raise UserError(f"the compiled model takes images of shape {tuple(input_shape)}; data set "
+                        f"{name} has {tuple(dataset.input_shape)}: pass the --dataset it was "
+                        "trained on")
     if count > len(dataset.test_y):
         raise UserError(f"--images {count}: the {name} test split has {len(dataset.test_y)} images")
     return dataset.test_x[:count], dataset.test_y[:count], dataset.source
@@ -30,13 +33,18 @@ def simulate(directory, count, *, simulator="verilator", data_path=None, dataset
              stall=0.1, build_dir="build/sim/network", progress=print):
     """Run `count` test images; returns the report dict (also written to
     DIR/sim_report.json)."""
+    import numpy as np
+
+    from hw.pe import PeMode
+    from sim.network_sim import first_mismatch, run_network_on_rtl
     from sw.compile.artifacts import read_compiled
+    from sw.files import write_atomically
     from sw.quantize.reference import IntegerModel
 
     directory = pathlib.Path(directory)
     network, manifest, _ = read_compiled(directory)
     model = IntegerModel.load(directory / "model.mpq")
-    images, labels, source = test_images(manifest, count, data_path, dataset)
+    images, labels, source = test_images(manifest, count, model.input_shape, data_path, dataset)
     names = [spec.name for spec in network.specs]
     progress(f"simulating {count} images on {simulator} ({manifest['config']})")
     started = time.perf_counter()
@@ -82,7 +90,7 @@ def simulate(directory, count, *, simulator="verilator", data_path=None, dataset
         "wall_s": wall, "sim_s_per_inference": float(np.mean([r["run_s"] for r in results])),
         "load_s_total": float(sum(r["load_s"] for r in results)),
     }
-    (directory / "sim_report.json").write_text(json.dumps(report, indent=1, default=int) + "\n")
+    write_atomically(directory / "sim_report.json", json.dumps(report, indent=1, default=int) + "\n")
     if mismatches:
         # A waveform of the first failing image, for whoever debugs it.
         first = mismatches[0]["image"]
@@ -117,11 +125,13 @@ def run_sim(args):
 def register(subparsers):
     parser = subparsers.add_parser("sim", help="run a compiled network on the RTL, bit-exact")
     parser.add_argument("directory", help="directory written by `mpq compile`")
-    parser.add_argument("--images", type=int, default=10, help="test images to run (default 10)")
+    parser.add_argument("--images", type=positive_int, default=10,
+                        help="test images to run (default 10)")
     parser.add_argument("--simulator", choices=("verilator", "icarus"), default="verilator")
     parser.add_argument("--data", help="data set path (CIFAR-10's official python layout)")
     parser.add_argument("--dataset", choices=("digits", "cifar10"),
                         help="data set (default: the one the model file names)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the host-stream stalls")
-    parser.add_argument("--stall", type=float, default=0.1, help="host-stream stall probability")
+    parser.add_argument("--stall", type=probability, default=0.1,
+                        help="probability that the host stream stalls a cycle (default 0.1)")
     parser.set_defaults(run=run_sim)

@@ -25,10 +25,8 @@ import subprocess
 import time
 import types
 
-
-from hw.config import get_config
-from hw.generate import write_verilog
-from sw.files import replacing_directory
+from hw.config import CONFIGS, get_config
+from sw.arguments import add_force, positive_int
 
 WIDTH_NOTE = "digits CNN at width 1.0 (the embedded default)"
 
@@ -102,18 +100,21 @@ def _mpq_retrain(float_checkpoint, model_path, epochs, seed):
     return compression, storage
 
 
-def run_demo(out_dir, config_name="default", images=None, epochs=15, seed=0):
+def run_demo(out_dir, config_name="default", images=None, epochs=15, seed=0, force=False):
+    from hw.generate import write_verilog
+    from sim.commands import simulate
     from sw.compile.artifacts import write_compiled
     from sw.compile.commands import golden_inputs
     from sw.energy.summary import energy_summary
-    from sim.commands import simulate
     from sw.errors import UserError
+    from sw.files import check_output_directory, replacing_directory
     from sw.quantize.export import read_model_file
 
     config = get_config(config_name)
     out_dir = pathlib.Path(out_dir)
+    check_output_directory(out_dir, "demo", force=force, option="--out")  # before the work
     steps = Steps(11)
-    with replacing_directory(out_dir) as staging:
+    with replacing_directory(out_dir, "demo", force=force, option="--out") as staging:
         work = staging / "work"
         float_log = steps.run("float training", _train, work / "float", "float", epochs, seed=seed)
         precision = "w4a4,first=w8,last=w8"
@@ -238,17 +239,21 @@ def _write_report(directory, report, sim):
 
 
 def _run(args):
-    report = run_demo(args.out, args.config, args.images, args.epochs, args.seed)
+    report = run_demo(args.out, args.config, args.images, args.epochs, args.seed, args.force)
     print((pathlib.Path(args.out) / "report.md").read_text())
     return 0 if report["bit_exact"] else 1
 
 
 def register(subparsers):
     parser = subparsers.add_parser("demo", help="the main job on the embedded default (digits)")
-    parser.add_argument("--out", default="build/demo", help="output directory")
-    parser.add_argument("--config", default="default", help="named configuration (hw/config.py)")
-    parser.add_argument("--images", type=int, default=None,
+    parser.add_argument("--out", default="build/demo",
+                        help="output directory, replaced as a whole (default %(default)s)")
+    parser.add_argument("--config", default="default", choices=sorted(CONFIGS),
+                        help="named configuration (hw/config.py; default %(default)s)")
+    parser.add_argument("--images", type=positive_int, default=None,
                         help="test images to simulate (default: the whole split, 360)")
-    parser.add_argument("--epochs", type=int, default=15, help="epochs per training run")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=positive_int, default=15,
+                        help="epochs per training run (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every run (default 0)")
+    add_force(parser)
     parser.set_defaults(run=_run)

@@ -20,7 +20,7 @@ from hw.config import get_config
 from sw.compile.images import readmemh_text, sparse
 from sw.compile.network import compile_network, manifest_json
 from sw.errors import UserError
-from sw.files import replacing_directory
+from sw.files import check_output_directory, replacing_directory
 from sw.quantize.export import read_model_file
 
 
@@ -48,8 +48,11 @@ def phase_files(network, number):
     return files
 
 
-def write_compiled(model_path, config_name, out_dir, golden_inputs, progress=None):
-    """Compile `model_path` and write `out_dir` (replaced as a whole)."""
+def write_compiled(model_path, config_name, out_dir, golden_inputs, progress=None, force=False):
+    """Compile `model_path` and write `out_dir` (replaced as a whole, under
+    the rules of sw/files.py: `force` replaces a folder it did not write)."""
+    # Refuse a bad output folder before the compile's work, not after it.
+    check_output_directory(out_dir, "compile", inputs=[model_path], force=force)
     config = get_config(config_name)
     header, arrays = read_model_file(model_path)
     network = compile_network(header, arrays, config, progress=progress)
@@ -73,7 +76,7 @@ def write_compiled(model_path, config_name, out_dir, golden_inputs, progress=Non
     network.manifest["golden_images"] = len(golden_inputs)
     files["manifest.json"] = manifest_json(network).encode()
 
-    with replacing_directory(out_dir) as staging:
+    with replacing_directory(out_dir, "compile", inputs=[model_path], force=force) as staging:
         for path, data in files.items():
             (staging / path).parent.mkdir(parents=True, exist_ok=True)
             (staging / path).write_bytes(data)

@@ -1,13 +1,14 @@
 """`mpq compile MODEL --config NAME -o DIR`."""
 
-import numpy as np
-
-from sw.errors import UserError
+from hw.config import CONFIGS
+from sw.arguments import add_force, positive_int
 
 
 def golden_inputs(header, count, seed=0):
     """Deterministic uint8 inputs for the golden outputs stored beside the
     images (the FPGA host and `mpq sim` check against them)."""
+    import numpy as np
+
     shape = tuple(header["input"]["shape"])
     return np.random.default_rng(seed).integers(0, 256, size=(count,) + shape, dtype=np.uint8)
 
@@ -18,13 +19,11 @@ def run_compile(args):
     from sw.compile.artifacts import write_compiled
     from sw.quantize.export import read_model_file
 
-    if args.golden_images < 0:
-        raise UserError("--golden-images must be >= 0")
     header, _ = read_model_file(args.model)
-    bar = tqdm(total=len(header["layers"]), desc="compiling", unit="layer", disable=None)
-    network = write_compiled(args.model, args.config, args.output,
-                             golden_inputs(header, args.golden_images), progress=lambda _: bar.update())
-    bar.close()
+    with tqdm(total=len(header["layers"]), desc="compiling", unit="layer", disable=None) as bar:
+        network = write_compiled(args.model, args.config, args.output,
+                                 golden_inputs(header, args.golden_images),
+                                 progress=lambda _: bar.update(), force=args.force)
     manifest = network.manifest
     cycles = manifest.get("expected_counters_per_inference", {}).get("cycles")
     print(f"wrote {args.output}: {len(manifest['layers'])} layers in {len(manifest['phases'])} "
@@ -37,8 +36,13 @@ def run_compile(args):
 def register(subparsers):
     parser = subparsers.add_parser("compile", help="compile a model file for the accelerator")
     parser.add_argument("model", help="model file written by `mpq export`")
-    parser.add_argument("--config", default="default", help="named configuration (hw/config.py)")
-    parser.add_argument("-o", "--output", required=True, help="output directory")
-    parser.add_argument("--golden-images", type=int, default=4,
-                        help="random inputs whose golden outputs are stored (default 4)")
+    parser.add_argument("--config", default="default", choices=sorted(CONFIGS),
+                        help="named configuration (hw/config.py; default %(default)s)")
+    parser.add_argument("-o", "--output", required=True,
+                        help="output directory: a new or empty folder, or one this command "
+                             "wrote before (replaced as a whole)")
+    parser.add_argument("--golden-images", type=positive_int, default=4,
+                        help="random inputs whose golden outputs are stored, for `mpq fpga run` "
+                             "to check against (default 4)")
+    add_force(parser)
     parser.set_defaults(run=run_compile)

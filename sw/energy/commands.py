@@ -11,6 +11,7 @@ import json
 import pathlib
 import shutil
 
+from sw.arguments import add_force
 from sw.errors import UserError
 
 RESULTS = pathlib.Path(__file__).resolve().parents[2] / "bench" / "results"
@@ -97,13 +98,14 @@ def _network_section(directory):
     return "\n".join(lines), summary
 
 
-def write_report(out_dir, results=RESULTS, compiled=None):
+def write_report(out_dir, results=RESULTS, compiled=None, force=False):
     from sw.files import replacing_directory
 
     results = pathlib.Path(results)
     parts = ["# mpq report: energy, area, design space, performance", ""]
     missing, found = [], 0
-    with replacing_directory(out_dir) as staging:
+    inputs = [results] + ([compiled] if compiled else [])
+    with replacing_directory(out_dir, "report", inputs=inputs, force=force) as staging:
         for title, name, command in SECTIONS:
             markdown = results / f"{name}.md"
             if not markdown.exists():
@@ -139,7 +141,7 @@ def write_report(out_dir, results=RESULTS, compiled=None):
 
 
 def run_report(args):
-    path, missing = write_report(args.output, args.results, args.compiled)
+    path, missing = write_report(args.output, args.results, args.compiled, args.force)
     print(f"wrote {path}" + (f" ({len(missing)} result(s) not measured yet: listed at its end)"
                              if missing else ""))
     return 0
@@ -148,8 +150,10 @@ def run_report(args):
 def register(subparsers):
     parser = subparsers.add_parser("report", help="energy, area, design-space and performance "
                                                   "figures in one Markdown report")
-    parser.add_argument("-o", "--output", default="build/report", help="output directory")
+    parser.add_argument("-o", "--output", default="build/report",
+                        help="output directory, replaced as a whole (default %(default)s)")
     parser.add_argument("--results", default=str(RESULTS),
                         help="bench results directory (default bench/results)")
     parser.add_argument("--compiled", help="also price this compiled network (`mpq compile` output)")
+    add_force(parser)
     parser.set_defaults(run=run_report)

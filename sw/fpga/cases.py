@@ -116,10 +116,9 @@ def decode_output(output, config, entries):
 
 
 def write_cases(directory, cases, config):
-    directory = pathlib.Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / CASES_FILE
-    path.write_text(json.dumps({"format": FORMAT, "config": config.name, "cases": cases}))
+    from sw.files import write_atomically
+    path = pathlib.Path(directory) / CASES_FILE
+    write_atomically(path, json.dumps({"format": FORMAT, "config": config.name, "cases": cases}))
     return path
 
 
@@ -136,11 +135,65 @@ def read_cases(directory, count=None):
     if not path.exists():
         raise UserError(f"{directory}: neither a compiled network (manifest.json, from "
                         f"`mpq compile MODEL -o DIR`) nor {CASES_FILE} (from `mpq fpga layers`)")
-    data = json.loads(path.read_text())
-    if data.get("format") != FORMAT:
-        raise UserError(f"{path}: format {data.get('format')!r}, expected {FORMAT!r}")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise UserError(f"{path}: not readable JSON ({error}); rewrite it with "
+                        "`mpq fpga layers -o DIR`") from None
+    _check_cases(data, path)
     cases = data["cases"] if count is None else data["cases"][:count]
     return data["config"], cases
+
+
+def _check_cases(data, path):
+    """Every field `run_cases` reads, with the field named when it is wrong."""
+    from hw.config import CONFIGS
+
+    def fail(field, rule):
+        raise UserError(f"{path}: field `{field}` {rule}; rewrite the file with "
+                        "`mpq fpga layers -o DIR`")
+
+    def is_int(value):
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if not isinstance(data, dict):
+        fail("(top)", "must be a JSON object")
+    if data.get("format") != FORMAT:
+        fail("format", f"is {data.get('format')!r}, expected {FORMAT!r}")
+    if data.get("config") not in CONFIGS:
+        fail("config", f"must name a configuration ({', '.join(sorted(CONFIGS))})")
+    if not isinstance(data.get("cases"), list):
+        fail("cases", "must be a list")
+    for index, case in enumerate(data["cases"]):
+        where = f"cases[{index}]"
+        if not isinstance(case, dict) or not isinstance(case.get("name"), str):
+            fail(where, "must be an object with a string `name`")
+        if not isinstance(case.get("phases"), list):
+            fail(f"{where}.phases", "must be a list")
+        for number, phase in enumerate(case["phases"]):
+            if not isinstance(phase, list) or not all(
+                    isinstance(seg, list) and len(seg) == 4 and all(map(is_int, seg[:3]))
+                    and isinstance(seg[3], list) and all(map(is_int, seg[3])) for seg in phase):
+                fail(f"{where}.phases[{number}]", "must be a list of [memory, bank, start, "
+                     "[words]] segments of integers")
+        if not isinstance(case.get("outputs"), list):
+            fail(f"{where}.outputs", "must be a list")
+        for number, output in enumerate(case["outputs"]):
+            field = f"{where}.outputs[{number}]"
+            if not isinstance(output, dict) or output.get("memory") not in ("activations", "results"):
+                fail(f"{field}.memory", "must be 'activations' or 'results'")
+            if not is_int(output.get("base")) or output["base"] < 0:
+                fail(f"{field}.base", "must be an integer >= 0")
+            shape = output.get("shape")
+            if not isinstance(shape, list) or len(shape) != 3 or \
+                    not all(is_int(v) and v >= 1 for v in shape):
+                fail(f"{field}.shape", "must be [channels, height, width] positive integers")
+            try:
+                expected = np.asarray(output.get("expected"), dtype=np.int64)
+            except (TypeError, ValueError, OverflowError):
+                expected = None
+            if expected is None or expected.shape != tuple(shape):
+                fail(f"{field}.expected", f"must be integers of shape {shape}")
 
 
 async def run_case(link, case, *, wait_timeout, poll):

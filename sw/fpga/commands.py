@@ -8,22 +8,28 @@ serial link (docs/fpga.md).
   mpq fpga run DIR --simulate               the same over the simulated board's UART
 """
 
-import asyncio
 import json
 import pathlib
 
-import numpy as np
-
-from hw.config import get_config
+from hw.config import CONFIGS, get_config
+from sw.arguments import positive_float, positive_int
 from sw.errors import UserError
 
 DEFAULT_LATENCY_S = 0.2
+# The boards of hw/boards/top.py (BOARDS), named here so that `--help` need not
+# load Amaranth; tests/hw/fpga/test_boards.py holds the two lists equal.
+BOARD_NAMES = ("icebreaker", "orangecrab", "ulx3s")
+
+
+def _baud(args):
+    from hw.boards.top import DEFAULT_BAUD
+    return args.baud or DEFAULT_BAUD
 
 
 def _run_bitstream(args):
     from hw.boards.build import build_bitstream
     out = args.output or f"build/{args.board}"
-    report = build_bitstream(args.board, out, config_name=args.config, baud=args.baud)
+    report = build_bitstream(args.board, out, config_name=args.config, baud=_baud(args))
     print(f"wrote {out}/{report['bitstream']} and {out}/fpga_report.json: "
           f"{report.get('luts')} LUTs, {report.get('ffs')} FFs, block RAMs "
           f"{(report.get('block_rams') or {}).get('used')}, DSPs {(report.get('dsps') or {}).get('used')}, "
@@ -37,6 +43,8 @@ def _run_program(args):
 
 
 def _run_layers(args):
+    import numpy as np
+
     from sw.compile import compile_layer, random_input, random_layer_spec
     from sw.fpga.cases import case_from_layer, write_cases
     config = get_config(args.config)
@@ -60,13 +68,14 @@ def _run_run(args):
         outcome = run_on_simulated_board(cases, config, build_dir=args.build_dir)
         results, stats = outcome["results"], outcome["stats"]
     else:
+        import asyncio
         if not args.port:
             raise UserError("give the board's serial port (--port /dev/ttyUSB0), or --simulate")
         from sw.fpga.link import Link
         from sw.fpga.transport import SerialPort
-        port = SerialPort(args.port, args.baud)
+        port = SerialPort(args.port, _baud(args))
         try:
-            link = Link(port, config, byte_time=10 / args.baud, latency=DEFAULT_LATENCY_S,
+            link = Link(port, config, byte_time=10 / _baud(args), latency=DEFAULT_LATENCY_S,
                         log=print if args.verbose else None)
 
             async def session():
@@ -86,43 +95,47 @@ def _run_run(args):
     print(f"{exact} of {len(results)} cases bit-exact; link: {stats['frames']} frames, "
           f"{stats['retries']} retried")
     if args.results:
-        pathlib.Path(args.results).write_text(json.dumps({"results": results, "stats": stats},
-                                                         indent=1))
+        from sw.files import write_atomically
+        write_atomically(args.results, json.dumps({"results": results, "stats": stats}, indent=1))
     return 0 if exact == len(results) else 1
 
 
 def register(subparsers):
-    from hw.boards.top import BOARDS, DEFAULT_BAUD
     parser = subparsers.add_parser("fpga", help="FPGA bitstreams and runs over the serial link")
     commands = parser.add_subparsers(dest="fpga_command", metavar="SUBCOMMAND", required=True)
+    baud = "UART baud rate (default: the board top's, 115200)"
 
     sub = commands.add_parser("bitstream", help="build a board's bitstream and fpga_report.json")
-    sub.add_argument("--board", required=True, choices=sorted(BOARDS))
+    sub.add_argument("--board", required=True, choices=BOARD_NAMES)
     sub.add_argument("-o", "--output", help="build directory (default build/<board>)")
-    sub.add_argument("--config", help="named configuration (default: the board's)")
-    sub.add_argument("--baud", type=int, default=DEFAULT_BAUD)
+    sub.add_argument("--config", choices=sorted(CONFIGS),
+                     help="named configuration (default: the board's)")
+    sub.add_argument("--baud", type=positive_int, help=baud)
     sub.set_defaults(run=_run_bitstream)
 
     sub = commands.add_parser("program", help="program the board with a built bitstream")
-    sub.add_argument("--board", required=True, choices=sorted(BOARDS))
+    sub.add_argument("--board", required=True, choices=BOARD_NAMES)
     sub.add_argument("-d", "--directory", help="build directory (default build/<board>)")
     sub.set_defaults(run=_run_program)
 
     sub = commands.add_parser("layers", help="write a run directory of random compiled layers")
-    sub.add_argument("-o", "--output", required=True)
-    sub.add_argument("--config", default="ice40")
-    sub.add_argument("--count", type=int, default=4)
+    sub.add_argument("-o", "--output", required=True, help="run directory to write")
+    sub.add_argument("--config", default="ice40", choices=sorted(CONFIGS),
+                     help="named configuration (default %(default)s)")
+    sub.add_argument("--count", type=positive_int, default=4, help="layers (default 4)")
     sub.add_argument("--seed", type=int, default=1)
-    sub.add_argument("--max-channels", type=int, default=8)
-    sub.add_argument("--max-size", type=int, default=6)
+    sub.add_argument("--max-channels", type=positive_int, default=8)
+    sub.add_argument("--max-size", type=positive_int, default=6)
     sub.set_defaults(run=_run_layers)
 
     sub = commands.add_parser("run", help="run a run directory on the board and check it")
-    sub.add_argument("directory")
+    sub.add_argument("directory", help="`mpq compile` output or `mpq fpga layers` output")
     sub.add_argument("--port", help="serial port of the board, e.g. /dev/ttyUSB1")
-    sub.add_argument("--baud", type=int, default=DEFAULT_BAUD)
-    sub.add_argument("--images", type=int, help="run only the first N cases (golden images)")
-    sub.add_argument("--timeout", type=float, default=10.0, help="longest run of one case (s)")
+    sub.add_argument("--baud", type=positive_int, help=baud)
+    sub.add_argument("--images", type=positive_int,
+                     help="run only the first N cases (golden images)")
+    sub.add_argument("--timeout", type=positive_float, default=10.0,
+                     help="longest run of one case (s)")
     sub.add_argument("--simulate", action="store_true",
                      help="run on the simulated board top (Verilator) instead of a port")
     sub.add_argument("--build-dir", default="build/sim/board")

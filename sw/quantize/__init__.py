@@ -9,11 +9,26 @@
     IntegerModel.load("model.mpq")(uint8_images)  # int64 logits
 """
 
-from sw.quantize.config import PrecisionConfig, parse_precision
-from sw.quantize.convert import QuantNetwork, calibrate, quantize_network
-from sw.quantize.export import read_model_file, write_model_file
-from sw.quantize.models import Normalize
-from sw.quantize.reference import IntegerModel
+import importlib
 
-__all__ = ["PrecisionConfig", "parse_precision", "QuantNetwork", "calibrate", "quantize_network",
-           "read_model_file", "write_model_file", "Normalize", "IntegerModel"]
+_EXPORTS = {
+    "PrecisionConfig": "sw.quantize.config",
+    "parse_precision": "sw.quantize.config",
+    "QuantNetwork": "sw.quantize.convert",
+    "calibrate": "sw.quantize.convert",
+    "quantize_network": "sw.quantize.convert",
+    "read_model_file": "sw.quantize.export",
+    "write_model_file": "sw.quantize.export",
+    "Normalize": "sw.quantize.models",
+    "IntegerModel": "sw.quantize.reference",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    # Re-exports load on first use (PEP 562), so that importing one module of
+    # this package (a command's parser, for `mpq --help`) loads nothing heavy.
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

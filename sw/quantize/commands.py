@@ -1,14 +1,11 @@
 """`mpq train`, `mpq export`, `mpq eval`."""
 
-import dataclasses
 import json
 import os
-import sys
 
-import torch
-
+from sw.arguments import nonnegative_float, positive_float, positive_int
 from sw.errors import UserError
-from sw.quantize.train import TrainConfig
+from sw.quantize.train_config import DATASETS, LR_SCHEDULES, MODELS, OPTIMIZERS, TrainConfig
 
 
 def register(subparsers):
@@ -17,33 +14,68 @@ def register(subparsers):
         "train", help="float pre-training or quantization-aware retraining",
         description="Train a float network (--precision float) or retrain it with quantized "
                     "weights and activations (--precision w4a4 --init FLOAT/checkpoint.pt). "
-                    "Writes OUT/log.jsonl and OUT/checkpoint.pt every epoch. Under torchrun, "
-                    "trains with DDP (gloo on CPU, NCCL on GPU).")
-    parser.add_argument("--model", default=defaults.model, help="vgg9 or digits-cnn (default %(default)s)")
-    parser.add_argument("--dataset", default=defaults.dataset, help="digits or cifar10 (default %(default)s)")
-    parser.add_argument("--data", default=None, help="CIFAR-10 folder (holding cifar-10-batches-py/)")
-    parser.add_argument("--download", action="store_true", help="download CIFAR-10 through torchvision if absent")
-    parser.add_argument("--width", type=float, default=defaults.width, help="channel width multiplier")
-    parser.add_argument("--precision", default=defaults.precision,
-                        help="float, w4a4, 'w4a4,first=w8,last=w8' or a JSON file (default %(default)s)")
-    parser.add_argument("--group-size", type=int, default=defaults.group_size,
-                        help="weights per group along the input channel (default %(default)s)")
-    parser.add_argument("--init", default=None, help="float checkpoint to start retraining from")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size,
-                        help="global batch size, split across processes (default %(default)s)")
-    parser.add_argument("--optimizer", default=defaults.optimizer, help="sgd or adam")
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--lr-schedule", default=defaults.lr_schedule, help="cosine, step or constant")
-    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--device", default=defaults.device, help="cpu, cuda or auto")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads per process")
-    parser.add_argument("--out", default=defaults.out, help="output directory (default %(default)s)")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    parser.add_argument("--limit-train", type=int, default=None, help="use only the first N training images")
-    parser.add_argument("--limit-test", type=int, default=None, help="use only the first N test images")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+                    "Writes OUT/log.jsonl and OUT/checkpoint.pt every epoch (atomically); a run "
+                    "stopped for any reason continues with --resume and ends with the same "
+                    "weights. Under torchrun, trains with DDP (gloo on CPU, NCCL on GPU).",
+        epilog="The usual flow: `mpq train --out runs/float` (float pre-training), then "
+               "`mpq train --precision 'w4a4,first=w8,last=w8' --init runs/float/checkpoint.pt "
+               "--out runs/w4a4`, then `mpq export runs/w4a4/checkpoint.pt -o w4a4.mpq`.")
+    what = parser.add_argument_group("what to train")
+    what.add_argument("--model", default=defaults.model, choices=MODELS,
+                      help="network (default %(default)s)")
+    what.add_argument("--dataset", default=defaults.dataset, choices=DATASETS,
+                      help="data set: digits ships with scikit-learn; cifar10 needs --data "
+                           "(default %(default)s)")
+    what.add_argument("--data", default=None,
+                      help="CIFAR-10 folder (holding cifar-10-batches-py/, the official python "
+                           "layout)")
+    what.add_argument("--download", action="store_true",
+                      help="download CIFAR-10 into --data through torchvision if absent")
+    what.add_argument("--width", type=positive_float, default=defaults.width,
+                      help="channel width multiplier: 0.25 is a quarter of the channels of "
+                           "every layer (default %(default)s)")
+    what.add_argument("--precision", default=defaults.precision,
+                      help="float (pre-training), or weight/activation bits for retraining: "
+                           "w4a4, 'w4a4,first=w8,last=w8', 'w2a4,3=w4' (layer 3), or a JSON "
+                           "file (docs/quantize.md); default %(default)s")
+    what.add_argument("--group-size", type=positive_int, default=defaults.group_size,
+                      help="weights per group along the input channel; each group has its own "
+                           "bits and step (default %(default)s)")
+    what.add_argument("--init", default=None,
+                      help="float checkpoint.pt to start retraining from (needed for a "
+                           "quantized --precision to start from a trained network)")
+    how = parser.add_argument_group("how to train")
+    how.add_argument("--epochs", type=positive_int, default=defaults.epochs,
+                     help="passes over the training split (default %(default)s)")
+    how.add_argument("--batch-size", type=positive_int, default=defaults.batch_size,
+                     help="global batch size, split across processes (default %(default)s)")
+    how.add_argument("--optimizer", default=defaults.optimizer, choices=OPTIMIZERS,
+                     help="default %(default)s (momentum 0.9)")
+    how.add_argument("--lr", type=positive_float, default=defaults.lr,
+                     help="peak learning rate (default %(default)s)")
+    how.add_argument("--lr-schedule", default=defaults.lr_schedule, choices=LR_SCHEDULES,
+                     help="learning-rate schedule over the epochs (default %(default)s)")
+    how.add_argument("--weight-decay", type=nonnegative_float, default=defaults.weight_decay,
+                     help="L2 weight decay (default %(default)s)")
+    how.add_argument("--seed", type=int, default=defaults.seed,
+                     help="seeds weights, data order and augmentation (default %(default)s)")
+    how.add_argument("--device", default=defaults.device,
+                     help="cpu, cuda, cuda:N or auto (default %(default)s)")
+    how.add_argument("--threads", type=positive_int, default=None,
+                     help="CPU threads per process (default: torch's choice)")
+    how.add_argument("--limit-train", type=positive_int, default=None,
+                     help="use only the first N training images (quick runs)")
+    how.add_argument("--limit-test", type=positive_int, default=None,
+                     help="use only the first N test images")
+    where = parser.add_argument_group("output")
+    where.add_argument("--out", default=defaults.out,
+                       help="run folder for checkpoint.pt and log.jsonl (default %(default)s)")
+    where.add_argument("--resume", action="store_true",
+                       help="continue the run in OUT/checkpoint.pt (same settings)")
+    where.add_argument("--force", action="store_true",
+                       help="start over in an --out that holds an earlier run's checkpoint "
+                            "(it is replaced)")
+    where.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(run=run_train)
 
     parser = subparsers.add_parser(
@@ -51,7 +83,8 @@ def register(subparsers):
         description="Export a quantized training checkpoint to the mpq-model format "
                     "(docs/model_format.md).")
     parser.add_argument("checkpoint", help="a quantized checkpoint.pt from mpq train")
-    parser.add_argument("-o", "--out", required=True, help="model file to write (e.g. model.mpq)")
+    parser.add_argument("-o", "--out", required=True,
+                        help="model file to write (e.g. model.mpq), replaced atomically")
     parser.set_defaults(run=run_export)
 
     parser = subparsers.add_parser(
@@ -60,12 +93,18 @@ def register(subparsers):
                     "accuracy as JSON. A checkpoint.pt instead of a model file gives the "
                     "float or fake-quant accuracy (a diagnostic).")
     parser.add_argument("model", help="model file from mpq export (or a checkpoint.pt)")
-    parser.add_argument("--dataset", default="digits", help="digits or cifar10 (default %(default)s)")
-    parser.add_argument("--data", default=None, help="CIFAR-10 folder (holding cifar-10-batches-py/)")
-    parser.add_argument("--download", action="store_true")
-    parser.add_argument("--limit-test", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--dataset", default="digits", choices=DATASETS,
+                        help="data set (default %(default)s)")
+    parser.add_argument("--data", default=None,
+                        help="CIFAR-10 folder (holding cifar-10-batches-py/)")
+    parser.add_argument("--download", action="store_true",
+                        help="download CIFAR-10 into --data through torchvision if absent")
+    parser.add_argument("--limit-test", type=positive_int, default=None,
+                        help="use only the first N test images")
+    parser.add_argument("--batch-size", type=positive_int, default=100,
+                        help="images per batch (default %(default)s)")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="CPU threads (default: torch's choice)")
     parser.add_argument("--json", default=None, help="also write the result to this JSON file")
     parser.set_defaults(run=run_eval)
 
@@ -77,7 +116,7 @@ def run_train(args):
                          init=args.init, epochs=args.epochs, batch_size=args.batch_size,
                          optimizer=args.optimizer, lr=args.lr, lr_schedule=args.lr_schedule,
                          weight_decay=args.weight_decay, seed=args.seed, device=args.device,
-                         threads=args.threads, out=args.out, resume=args.resume,
+                         threads=args.threads, out=args.out, resume=args.resume, force=args.force,
                          limit_train=args.limit_train, limit_test=args.limit_test,
                          progress=not args.no_progress)
     log = train(config)
@@ -90,6 +129,13 @@ def run_export(args):
     from sw.quantize.convert import QuantNetwork
     from sw.quantize.export import write_model_file
     from sw.quantize.train import network_from_checkpoint
+    if not args.out.strip():
+        raise UserError("-o is empty: give the model file to write (e.g. model.mpq)")
+    if os.path.isdir(args.out):
+        raise UserError(f"-o {args.out} is a directory; give the model file to write "
+                        f"(e.g. {os.path.join(args.out, 'model.mpq')})")
+    if os.path.exists(args.out) and os.path.samefile(args.out, args.checkpoint):
+        raise UserError(f"-o {args.out} is the checkpoint being exported; give another file name")
     network, spec = network_from_checkpoint(args.checkpoint)
     if not isinstance(network, QuantNetwork):
         raise UserError(f"{args.checkpoint} is a float checkpoint; retrain it with a quantized "
@@ -102,6 +148,9 @@ def run_export(args):
 
 
 def run_eval(args):
+    import torch
+
+    from sw.files import write_atomically
     from sw.quantize import data as data_module
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -124,8 +173,5 @@ def run_eval(args):
     result.update(dataset=args.dataset, source=dataset.source, images=len(dataset.test_y))
     print(json.dumps(result))
     if args.json:
-        temporary = f"{args.json}.tmp{os.getpid()}"
-        with open(temporary, "w") as f:
-            json.dump(result, f, indent=1)
-        os.replace(temporary, args.json)
+        write_atomically(args.json, json.dumps(result, indent=1) + "\n")
     return 0

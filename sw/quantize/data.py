@@ -102,7 +102,9 @@ def load_cifar10(path, download=False, limit_train=None, limit_test=None):
         folder = _cifar_folder(path)
     if folder is None:
         raise UserError(f"no CIFAR-10 data set at {path}: expected {CIFAR_FOLDER}/ with data_batch_1..5 "
-                        "and test_batch (the official python layout); pass --download to fetch it")
+                        "and test_batch (the official python layout). Unpack the python version "
+                        "of CIFAR-10 (https://www.cs.toronto.edu/~kriz/cifar.html) there, or let "
+                        "`mpq train --download` fetch it (needs torchvision)")
     parts = []
     for index in range(1, 6):
         batch_path = os.path.join(folder, f"data_batch_{index}")
@@ -122,6 +124,9 @@ def load_cifar10(path, download=False, limit_train=None, limit_test=None):
 
 
 def load_dataset(name, path=None, download=False, limit_train=None, limit_test=None):
+    for option, limit in (("--limit-train", limit_train), ("--limit-test", limit_test)):
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise UserError(f"{option} must be a positive number of images, got {limit!r}")
     if name == "digits":
         data = load_digits()
         if limit_train:

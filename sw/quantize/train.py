@@ -22,43 +22,17 @@ import torch
 import torch.nn.functional as F
 
 from sw.errors import UserError
+from sw.files import write_atomically, writing_file
 from sw.quantize import data as data_module
 from sw.quantize.config import parse_precision
 from sw.quantize.convert import QuantNetwork, calibrate, quantize_network
 from sw.quantize.models import build_model
+from sw.quantize.train_config import TrainConfig  # noqa: F401 - re-exported for callers
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.jsonl"
 CHECKPOINT_FORMAT = "mpq-checkpoint"
 CHECKPOINT_VERSION = 1
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    model: str = "digits-cnn"
-    dataset: str = "digits"
-    data: str | None = None
-    download: bool = False
-    width: float = 1.0
-    precision: str = "float"
-    group_size: int = 16
-    init: str | None = None          # float checkpoint to start QAT from
-    epochs: int = 10
-    batch_size: int = 64
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    lr_schedule: str = "cosine"     # cosine | step | constant
-    weight_decay: float = 5e-4
-    momentum: float = 0.9
-    seed: int = 0
-    device: str = "auto"
-    out: str = "runs/train"
-    resume: bool = False
-    limit_train: int | None = None
-    limit_test: int | None = None
-    progress: bool = True
-    stop_after_epoch: int | None = None  # stop early (as if killed) after this epoch
-    threads: int | None = None
 
 
 # -- processes and devices ---------------------------------------------------------
@@ -198,17 +172,12 @@ def evaluate(network, dataset, device, batch_size=500):
 
 # -- files -----------------------------------------------------------------------------------
 def _atomic_save(obj, path):
-    temporary = f"{path}.tmp{os.getpid()}"
-    torch.save(obj, temporary)
-    os.replace(temporary, path)
+    with writing_file(path) as temporary:
+        torch.save(obj, temporary)
 
 
 def _write_log(path, entries):
-    temporary = f"{path}.tmp{os.getpid()}"
-    with open(temporary, "w") as f:
-        for entry in entries:
-            f.write(json.dumps(entry) + "\n")
-    os.replace(temporary, path)
+    write_atomically(path, "".join(json.dumps(entry) + "\n" for entry in entries))
 
 
 def _rng_state():
@@ -239,6 +208,14 @@ def _resume_config_check(saved, config):
 # -- the loop --------------------------------------------------------------------------------
 def train(config):
     """Train as `config` says; returns the list of per-epoch log entries."""
+    config.check()
+    checkpoint_path = os.path.join(config.out, CHECKPOINT)
+    if config.resume and not os.path.isfile(checkpoint_path):
+        raise UserError(f"--resume: {config.out} holds no {CHECKPOINT} to continue; start the "
+                        "run without --resume, or give the --out of the run to continue")
+    if os.path.isfile(checkpoint_path) and not (config.resume or config.force):
+        raise UserError(f"--out {config.out} holds a checkpoint of an earlier run; pass --resume "
+                        "to continue it, --force to start over (it is replaced), or another --out")
     world, rank, local_rank = _distributed()
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -248,8 +225,6 @@ def train(config):
         if device.type == "cuda":
             torch.cuda.set_device(device)
         torch.distributed.init_process_group(backend)
-    if config.epochs < 1:
-        raise UserError("--epochs must be at least 1")
     dataset = data_module.load_dataset(config.dataset, config.data, config.download,
                                        config.limit_train, config.limit_test)
     spec = model_spec(config, dataset)
@@ -260,11 +235,14 @@ def train(config):
     optimizer = _optimizer(config, network)
     steps_per_epoch = sum(1 for _ in range(0, len(dataset.train_y), config.batch_size))
     scheduler = _schedule(config, optimizer, steps_per_epoch)
-    os.makedirs(config.out, exist_ok=True)
-    checkpoint_path = os.path.join(config.out, CHECKPOINT)
+    try:
+        os.makedirs(config.out, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"--out {config.out}: cannot create the folder ({error.strerror}); "
+                        "give a writable folder path") from None
     log_path = os.path.join(config.out, LOG)
     log, start = [], 0
-    if config.resume and os.path.isfile(checkpoint_path):
+    if config.resume:
         checkpoint = load_checkpoint(checkpoint_path, device)
         _resume_config_check(checkpoint["config"], config)
         network.load_state_dict(checkpoint["model"])

@@ -19,6 +19,12 @@ CONSTRAINTS = {"icebreaker": "top.pcf", "ulx3s": "top.lpf", "orangecrab": "top.l
 UART_PINS = {"icebreaker": ("6", "9"), "ulx3s": ("M1", "L4"), "orangecrab": ("M18", "N17")}
 
 
+def test_the_commands_board_names_are_the_boards():
+    # sw/fpga/commands.py names the boards without loading Amaranth (--help).
+    from sw.fpga.commands import BOARD_NAMES
+    assert sorted(BOARD_NAMES) == sorted(BOARDS)
+
+
 @pytest.mark.parametrize("name", ["icebreaker", "orangecrab"])
 def test_board_top_elaborates_with_its_pins(name):
     board = BOARDS[name]

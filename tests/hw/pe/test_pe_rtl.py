@@ -8,7 +8,7 @@ import pathlib
 import pytest
 
 from hw.config import get_config
-from hw.generate import DESIGNS, to_verilog
+from hw.generate import designs, to_verilog
 from sim.runner import run_bench
 
 pytestmark = pytest.mark.cocotb
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.cocotb
 def test_pe_rtl_random_against_numpy(tmp_path_factory, simulator, toplevel, testcase):
     build = tmp_path_factory.mktemp(f"{toplevel}-{simulator}")
     source = build / f"{toplevel}.v"
-    source.write_text(to_verilog(DESIGNS[toplevel](get_config("default")), toplevel))
+    source.write_text(to_verilog(designs()[toplevel](get_config("default")), toplevel))
     tests, failures = run_bench(simulator=simulator, sources=[source], toplevel=toplevel,
                                 bench="sim.benches.pe_bench", testcase=testcase,
                                 build_dir=build / "sim")
