@@ -40,6 +40,15 @@ class LayerSpec:
     pool: bool = False              # 2x2 max-pool, stride 2, floor
     raw: bool = False               # last layer: output acc + bias
     name: str = "layer"
+    index: int | None = None        # position in the model file's `layers` (for messages)
+
+    @property
+    def label(self):
+        """The layer as messages name it: `layers[i] ('name')`, as the model
+        file reader names fields, or `layer 'name'` outside a model."""
+        if self.index is None:
+            return f"layer {self.name!r}"
+        return f"layers[{self.index}] ({self.name!r})"
 
     def __post_init__(self):
         self.weights = np.asarray(self.weights)
@@ -99,7 +108,7 @@ class LayerSpec:
     # -- checks --
 
     def _fail(self, message):
-        raise UserError(f"layer {self.name!r}: {message}")
+        raise UserError(f"{self.label}: {message}")
 
     def validate(self):
         if self.kind not in ("conv", "linear"):

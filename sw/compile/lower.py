@@ -121,7 +121,7 @@ class CompiledLayer:
         spec, cols = self.spec, self.config.cols
         x = np.asarray(x, dtype=np.int64).reshape(spec.input_shape)
         if x.min(initial=0) < 0 or x.max(initial=0) >= (1 << spec.act_bits_in):
-            raise UserError(f"layer {spec.name!r}: input codes outside [0, "
+            raise UserError(f"{spec.label}: input codes outside [0, "
                             f"{(1 << spec.act_bits_in) - 1}]")
         images = {5: [dict() for _ in range(cols)]}
         if spec.act_bits_in == 8:
@@ -270,7 +270,7 @@ def compile_layer(spec, config, placement=None):
     R, C = config.rows, config.cols
 
     def fail(message):
-        raise UserError(f"layer {spec.name!r}: {message}")
+        raise UserError(f"{spec.label}: {message}")
 
     cin, height, width = spec.input_shape
     cout = spec.out_channels

@@ -70,7 +70,7 @@ def layer_specs(header, arrays):
     names = []
     for index, (fields, layer) in enumerate(zip(header["layers"], arrays)):
         name = fields.get("name") or f"layer{index}"
-        where = f"layer {index} ({name!r})"
+        where = f"layers[{index}] ({name!r})"   # as the model file reader names it
         last = fields["act_bits"] is None
         weights = layer["weight"].astype(np.int64)
         bits = layer["weight_bits"].astype(np.int64)
@@ -135,7 +135,7 @@ def layer_specs(header, arrays):
             requant_shift=0 if last else int(fields["requant_shift"]),
             act_bits_in=int(fields["input_bits"]), act_bits_out=0 if last else int(fields["act_bits"]),
             padding=int(padding), pool=pool is not None, raw=last, input_shape=tuple(input_shape),
-            name=name)
+            name=name, index=index)
         specs.append(spec)
         names.append(name)
         out_channels, out_h, out_w = spec.output_shape
@@ -235,7 +235,7 @@ def compile_network(header, arrays, config, progress=None):
             body = len(compiled.program) - 1
             if bases["program"] + body + 1 > config.program_depth:
                 if attempt == 1 or not phase_layers:
-                    raise UserError(f"layer {spec.name!r}: its program of {body + 1} instructions "
+                    raise UserError(f"{spec.label}: its program of {body + 1} instructions "
                                     f"does not fit the program memory ({config.program_depth})")
                 phases.append(_phase(phase_layers, layers, config))
                 phase_layers, bases = [], dict(chunk=0, wptr=0, param=0, weight=0, program=0)

@@ -8,9 +8,12 @@ and a bad file raises `UserError` naming the field.
 
 import io
 import json
+import math
 import os
+import re
 import subprocess
 import zipfile
+import zlib
 
 import numpy as np
 import torch
@@ -24,6 +27,10 @@ FORMAT = "mpq-model"
 VERSION = 1
 HEADER = "header.json"
 MAX_WEIGHT_SHIFT = 7  # q << e must fit the 8-bit weight path
+# Bounds that keep every size in int64 (far above any real network): a group
+# longer than a layer's channels is one group per channel anyway.
+MAX_GROUP_SIZE = 1 << 20
+MAX_EXTENT = 1 << 16      # the input's height and width, and any padded map's
 
 # Array fields: name -> (dtype, needed in the last layer, needed in hidden layers)
 ARRAYS = {
@@ -90,40 +97,162 @@ def write_model_file(network, path, metadata=None):
 
 
 def read_model_file(path):
-    """`(header, arrays)` from a model file, checked field by field."""
-    if not os.path.isfile(path):
-        raise UserError(f"no model file at {path}")
+    """`(header, arrays)` from a model file, checked field by field.
+
+    Anything wrong with the file (not a zip, truncated, damaged compressed
+    data, a hostile `.npy` header, a bad field) raises `UserError` naming the
+    file and the field."""
+    _check_is_file(path)
     try:
-        with zipfile.ZipFile(path) as archive:
-            names = set(archive.namelist())
-            if HEADER not in names:
-                raise UserError(f"{path}: field `header.json` is missing (not an {FORMAT} file?)")
-            try:
-                header = json.loads(archive.read(HEADER))
-            except (json.JSONDecodeError, UnicodeDecodeError) as error:
-                raise UserError(f"{path}: field `header.json` is not valid JSON: {error}") from None
-            _check_header_top(header, path)
-            arrays = []
-            for index, layer in enumerate(header["layers"]):
-                layer_arrays = {}
-                for key, (_, in_last, in_hidden) in ARRAYS.items():
-                    member = f"layers/{index}/{key}.npy"
-                    if member not in names:
-                        is_last = index == len(header["layers"]) - 1
-                        if (in_last if is_last else in_hidden):
-                            raise UserError(f"{path}: field `layers[{index}].{key}` is missing")
-                        continue
-                    try:
-                        layer_arrays[key] = np.lib.format.read_array(
-                            io.BytesIO(archive.read(member)), allow_pickle=False)
-                    except (ValueError, OSError, EOFError) as error:
-                        raise UserError(f"{path}: field `layers[{index}].{key}` cannot be read: "
-                                        f"{error}") from None
-                arrays.append(layer_arrays)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as error:
-        raise UserError(f"{path}: not a readable {FORMAT} file (truncated or corrupted: {error})") from None
+        archive = zipfile.ZipFile(path)
+    except OSError as error:
+        raise UserError(f"{path}: cannot read the file ({error.strerror or _show(error)})") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError,
+            NotImplementedError) as error:   # ValueError: e.g. a member name that is not UTF-8
+        raise UserError(f"{path}: not a readable {FORMAT} file (truncated or corrupted: "
+                        f"{_show(error)})") from None
+    with archive:
+        members = {info.filename: info for info in archive.infolist()}
+        if HEADER not in members:
+            raise UserError(f"{path}: field `header.json` is missing (not an {FORMAT} file?)")
+        text = _read_member(archive, members[HEADER], path, "header.json", MAX_HEADER_BYTES)
+        try:
+            header = json.loads(text)
+        except (ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError, nesting
+            raise UserError(f"{path}: field `header.json` is not valid JSON: {_show(error)}") from None
+        _check_header_top(header, path)
+        arrays = []
+        for index in range(len(header["layers"])):
+            is_last = index == len(header["layers"]) - 1
+            layer_arrays = {}
+            for key, (dtype, in_last, in_hidden) in ARRAYS.items():
+                field = f"layers[{index}].{key}"
+                member = f"layers/{index}/{key}.npy"
+                if member not in members:
+                    if in_last if is_last else in_hidden:
+                        raise UserError(f"{path}: field `{field}` is missing")
+                    continue
+                data = _read_member(archive, members[member], path, field, MAX_ARRAY_BYTES)
+                layer_arrays[key] = _parse_npy(data, path, field, dtype)
+            arrays.append(layer_arrays)
     validate(header, arrays, path)
     return header, arrays
+
+
+MAX_HEADER_BYTES = 16 << 20        # header.json
+MAX_ARRAY_BYTES = 1 << 30          # one .npy member
+_ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+_ZIP_UNSUPPORTED_FLAGS = 0x1 | 0x20 | 0x40   # encrypted, compressed patch data, strong encryption
+
+
+def _check_is_file(path):
+    if os.path.isdir(path):
+        try:
+            inside = sorted(name for name in os.listdir(path) if name.endswith(".mpq"))
+        except OSError:
+            inside = []
+        if "model.mpq" in inside:        # what `mpq compile` writes into its output directory
+            inside = ["model.mpq"]
+        inside = [os.path.join(path, name) for name in inside]
+        hint = (f"; give the model file inside it: {inside[0]}" if len(inside) == 1
+                else f"; give one of the model files inside it: {', '.join(inside[:5])}" if inside
+                else "; give a model file (.mpq, from `mpq export`)")
+        raise UserError(f"{path} is a directory, not a model file{hint}")
+    if not os.path.isfile(path):
+        raise UserError(f"no model file at {path}")
+
+
+def _read_member(archive, info, path, field, limit):
+    """The bytes of one zip member, after checking what zipfile would trip on."""
+    if info.flag_bits & _ZIP_UNSUPPORTED_FLAGS:
+        _fail(path, field, "is encrypted in the zip archive; a model file is never encrypted: "
+                           "use the file `mpq export` wrote")
+    if info.compress_type not in _ZIP_METHODS:
+        _fail(path, field, f"uses zip compression method {info.compress_type}; model files use "
+                           "deflate (or none): use the file `mpq export` wrote")
+    if info.file_size > limit:
+        _fail(path, field, f"is {info.file_size} bytes, more than the {limit} this reader takes "
+                           "(corrupted?)")
+    try:
+        return archive.read(info)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as error:
+        # damaged compressed data, a bad CRC, a local header that disagrees with the
+        # directory; NotImplementedError: flags only the local header carries.
+        _fail(path, field, f"cannot be read: the file is truncated or corrupted ({_show(error)}); "
+                           "export or copy it again")
+
+
+def _npy_dtypes():
+    """Every spelling of the plain numeric dtypes an `.npy` header may give."""
+    known = {}
+    for order in "<>|=":
+        for kind in "biuf":
+            for size in "1248":
+                try:
+                    dtype = np.dtype(order + kind + size)
+                except TypeError:           # e.g. b2, f1: not a dtype
+                    continue
+                known[order + kind + size] = dtype
+    return known
+
+
+_NPY_DTYPES = _npy_dtypes()
+_NPY_MAGIC = b"\x93NUMPY"
+_NPY_LENGTH_BYTES = {1: 2, 2: 4, 3: 4}      # npy format major version -> header length field
+_NPY_HEADER = re.compile(r"\{\s*'descr'\s*:\s*'(?P<descr>[^']*)'\s*,\s*'fortran_order'\s*:\s*"
+                         r"(?P<fortran>True|False)\s*,\s*'shape'\s*:\s*\((?P<shape>[0-9,\s]*)\)"
+                         r"\s*,?\s*\}\s*")
+_NPY_MAX_DIMS = 16
+_NPY_MAX_HEADER = 1 << 16                   # numpy itself refuses more than 10000 characters
+
+
+def _parse_npy(data, path, field, expected):
+    """One `.npy` array, parsed and checked here (no pickle, no eval): the
+    header must be numpy's, the dtype a plain number, the data exactly as
+    long as the shape needs."""
+    def bad(message):
+        _fail(path, field, f"is not a valid .npy array: {message}; export the model again")
+
+    if data[:6] != _NPY_MAGIC or len(data) < 8:
+        bad("no .npy magic")
+    major = data[6]
+    if major not in _NPY_LENGTH_BYTES:
+        bad(f"unknown .npy version {major}.{data[7]}")
+    start = 8 + _NPY_LENGTH_BYTES[major]
+    end = start + int.from_bytes(data[8:start], "little")
+    if len(data) < start or end > len(data):
+        bad("the header is longer than the member")
+    if end - start > _NPY_MAX_HEADER:
+        bad(f"a header of {end - start} bytes")
+    match = _NPY_HEADER.fullmatch(data[start:end].decode("latin-1"))
+    if match is None:
+        bad(f"unreadable header {_show(data[start:end])}")
+    descr = match["descr"]
+    if descr not in _NPY_DTYPES:
+        _fail(path, field, f"has dtype {_show(descr)} (not a plain number type), expected "
+                           f"{np.dtype(expected)}")
+    dtype = _NPY_DTYPES[descr]
+    dims = [part.strip() for part in match["shape"].split(",")]
+    if dims and not dims[-1]:
+        dims.pop()                          # (4,): the trailing comma of a 1-tuple
+    if not all(d.isdigit() and len(d) <= 20 for d in dims) or len(dims) > _NPY_MAX_DIMS:
+        bad(f"bad shape ({_show(match['shape'])})")
+    shape = tuple(int(d) for d in dims)
+    size = len(data) - end
+    if any(d > size for d in shape) or math.prod(shape) * dtype.itemsize != size:
+        bad(f"its shape {_show(shape)} of {dtype} does not match its {size} bytes of data")
+    array = np.frombuffer(data, dtype=dtype, count=math.prod(shape), offset=end)
+    return array.reshape(shape, order="F" if match["fortran"] == "True" else "C").copy()
+
+
+def _dims(shape):
+    return "x".join(str(d) for d in shape)
+
+
+def _show(value, limit=80):
+    """A short repr for messages (a hostile field can be huge)."""
+    text = str(value) if isinstance(value, BaseException) else repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 # -- validation -------------------------------------------------------------------------------
@@ -134,38 +263,50 @@ def _fail(path, field, message):
 def _check_header_top(header, path):
     if not isinstance(header, dict):
         _fail(path, "header.json", "must be a JSON object")
-    if header.get("format") != FORMAT:
-        _fail(path, "format", f"is {header.get('format')!r}, expected {FORMAT!r}")
+    if "format" not in header:
+        _fail(path, "format", f"is missing (not an {FORMAT} file?)")
+    if header["format"] != FORMAT:
+        _fail(path, "format", f"is {_show(header['format'])}, expected {FORMAT!r}")
     if "version" not in header:
         _fail(path, "version", "is missing")
-    if header["version"] != VERSION:
-        _fail(path, "version", f"is {header['version']!r}; this mpq reads version {VERSION}")
-    if not isinstance(header.get("layers"), list) or not header["layers"]:
-        _fail(path, "layers", "must be a non-empty list")
+    version = header["version"]
+    if isinstance(version, bool) or not isinstance(version, int):
+        _fail(path, "version", f"must be the integer {VERSION}, got {_show(version)}")
+    if version != VERSION:
+        _fail(path, "version", f"is {_show(version)}; this mpq reads version {VERSION}: export the "
+                               "model again with this mpq")
+    if "layers" not in header:
+        _fail(path, "layers", "is missing")
+    if not isinstance(header["layers"], list) or not header["layers"]:
+        _fail(path, "layers", f"must be a non-empty list, got {_show(header['layers'])}")
 
 
 def _int_field(path, record, key, where, low=None, high=None, allowed=None, nullable=False):
+    """`record[key]`, an integer (`where` is the record's field path; None at the top)."""
+    field = f"{where}.{key}" if where else key
     if key not in record:
-        _fail(path, f"{where}.{key}", "is missing")
+        _fail(path, field, "is missing")
     value = record[key]
     if value is None and nullable:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        _fail(path, f"{where}.{key}", f"must be an integer, got {value!r}")
+        _fail(path, field, f"must be an integer, got {_show(value)}")
     if allowed is not None and value not in allowed:
-        _fail(path, f"{where}.{key}", f"must be one of {list(allowed)}, got {value}")
+        _fail(path, field, f"must be one of {list(allowed)}, got {_show(value)}")
     if (low is not None and value < low) or (high is not None and value > high):
-        _fail(path, f"{where}.{key}", f"must be in [{low}, {high}], got {value}")
+        bounds = (f"in [{low}, {high}]" if low is not None and high is not None
+                  else f">= {low}" if low is not None else f"<= {high}")
+        _fail(path, field, f"must be {bounds}, got {_show(value)}")
     return value
 
 
 def _pair_field(path, record, key, where, low):
-    value = record.get(key)
     if key not in record:
         _fail(path, f"{where}.{key}", "is missing")
+    value = record[key]
     if (not isinstance(value, list) or len(value) != 2 or
             any(isinstance(v, bool) or not isinstance(v, int) or v < low for v in value)):
-        _fail(path, f"{where}.{key}", f"must be two integers >= {low}, got {value!r}")
+        _fail(path, f"{where}.{key}", f"must be two integers >= {low}, got {_show(value)}")
     return value
 
 
@@ -189,52 +330,74 @@ def validate(header, arrays, path="model"):
     if not isinstance(source, dict):
         _fail(path, "input", "must be an object")
     shape = source.get("shape")
+    if "shape" not in source:
+        _fail(path, "input.shape", "is missing")
     if (not isinstance(shape, list) or len(shape) != 3 or
             any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in shape)):
-        _fail(path, "input.shape", f"must be [C, H, W] positive integers, got {shape!r}")
+        _fail(path, "input.shape", f"must be [C, H, W] positive integers, got {_show(shape)}")
+    if max(shape[1:]) > MAX_EXTENT:
+        _fail(path, "input.shape", f"is {shape}: images larger than {MAX_EXTENT} pixels a side "
+                                   "are not supported")
     _int_field(path, source, "bits", "input", allowed=(INPUT_BITS,))
     if source.get("signed") is not False:
         _fail(path, "input.signed", "must be false (raw unsigned pixels)")
-    group_size = _int_field(path, header, "group_size", "header", low=1)
+    group_size = _int_field(path, header, "group_size", None, low=1, high=MAX_GROUP_SIZE)
     if header.get("group_axis") != "input_channel":
-        _fail(path, "group_axis", f"must be 'input_channel', got {header.get('group_axis')!r}")
+        _fail(path, "group_axis", f"must be 'input_channel', got {_show(header.get('group_axis'))}")
     if header.get("logits") != "accumulator_plus_bias":
-        _fail(path, "logits", f"must be 'accumulator_plus_bias', got {header.get('logits')!r}")
+        _fail(path, "logits", f"must be 'accumulator_plus_bias', got {_show(header.get('logits'))}")
     layers = header["layers"]
     if len(arrays) != len(layers):
         _fail(path, "layers", f"has {len(layers)} entries but {len(arrays)} sets of arrays")
     current = list(shape)            # (C, H, W) or (F,)
+    trail = [f"input {_dims(current)}"]  # the shapes so far, for messages
     bits_in = INPUT_BITS
     for index, (layer, layer_arrays) in enumerate(zip(layers, arrays)):
         where = f"layers[{index}]"
+        source = "the model input" if index == 0 else f"the output of layers[{index - 1}]"
         is_last = index == len(layers) - 1
         if not isinstance(layer, dict):
             _fail(path, where, "must be an object")
-        if not isinstance(layer.get("name"), str):
-            _fail(path, f"{where}.name", "must be a string")
-        kind = layer.get("kind")
+        for key in ("name", "kind", "flatten_input"):
+            if key not in layer:
+                _fail(path, f"{where}.{key}", "is missing")
+        if not isinstance(layer["name"], str):
+            _fail(path, f"{where}.name", f"must be a string, got {_show(layer['name'])}")
+        kind = layer["kind"]
         if kind not in ("conv2d", "linear"):
-            _fail(path, f"{where}.kind", f"must be 'conv2d' or 'linear', got {kind!r}")
-        if not isinstance(layer.get("flatten_input"), bool):
-            _fail(path, f"{where}.flatten_input", "must be true or false")
+            _fail(path, f"{where}.kind", f"must be 'conv2d' or 'linear', got {_show(kind)}")
+        if not isinstance(layer["flatten_input"], bool):
+            _fail(path, f"{where}.flatten_input", f"must be true or false, got {_show(layer['flatten_input'])}")
         if layer["flatten_input"]:
-            current = [int(np.prod(current))]
+            current = [math.prod(current)]
+            trail.append(f"flattened {_dims(current)}")
         in_channels = _int_field(path, layer, "in_channels", where, low=1)
         out_channels = _int_field(path, layer, "out_channels", where, low=1)
-        input_bits = _int_field(path, layer, "input_bits", where, allowed=(INPUT_BITS,) + ACT_BITS)
+        input_bits = _int_field(path, layer, "input_bits", where, allowed=sorted({INPUT_BITS, *ACT_BITS}))
         if input_bits != bits_in:
-            _fail(path, f"{where}.input_bits", f"is {input_bits} but the previous output has {bits_in} bits")
+            _fail(path, f"{where}.input_bits", f"is {input_bits} but its input ({source}) has "
+                                               f"{bits_in} bits")
         if current[0] != in_channels:
-            _fail(path, f"{where}.in_channels", f"is {in_channels} but its input has {current[0]} channels")
+            _fail(path, f"{where}.in_channels", f"is {in_channels} but its input ({source}) has "
+                                                f"{current[0]} {'features' if len(current) == 1 else 'channels'}"
+                                                f"; shapes: {' -> '.join(trail)}")
         if kind == "conv2d":
             if len(current) != 3:
-                _fail(path, f"{where}.kind", "is conv2d but its input is flat")
+                _fail(path, f"{where}.kind", f"is conv2d but its input ({source}) is flat")
             kernel = _pair_field(path, layer, "kernel_size", where, 1)
             stride = _pair_field(path, layer, "stride", where, 1)
             padding = _pair_field(path, layer, "padding", where, 0)
-            size = [(current[1 + i] + 2 * padding[i] - kernel[i]) // stride[i] + 1 for i in range(2)]
-            if min(size) < 1:
-                _fail(path, f"{where}.kernel_size", f"is larger than the padded input {current[1:]}")
+            padded = [current[1 + i] + 2 * padding[i] for i in range(2)]
+            if max(padded) > MAX_EXTENT:
+                _fail(path, f"{where}.padding", f"is {padding}: the padded input {_dims(padded)} "
+                                                f"is larger than {MAX_EXTENT} a side")
+            for key, value in (("kernel_size", kernel), ("stride", stride)):
+                if any(value[i] > padded[i] for i in range(2)):
+                    _fail(path, f"{where}.{key}", f"is {value}, larger than the padded input "
+                                                  f"{_dims(padded)} ({source}, padding {padding}); "
+                                                  f"shapes: {' -> '.join(trail)}")
+            size = [(padded[i] - kernel[i]) // stride[i] + 1 for i in range(2)]
+            convolution = f"kernel {kernel}, stride {stride}, padding {padding}"
             weight_shape = (out_channels, in_channels, kernel[0], kernel[1])
             current = [out_channels] + size
         else:
@@ -242,6 +405,7 @@ def validate(header, arrays, path="model"):
                 _fail(path, f"{where}.flatten_input", "must be true: a linear layer takes a flat input")
             weight_shape = (out_channels, in_channels)
             current = [out_channels]
+        trail.append(f"{where} {_dims(current)}")
         weight = _check_array(path, layer_arrays, "weight", where, weight_shape)
         group_dims = groups.group_shape(weight_shape, group_size)
         bits = _check_array(path, layer_arrays, "weight_bits", where, group_dims)
@@ -257,8 +421,12 @@ def validate(header, arrays, path="model"):
             _fail(path, f"{where}.weight", "holds a value outside its group's weight_bits range")
         _check_array(path, layer_arrays, "bias", where, (out_channels,))
         for key in ("weight_step", "output_step"):
-            if not isinstance(layer.get(key), (int, float)) or isinstance(layer.get(key), bool):
-                _fail(path, f"{where}.{key}", "must be a number")
+            if key not in layer:
+                _fail(path, f"{where}.{key}", "is missing")
+            step = layer[key]
+            if (isinstance(step, bool) or not isinstance(step, (int, float))
+                    or not math.isfinite(step)):
+                _fail(path, f"{where}.{key}", f"must be a finite number, got {_show(step)}")
         if is_last:
             for key in ("act_bits", "requant_shift", "pool"):
                 if layer.get(key, "missing") is not None:
@@ -279,10 +447,18 @@ def validate(header, arrays, path="model"):
             stride = _pair_field(path, pool, "stride", f"{where}.pool", 1)
             padding = _pair_field(path, pool, "padding", f"{where}.pool", 0)
             if any(2 * padding[i] > kernel[i] for i in range(2)):
-                _fail(path, f"{where}.pool.padding", "must be at most half the kernel")
-            current = [current[0]] + [(current[1 + i] + 2 * padding[i] - kernel[i]) // stride[i] + 1
-                                      for i in range(2)]
-            if min(current[1:]) < 1:
-                _fail(path, f"{where}.pool.kernel_size", "is larger than its input")
-    if "num_classes" in header and header["num_classes"] != current[0]:
-        _fail(path, "num_classes", f"is {header['num_classes']} but the last layer has {current[0]} outputs")
+                _fail(path, f"{where}.pool.padding", f"is {padding}, must be at most half the "
+                                                     f"kernel {kernel}")
+            padded = [current[1 + i] + 2 * padding[i] for i in range(2)]
+            for key, value in (("kernel_size", kernel), ("stride", stride)):
+                if any(value[i] > padded[i] for i in range(2)):
+                    _fail(path, f"{where}.pool.{key}", f"is {value}, larger than its padded input "
+                                                       f"{_dims(padded)} (the output of {where}'s "
+                                                       f"convolution: {convolution}); shapes: "
+                                                       f"{' -> '.join(trail)}")
+            current = [current[0]] + [(padded[i] - kernel[i]) // stride[i] + 1 for i in range(2)]
+            trail.append(f"pooled {_dims(current)}")
+    if "num_classes" in header:
+        num_classes = _int_field(path, header, "num_classes", None, low=1)
+        if num_classes != current[0]:
+            _fail(path, "num_classes", f"is {num_classes} but the last layer has {current[0]} outputs")

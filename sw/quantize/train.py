@@ -83,12 +83,27 @@ def build_network(spec):
 
 
 def load_checkpoint(path, map_location="cpu"):
+    if os.path.isdir(path):
+        inside = os.path.join(path, CHECKPOINT)
+        hint = f"give {inside}" if os.path.isfile(inside) else f"give OUT/{CHECKPOINT} from mpq train"
+        raise UserError(f"{path} is a directory, not a training checkpoint; {hint}")
     if not os.path.isfile(path):
         raise UserError(f"no checkpoint at {path}")
+    import zipfile
+    try:  # a model file is a zip with header.json (a checkpoint is a zip too, without it)
+        with zipfile.ZipFile(path) as archive:
+            is_model_file = "header.json" in archive.namelist()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError):
+        is_model_file = False
+    if is_model_file:
+        raise UserError(f"{path} is an mpq model file (from mpq export), not a training "
+                        f"checkpoint; give OUT/{CHECKPOINT} from mpq train")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as error:  # torch raises many types on a bad file
-        raise UserError(f"cannot read checkpoint {path}: {error}") from None
+    except Exception as error:  # torch raises many types (and long texts) on a bad file
+        raise UserError(f"cannot read checkpoint {path}: not a PyTorch checkpoint, or truncated or "
+                        f"corrupted ({type(error).__name__}); give OUT/{CHECKPOINT} from mpq "
+                        "train") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path} is not an mpq training checkpoint")
     if checkpoint.get("version") != CHECKPOINT_VERSION:

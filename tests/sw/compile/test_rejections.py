@@ -8,7 +8,9 @@ import pytest
 from hw.config import CONFIGS, AcceleratorConfig
 from sw.compile import LayerSpec, Placement, compile_layer
 from sw.compile import encoding as enc
+from sw.compile.network import compile_network, layer_specs
 from sw.errors import UserError
+from sw.quantize.export import validate
 
 SMALL = CONFIGS["small"]
 TINY = AcceleratorConfig("tiny", rows=2, cols=2, acc_width=24, program_depth=64,
@@ -171,3 +173,47 @@ def test_coordinates_beyond_coord_bits():
     compile_layer(layer(cin=16, size=(2, 260)), SMALL)
     with pytest.raises(ValueError, match="coord_bits"):
         dataclasses.replace(SMALL, coord_bits=17)
+
+
+# -- a whole model: layers named as the model file reader names them ---------------------------
+def small_model():
+    """(header, arrays) of a valid 3-layer model file whose module names are
+    not its indices: conv '0', conv '3' (both 16 -> 16, 1x1) on 16x2x2, linear '7'."""
+    def conv(name, index):
+        return dict(name=name, kind="conv2d", in_channels=16, out_channels=16,
+                    flatten_input=False, input_bits=8 if index == 0 else 2, weight_step=1.0,
+                    kernel_size=[1, 1], stride=[1, 1], padding=[0, 0], act_bits=2,
+                    requant_shift=0, pool=None, output_step=1.0)
+    linear = dict(name="7", kind="linear", in_channels=64, out_channels=2, flatten_input=True,
+                  input_bits=2, weight_step=1.0, act_bits=None, requant_shift=None, pool=None,
+                  output_step=1.0)
+    header = {"format": "mpq-model", "version": 1,
+              "input": {"shape": [16, 2, 2], "bits": 8, "signed": False}, "group_size": 16,
+              "group_axis": "input_channel", "logits": "accumulator_plus_bias", "num_classes": 2,
+              "layers": [conv("0", 0), conv("3", 1), linear]}
+    conv_arrays = dict(weight=np.zeros((16, 16, 1, 1), np.int8),
+                       weight_bits=np.full((16, 1, 1, 1), 2, np.uint8),
+                       weight_shift=np.zeros((16, 1, 1, 1), np.uint8),
+                       bias=np.zeros(16, np.int32), requant_multiplier=np.ones(16, np.int16))
+    arrays = [dict(conv_arrays, weight_bits=np.full((16, 1, 1, 1), 8, np.uint8)), conv_arrays,
+              dict(weight=np.zeros((2, 64), np.int8), weight_bits=np.full((2, 4), 2, np.uint8),
+                   weight_shift=np.zeros((2, 4), np.uint8), bias=np.zeros(2, np.int32))]
+    validate(header, arrays)
+    return header, [{key: value.copy() for key, value in layer.items()} for layer in arrays]
+
+
+def test_model_layers_are_named_as_the_reader_names_them():
+    """`layers[1] ('3')`, as in the reader's ``field `layers[1].stride` ``, not `layer '3'`."""
+    header, arrays = small_model()
+    compile_network(header, arrays, SMALL)                       # the model compiles as it is
+    header["layers"][1]["stride"] = [2, 2]
+    with pytest.raises(UserError, match=r"^layers\[1\] \('3'\): .*stride 1"):
+        layer_specs(header, arrays)
+    header, arrays = small_model()
+    arrays[1]["weight_shift"][:] = 3                             # p + e = 5 bits
+    with pytest.raises(UserError, match=r"^layers\[1\] \('3'\): .*p \+ e"):
+        layer_specs(header, arrays)
+    header, arrays = small_model()
+    tight = dataclasses.replace(SMALL, wptr_depth=4)            # in compile_layer (lower.py)
+    with pytest.raises(UserError, match=r"^layers\[0\] \('0'\): .*wptr_depth"):
+        compile_network(header, arrays, tight)

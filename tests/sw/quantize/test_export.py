@@ -137,3 +137,195 @@ def test_failed_export_leaves_no_file(make_cnn, synthetic_dataset, tmp_path):
     with pytest.raises(UserError):
         write_model_file(network, str(path))
     assert os.listdir(tmp_path) == []
+
+
+# -- hostile containers: every failure of the zip/npy/json layer is a UserError naming the field --
+def _read_error(path, *fragments):
+    with pytest.raises(UserError) as error:
+        read_model_file(str(path))
+    for fragment in fragments:
+        assert fragment in str(error.value), str(error.value)
+    return str(error.value)
+
+
+def _member_offsets(data, name):
+    """(local header, data start, central directory entry) offsets of one member."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        info = archive.getinfo(name)
+    local = info.header_offset
+    start = local + 30 + int.from_bytes(data[local + 26:local + 28], "little") + \
+        int.from_bytes(data[local + 28:local + 30], "little")
+    central = data.index(b"PK\x01\x02")                 # the first central directory entry...
+    while data[central + 46:central + 46 + len(name)] != name.encode():
+        central = data.index(b"PK\x01\x02", central + 4)  # ...to this member's
+    return local, start, central, info.compress_size
+
+
+def test_damaged_compressed_data_is_a_user_error(model_file):
+    """A damaged deflate stream raised zlib.error (a traceback)."""
+    path, _ = model_file
+    data = bytearray(open(path, "rb").read())
+    _, start, _, size = _member_offsets(bytes(data), "layers/1/weight.npy")
+    data[start:start + size] = bytes(size)           # zeros: not a valid deflate stream
+    open(path, "wb").write(data)
+    _read_error(path, "`layers[1].weight`", "truncated or corrupted")
+
+
+def _patch(path, name, where, offset, value):
+    data = bytearray(open(path, "rb").read())
+    local, _, central, _ = _member_offsets(bytes(data), name)
+    for base in ((local, central) if where == "both" else (central,)):
+        field = base + offset + (2 if base == central else 0)     # central entries are 2 bytes longer
+        data[field:field + 2] = value.to_bytes(2, "little")
+    open(path, "wb").write(data)
+
+
+def test_encrypted_member_and_unknown_compression(model_file):
+    """zipfile raised RuntimeError (password) and NotImplementedError (method)."""
+    path, _ = model_file
+    original = open(path, "rb").read()
+    _patch(path, "layers/0/bias.npy", "both", 6, 0x1)            # general purpose flag: encrypted
+    _read_error(path, "`layers[0].bias`", "encrypted")
+    open(path, "wb").write(original)
+    _patch(path, "layers/0/bias.npy", "both", 8, 99)             # compression method 99 (AES)
+    _read_error(path, "`layers[0].bias`", "compression method 99")
+
+
+def test_member_name_that_is_not_utf8(model_file):
+    """A member flagged UTF-8 whose name is not raised UnicodeDecodeError."""
+    path, _ = model_file
+    data = bytearray(open(path, "rb").read())
+    _, _, central, _ = _member_offsets(bytes(data), "layers/0/bias.npy")
+    data[central + 9] |= 0x08                                     # flag bit 11: UTF-8 name
+    data[central + 46] = 0xFF
+    open(path, "wb").write(data)
+    _read_error(path, "not a readable mpq-model file")
+
+
+def _npy_bytes(header_text, body=b""):
+    text = header_text.encode("latin-1")
+    return b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text + body
+
+
+@pytest.mark.parametrize("header_text, fragment", [
+    ("{'descr': '|i1', 'fortran_order': False, 'shape': (4611686018427387904,), }", "does not match"),
+    ("{'descr': '|i1', 'fortran_order': False, 'shape': (0, 1000000000000000000), }", "does not match"),
+    ("{'descr': '|i1', 'fortran_order': False, 'shape': (0, 10000000000000000000000), }", "bad shape"),
+    ("{'descr': '|i1'", "unreadable header"),                          # TokenError inside numpy
+    ("{[]: 1}", "unreadable header"),                                  # TypeError inside numpy
+    ("{'descr': '<i99999999999', 'fortran_order': False, 'shape': (8,), }", "has dtype"),
+    ("{'descr': '|O', 'fortran_order': False, 'shape': (8,), }", "has dtype"),
+])
+def test_absurd_npy_headers(model_file, header_text, fragment):
+    """numpy's reader raised OverflowError, MemoryError, TokenError, TypeError..."""
+    path, _ = model_file
+    _rewrite(path)
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    members["layers/0/weight.npy"] = _npy_bytes(header_text, bytes(108))
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    _read_error(path, "`layers[0].weight`", fragment)
+
+
+def test_hostile_json(model_file):
+    """Deep nesting raised RecursionError; a 5000-digit number ValueError."""
+    path, _ = model_file
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    for text in (b"[" * 100_000 + b"]" * 100_000,
+                 members["header.json"].replace(b'"version": 1', b'"version": 1' + b"0" * 5000),
+                 b"\xff\xfe\x00 not utf-8"):
+        with zipfile.ZipFile(path, "w") as archive:
+            for name, data in dict(members, **{"header.json": text}).items():
+                archive.writestr(name, data)
+        _read_error(path, "`header.json` is not valid JSON")
+
+
+def test_fortran_order_arrays_still_read(model_file):
+    path, _ = model_file
+    _, arrays = read_model_file(path)
+    _rewrite(path, arrays={"layers/1/weight.npy": np.asfortranarray(arrays[1]["weight"])})
+    assert np.array_equal(read_model_file(path)[1][1]["weight"], arrays[1]["weight"])
+
+
+# -- messages that said the wrong thing -----------------------------------------------------------
+def test_string_version_says_it_must_be_the_integer(model_file):
+    path, _ = model_file
+    header = _header(path)
+    header["version"] = "1"
+    _rewrite(path, header)
+    message = _read_error(path, "`version` must be the integer 1, got '1'")
+    assert "reads version" not in message
+    header["version"] = 1.0                  # == 1 in Python, but not the integer the format says
+    _rewrite(path, header)
+    _read_error(path, "`version` must be the integer 1, got 1.0")
+
+
+def test_missing_format_says_missing(model_file):
+    path, _ = model_file
+    header = _header(path)
+    del header["format"]
+    _rewrite(path, header)
+    message = _read_error(path, "`format` is missing")
+    assert "None" not in message
+
+
+def test_open_ranges_say_one_bound(model_file):
+    path, _ = model_file
+    header = _header(path)
+    header["layers"][0]["in_channels"] = 0
+    _rewrite(path, header)
+    message = _read_error(path, "`layers[0].in_channels` must be >= 1, got 0")
+    assert "None" not in message
+
+
+def test_a_bad_stride_is_blamed_on_the_stride(model_file):
+    """Layer 0's stride used to be reported as `layers[1].pool.kernel_size`."""
+    path, _ = model_file
+    header = _header(path)
+    header["layers"][0]["stride"] = [20, 20]         # the padded input is 10x10
+    _rewrite(path, header)
+    _read_error(path, "`layers[0].stride` is [20, 20], larger than the padded input 10x10",
+                "the model input")
+    # A stride that fits but leaves a 1x1 map: the pool that cannot run says who made its input.
+    header["layers"][0]["stride"] = [9, 9]
+    _rewrite(path, header)
+    _read_error(path, "`layers[1].pool.kernel_size`", "input 3x8x8 -> layers[0] 8x1x1 -> layers[1] 16x1x1")
+
+
+def test_shape_mismatch_names_the_producing_layer(model_file):
+    path, _ = model_file
+    header = _header(path)
+    header["layers"][2]["in_channels"] = 100
+    _rewrite(path, header)
+    _read_error(path, "`layers[2].in_channels` is 100 but its input (the output of layers[1]) has "
+                      "256 features", "pooled 16x4x4 -> flattened 256")
+
+
+def test_a_directory_is_not_a_model_file(model_file, tmp_path):
+    path, _ = model_file
+    compiled = tmp_path / "compiled"
+    compiled.mkdir()
+    _read_error(compiled, f"{compiled} is a directory", "give a model file")
+    (compiled / "model.mpq").write_bytes(open(path, "rb").read())   # as `mpq compile` leaves it
+    (compiled / "other.mpq").write_bytes(b"")
+    _read_error(compiled, f"{compiled} is a directory", f"give the model file inside it: "
+                                                        f"{compiled / 'model.mpq'}")
+
+
+def test_a_model_file_is_not_a_checkpoint(model_file, tmp_path):
+    """`mpq export model.mpq` showed torch's 'file in archive is not in a subdirectory'."""
+    from sw.quantize.train import load_checkpoint
+    path, _ = model_file
+    with pytest.raises(UserError) as error:
+        load_checkpoint(path)
+    assert "is an mpq model file (from mpq export), not a training checkpoint" in str(error.value)
+    assert "checkpoint.pt" in str(error.value)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError) as error:
+        load_checkpoint(str(garbage))
+    assert "cannot read checkpoint" in str(error.value)
+    assert "invalid load key" not in str(error.value)               # torch's own text
