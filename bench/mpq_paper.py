@@ -33,8 +33,13 @@ from sw.quantize import data as data_module  # noqa: E402
 from sw.quantize import mpq  # noqa: E402
 from sw.quantize.export import write_model_file  # noqa: E402
 from sw.quantize.reference import IntegerModel  # noqa: E402
-from sw.quantize.train import TrainConfig, _initial_network, evaluate, model_spec, \
-    network_from_checkpoint  # noqa: E402
+from sw.quantize.train import (
+    TrainConfig,
+    _initial_network,
+    evaluate,
+    model_spec,
+    network_from_checkpoint,  # noqa: E402
+)
 
 FLOAT = {"digits-cnn": "runs/qat_baseline/digits-cnn_float/checkpoint.pt",
          "vgg9": "runs/qat_baseline/vgg9_float/checkpoint.pt"}
@@ -123,7 +128,7 @@ def run_variant(job):
     _, fake_quant = evaluate(network, dataset, torch.device("cpu"))
     path = os.path.join(work, f"{family}_{label.replace(' ', '_').replace('(', '').replace(')', '')}"
                               f"_seed{seed}.mpq")
-    header = write_model_file(network, path, {"model": family, "mpq": dataclasses.asdict(config)})
+    write_model_file(network, path, {"model": family, "mpq": dataclasses.asdict(config)})
     integer_model = IntegerModel.load(path)
     integer = integer_model.accuracy(dataset.test_x, dataset.test_y)
     compression, storage, uniform = mpq.compression_vs_uniform_w4(integer_model.header, _arrays(path))

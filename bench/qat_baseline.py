@@ -156,7 +156,8 @@ def main():
                     "device": device, "torch": torch.__version__,
                     "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
         "notes": ("seconds_per_epoch is wall time on a machine that may be shared: "
-                  "load_average_at_end (1-minute load, 2 cores) tells how busy it was. " +"Accuracy is the integer model's (exported file, integer reference, int64 only); "
+                  "load_average_at_end (1-minute load, 2 cores) tells how busy it was. "
+                  "Accuracy is the integer model's (exported file, integer reference, int64 only); "
                   "fake-quant accuracy is the training-time diagnostic. W*A* rows keep 8-bit "
                   "weights in the first and last layers; the network input is the raw 8-bit image. "
                   "QAT starts from the float row's checkpoint. CIFAR-10 figures are on the "

@@ -9,12 +9,12 @@ shift, and hands finished tiles to the post-processor. Its cycle-by-cycle
 behaviour is what the golden model's timing rules describe (hw/timing.py).
 """
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.array.systolic import SystolicArray
-from hw.config import ACT_WORD_BITS, GROUP_SIZE, PARAM_WIDTH, PROGRAM_WIDTH, RESULT_WIDTH
+from hw.config import ACT_WORD_BITS, PROGRAM_WIDTH
 from hw.counters import COUNTERS
 from hw.host import HostInterface
 from hw.pe import PeMode

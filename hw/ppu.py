@@ -17,11 +17,10 @@ from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.config import ACT_WORD_BITS, RESULT_WIDTH
+from hw.config import RESULT_WIDTH
 from hw.round_engine import ReadPort
 from hw.timing import PPU_PIPELINE
-from sw.fixedpoint import MULTIPLIER_BITS, SHIFT_MAX
-
+from sw.fixedpoint import MULTIPLIER_BITS
 
 
 class PostProcessor(wiring.Component):

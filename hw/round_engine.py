@@ -17,11 +17,11 @@ fetch of chunk j+1 starts in the last step of chunk j-1, so the array gets a
 step on every cycle of a round after the first chunk's fetch.
 """
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.config import ACT_WORD_BITS, CHUNK_FIXED_BITS, CHUNK_ROW_BITS, GROUP_SIZE
+from hw.config import ACT_WORD_BITS, GROUP_SIZE
 from hw.pe import PeMode
 from hw.pe.modes import pack_lanes_hdl
 

@@ -45,7 +45,7 @@ def simulate(directory, count, *, simulator="verilator", data_path=None, dataset
     network, manifest, _ = read_compiled(directory)
     model = IntegerModel.load(directory / "model.mpq")
     images, labels, source = test_images(manifest, count, model.input_shape, data_path, dataset)
-    names = [spec.name for spec in network.specs]
+    names = [spec.label for spec in network.specs]
     progress(f"simulating {count} images on {simulator} ({manifest['config']})")
     started = time.perf_counter()
     results = run_network_on_rtl(network, [x.numpy() for x in images], simulator=simulator,

@@ -48,11 +48,12 @@ def run_network_on_rtl(network, images, **options):
 
 
 def first_mismatch(outputs, expected, names):
-    """`None`, or a message naming the first layer and element that differ."""
+    """`None`, or a message naming the first layer and element that differ.
+    `names` are how messages name the layers (`LayerSpec.label`)."""
     for name, got, want in zip(names, outputs, expected):
         want = np.asarray(want).reshape(got.shape)
         if not np.array_equal(got, want):
             index = tuple(int(i) for i in np.argwhere(got != want)[0])
-            return (f"layer {name!r}, element (channel, y, x) = {index}: RTL {got[index]}, "
+            return (f"{name}, element (channel, y, x) = {index}: RTL {got[index]}, "
                     f"integer reference {want[index]}")
     return None

@@ -74,7 +74,8 @@ def check_output_directory(out_dir, command, *, inputs=(), force=False, option="
     if path.is_dir() and not force and any(path.iterdir()) and not _written_by(path, command):
         raise UserError(f"{option} {out_dir}: the folder holds files that `mpq {command}` did not "
                         "write; it would replace them all. Give a new or empty folder, or pass "
-                        "--force to replace it")
+                        "--force to replace it (also for an output of an mpq older than the "
+                        f"{OUTPUT_MARKER} marker)")
     return path
 
 

@@ -266,8 +266,8 @@ class FrameBridge(wiring.Component):
                     m.d.sync += [out_word.eq(host_out.payload), out_byte.eq(0)]
                     m.next = "BYTES"
             with m.State("BYTES"):
-                m.d.comb += [tx.valid.eq(1), tx.payload.eq(Array(out_word[8 * i:8 * i + 8] for i in range(4))[out_byte]),
-                             covered.eq(1)]
+                out_bytes = Array(out_word[8 * i:8 * i + 8] for i in range(4))
+                m.d.comb += [tx.valid.eq(1), tx.payload.eq(out_bytes[out_byte]), covered.eq(1)]
                 with m.If(sent):
                     m.d.sync += out_byte.eq(out_byte + 1)
                     with m.If(out_byte == 3):

@@ -74,8 +74,8 @@ def _summary(name, figures):
 
 def _network_section(directory):
     from sw.compile.artifacts import read_compiled
-    from sw.energy.model import EnergyModel
     from sw.energy.designs import host_traffic
+    from sw.energy.model import EnergyModel
     from sw.energy.summary import energy_summary, measured_fused_pe_factor, network_counters
     from sw.quantize.export import read_model_file
 

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from sw.compile.images import runs
-from sw.quantize import groups
 from sw.errors import UserError
+from sw.quantize import groups
 
 
 @dataclasses.dataclass(frozen=True)

@@ -239,7 +239,7 @@ class EnergyModel:
                 word_bits, bank_bits = self.geometry[memory]
                 events.append(Event(f"{memory}.host_write", "on_chip", int(words),
                                     self.sram_access_pj(memory, word_bits),
-                                    f"host words loaded per inference (compiled images); "
+                                    "host words loaded per inference (compiled images); "
                                     + price_source))
             for memory, words in sorted(traffic["host_reads"].items()):
                 word_bits, _ = self.geometry[memory]

@@ -9,7 +9,6 @@ serial link (docs/fpga.md).
 """
 
 import json
-import pathlib
 
 from hw.config import CONFIGS, get_config
 from sw.arguments import positive_float, positive_int

@@ -8,8 +8,7 @@ builds a request's bytes and `ReplyParser` turns received bytes into
 
 import dataclasses
 
-from hw.boards.link import (CRC, FLAG_RESET, MAX_WORDS, REPLY_SYNC, REQUEST_SYNC, STATUS_PINS,
-                            LinkStatus)
+from hw.boards.link import CRC, FLAG_RESET, MAX_WORDS, REPLY_SYNC, REQUEST_SYNC, STATUS_PINS, LinkStatus
 
 __all__ = ["FLAG_RESET", "MAX_WORDS", "LinkStatus", "Reply", "ReplyParser", "crc16",
            "encode_request", "encode_reply"]

@@ -18,7 +18,6 @@ batch norm after the last layer is folded into a copy of it.
 """
 
 import copy
-import operator
 
 import torch
 import torch.nn.functional as F

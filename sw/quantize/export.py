@@ -20,6 +20,7 @@ import torch
 
 from sw import fixedpoint
 from sw.errors import UserError
+from sw.files import writing_file
 from sw.quantize import groups
 from sw.quantize.config import ACT_BITS, INPUT_BITS, WEIGHT_BITS
 
@@ -82,17 +83,14 @@ def write_model_file(network, path, metadata=None):
         raise UserError(f"cannot export: {error}") from None
     header["metadata"] = dict(metadata or {}, git_revision=git_revision())
     validate(header, arrays, path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    temporary = f"{path}.tmp{os.getpid()}"
-    with zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr(HEADER, json.dumps(header, indent=1))
-        for index, layer_arrays in enumerate(arrays):
-            for key, value in layer_arrays.items():
-                buffer = io.BytesIO()
-                np.lib.format.write_array(buffer, np.ascontiguousarray(value), allow_pickle=False)
-                archive.writestr(f"layers/{index}/{key}.npy", buffer.getvalue())
-    os.replace(temporary, path)
+    with writing_file(path) as temporary:
+        with zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr(HEADER, json.dumps(header, indent=1))
+            for index, layer_arrays in enumerate(arrays):
+                for key, value in layer_arrays.items():
+                    buffer = io.BytesIO()
+                    np.lib.format.write_array(buffer, np.ascontiguousarray(value), allow_pickle=False)
+                    archive.writestr(f"layers/{index}/{key}.npy", buffer.getvalue())
     return header
 
 

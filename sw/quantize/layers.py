@@ -22,7 +22,6 @@ The last layer returns logits: `acc + bias_int` (integer bias added), scaled by
 `s_in s_w` for the loss.
 """
 
-import math
 
 import numpy as np
 import torch

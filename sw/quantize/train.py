@@ -159,13 +159,13 @@ def _optimizer(config, network):
 
 def _schedule(config, optimizer, steps_per_epoch):
     total = max(1, config.epochs * steps_per_epoch)
-    if config.lr_schedule == "cosine":
-        rule = lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
-    elif config.lr_schedule == "step":
-        rule = lambda step: 0.1 ** (step * 3 // total)
-    elif config.lr_schedule == "constant":
-        rule = lambda step: 1.0
-    else:
+    rules = {
+        "cosine": lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total)),
+        "step": lambda step: 0.1 ** (step * 3 // total),
+        "constant": lambda step: 1.0,
+    }
+    rule = rules.get(config.lr_schedule)
+    if rule is None:
         raise UserError(f"unknown learning-rate schedule {config.lr_schedule!r}; "
                         "use cosine, step or constant")
     return torch.optim.lr_scheduler.LambdaLR(optimizer, rule)

@@ -24,7 +24,7 @@ def test_uniform_storage_is_a_valid_model_with_the_same_outputs(digits_models):
     wide = compile_network(wide_header, wide_arrays, config)
     x = load_digits().test_x[0].numpy()
     (mpq_out, mpq_counters), (wide_out, wide_counters) = mpq.run_golden(x), wide.run_golden(x)
-    assert first_mismatch(wide_out, mpq_out, [s.name for s in mpq.specs]) is None
+    assert first_mismatch(wide_out, mpq_out, [s.label for s in mpq.specs]) is None
     # The same integers, more stored bits and no narrow modes.
     assert wide_counters["weight_reads"] > mpq_counters["weight_reads"]
     assert wide_counters["macs_w2a4"] == wide_counters["macs_w2a2"] == 0
@@ -41,7 +41,7 @@ def test_designs_priced_from_rtl_counters(digits_models, rtl_build):
         (result,) = run_network_on_rtl(network, image, build_dir=rtl_build)
         golden_outputs, golden_counters = network.run_golden(image[0])
         assert first_mismatch(result["outputs"], golden_outputs,
-                              [s.name for s in network.specs]) is None
+                              [s.label for s in network.specs]) is None
         assert result["counters"] == golden_counters
         traffic = host_traffic(network)
         priced = EnergyModel(config, fused_pe_factor=1.494).price(result["counters"], traffic)

@@ -14,8 +14,7 @@ import pytest
 
 from hw.config import get_config
 from sim.core_sim import run_on_rtl
-from sw.compile import (compile_layer, random_input, random_layer_spec, reference_layer,
-                        run_golden)
+from sw.compile import compile_layer, random_input, random_layer_spec, reference_layer, run_golden
 from sw.errors import UserError
 from sw.fpga.cases import compared_counters
 

@@ -10,7 +10,7 @@ from amaranth.sim import Simulator
 from hw.boards.link import CRC, REPLY_SYNC, REQUEST_SYNC
 from hw.config import get_config
 from sw.fpga.link import Link, LinkError
-from sw.fpga.protocol import (LinkStatus, ReplyParser, crc16, encode_reply, encode_request)
+from sw.fpga.protocol import LinkStatus, ReplyParser, crc16, encode_reply, encode_request
 
 
 def test_request_layout():

@@ -3,7 +3,6 @@
 MPQ_PE_SAMPLES sets the cycles per run (CI default 4000; a deep run: 10**6).
 """
 
-import pathlib
 
 import pytest
 

@@ -9,8 +9,16 @@ import pytest
 from hw.config import CONFIGS
 from hw.counters import COUNTERS
 from hw.pe.modes import PeMode
-from sw.compile import (compile_layer, execute, host_word_stream, random_input,
-                        random_layer_spec, readmemh_text, reference_layer, run_golden)
+from sw.compile import (
+    compile_layer,
+    execute,
+    host_word_stream,
+    random_input,
+    random_layer_spec,
+    readmemh_text,
+    reference_layer,
+    run_golden,
+)
 from sw.compile import encoding as enc
 
 

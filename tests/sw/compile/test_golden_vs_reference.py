@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 
 from hw.config import CONFIGS, AcceleratorConfig
-from sw.compile import (Placement, compile_layer, random_input, random_layer_spec,
-                        reference_layer, run_golden)
+from sw.compile import Placement, compile_layer, random_input, random_layer_spec, reference_layer, run_golden
 from sw.errors import UserError
 
 LAYERS = int(os.environ.get("MPQ_LAYERS", "1000"))

@@ -139,6 +139,20 @@ def test_failed_export_leaves_no_file(make_cnn, synthetic_dataset, tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_an_interrupted_export_keeps_the_old_file_and_no_temporary(model_file, monkeypatch):
+    path, network = model_file
+    before = open(path, "rb").read()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(zipfile.ZipFile, "writestr", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_model_file(network, path)
+    assert open(path, "rb").read() == before
+    assert os.listdir(os.path.dirname(path)) == ["model.mpq"]
+
+
 # -- hostile containers: every failure of the zip/npy/json layer is a UserError naming the field --
 def _read_error(path, *fragments):
     with pytest.raises(UserError) as error:

@@ -5,13 +5,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sw.errors import UserError
 from sw.quantize import groups, mpq
 from sw.quantize.config import parse_precision
 from sw.quantize.convert import calibrate, quantize_network
 from sw.quantize.export import network_integers, write_model_file
 from sw.quantize.quantizers import WeightQuantizer
 from sw.quantize.reference import IntegerModel
-from sw.errors import UserError
 
 
 def test_tracker_tells_oscillation_drift_and_still_weights():

@@ -6,8 +6,7 @@ import torch
 from sw.errors import UserError
 from sw.quantize import groups
 from sw.quantize.config import parse_precision
-from sw.quantize.quantizers import (ActivationQuantizer, WeightQuantizer, grad_scale, round_ste,
-                                    ste_replace)
+from sw.quantize.quantizers import ActivationQuantizer, WeightQuantizer, grad_scale, round_ste, ste_replace
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])

@@ -52,7 +52,8 @@ def test_resume_after_stop_gives_the_same_weights(tmp_path, float_checkpoint, pr
     _assert_same_weights(tmp_path / "straight" / "checkpoint.pt", tmp_path / "resumed" / "checkpoint.pt")
     straight = open(tmp_path / "straight" / "log.jsonl").read().splitlines()
     resumed = open(tmp_path / "resumed" / "log.jsonl").read().splitlines()
-    assert [json.loads(l)["train_loss"] for l in straight] == [json.loads(l)["train_loss"] for l in resumed]
+    assert [json.loads(line)["train_loss"] for line in straight] == \
+        [json.loads(line)["train_loss"] for line in resumed]
 
 
 def test_resume_with_other_settings_is_refused(tmp_path):
