@@ -34,6 +34,7 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from bench.common import RESULTS, write_json  # noqa: E402
+from common.errors import UserError  # noqa: E402
 from hw.area import estimate_area, fit_area_model, load_area_results  # noqa: E402
 from hw.config import get_config  # noqa: E402
 from sim.network_sim import run_network_on_rtl  # noqa: E402
@@ -42,7 +43,6 @@ from sw.energy.designs import host_traffic, uniform_storage  # noqa: E402
 from sw.energy.model import EnergyModel  # noqa: E402
 from sw.energy.summary import measured_fused_pe_factor as fused_pe_factor  # noqa: E402
 from sw.energy.summary import network_counters  # noqa: E402
-from sw.errors import UserError  # noqa: E402
 from sw.quantize.export import read_model_file  # noqa: E402
 
 ARRAYS = ((4, 4), (8, 8), (8, 16), (16, 16))

@@ -42,6 +42,7 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from bench.common import RESULTS, write_json  # noqa: E402
+from common.errors import UserError  # noqa: E402
 from hw.config import AcceleratorConfig, get_config  # noqa: E402
 from sim.network_sim import first_mismatch, run_network_on_rtl  # noqa: E402
 from sw.compile.network import compile_network  # noqa: E402
@@ -49,7 +50,6 @@ from sw.energy.designs import DESIGNS, host_traffic, uniform_storage  # noqa: E4
 from sw.energy.model import NODE_NM, EnergyModel  # noqa: E402
 from sw.energy.summary import measured_fused_pe_factor as fused_pe_factor  # noqa: E402
 from sw.energy.summary import network_counters  # noqa: E402
-from sw.errors import UserError  # noqa: E402
 from sw.quantize.data import load_dataset  # noqa: E402
 from sw.quantize.export import read_model_file  # noqa: E402
 from sw.quantize.reference import IntegerModel  # noqa: E402

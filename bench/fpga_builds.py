@@ -23,9 +23,9 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from bench.common import write_json  # noqa: E402
+from common.errors import UserError  # noqa: E402
 from hw.boards.build import ICE40_NO_COLLISION_SCRIPT, build_bitstream, tool_environment  # noqa: E402
 from hw.counters import COUNTER_WIDTH  # noqa: E402
-from sw.errors import UserError  # noqa: E402
 
 KEEP = ("board", "device", "clock_mhz", "luts", "ffs", "logic_cells", "block_rams", "sprams",
         "dsps", "fmax_mhz", "timing_met", "built", "error", "build_seconds", "bitstream")

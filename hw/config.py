@@ -7,8 +7,8 @@ A configuration is named once and means the same thing everywhere:
 
 import dataclasses
 
+from common.errors import UserError
 from hw.counters import COUNTER_WIDTH
-from sw.errors import UserError
 
 # Fixed by the design (docs/isa.md): weights per group (a bit-plane word is G
 # bits; activation chunks are G / 4 words of four 4-bit slots).

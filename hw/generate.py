@@ -4,10 +4,10 @@ import pathlib
 import shutil
 import subprocess
 
+from common.arguments import add_force
+from common.errors import UserError
+from common.files import replacing_directory
 from hw.config import CONFIGS, get_config
-from sw.arguments import add_force
-from sw.errors import UserError
-from sw.files import replacing_directory
 
 WAIVERS = pathlib.Path(__file__).parent / "lint" / "waivers.vlt"
 

@@ -7,7 +7,7 @@ One value per cycle, in a fixed pipeline (docs/isa.md, "Dataflow"):
   S1  select accumulator c of the row
   S2  add the bias
   S3  multiply by the requantization multiplier
-  S4  rounding right shift and clamp to [0, 2^a - 1] (sw/fixedpoint.py's rule)
+  S4  rounding right shift and clamp to [0, 2^a - 1] (common/fixedpoint.py's rule)
   S5  2x2 max-pool (pairs of columns, then the row pair of two consecutive
       tiles through a line buffer) and write a 4-bit activation slot; or, for
       a raw layer, write acc + bias to the result memory
@@ -17,10 +17,10 @@ from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from common.fixedpoint import MULTIPLIER_BITS
 from hw.config import RESULT_WIDTH
 from hw.round_engine import ReadPort
 from hw.timing import PPU_PIPELINE
-from sw.fixedpoint import MULTIPLIER_BITS
 
 
 class PostProcessor(wiring.Component):

@@ -5,8 +5,8 @@ import json
 import pathlib
 import time
 
-from sw.arguments import positive_int, probability
-from sw.errors import UserError
+from common.arguments import positive_int, probability
+from common.errors import UserError
 
 
 def test_images(manifest, count, input_shape, data_path=None, dataset=None):
@@ -35,10 +35,10 @@ def simulate(directory, count, *, simulator="verilator", data_path=None, dataset
     DIR/sim_report.json)."""
     import numpy as np
 
+    from common.files import write_atomically
     from hw.pe import PeMode
     from sim.network_sim import first_mismatch, run_network_on_rtl
     from sw.compile.artifacts import read_compiled
-    from sw.files import write_atomically
     from sw.quantize.reference import IntegerModel
 
     directory = pathlib.Path(directory)

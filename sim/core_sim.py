@@ -10,13 +10,13 @@ import dataclasses
 import json
 import pathlib
 
+from common.errors import UserError
 from hw.core import Core
 from hw.generate import to_verilog
 from sim.runner import run_bench, source_file
 from sw import driver
 from sw.compile.encoding import map_words_per_bank
 from sw.compile.images import host_word_stream
-from sw.errors import UserError
 
 TOPLEVEL = "core"
 

@@ -25,8 +25,8 @@ import subprocess
 import time
 import types
 
+from common.arguments import add_force, positive_int
 from hw.config import CONFIGS, get_config
-from sw.arguments import add_force, positive_int
 
 WIDTH_NOTE = "digits CNN at width 1.0 (the embedded default)"
 
@@ -101,13 +101,13 @@ def _mpq_retrain(float_checkpoint, model_path, epochs, seed):
 
 
 def run_demo(out_dir, config_name="default", images=None, epochs=15, seed=0, force=False):
+    from common.errors import UserError
+    from common.files import check_output_directory, replacing_directory
     from hw.generate import write_verilog
     from sim.commands import simulate
     from sw.compile.artifacts import write_compiled
     from sw.compile.commands import golden_inputs
     from sw.energy.summary import energy_summary
-    from sw.errors import UserError
-    from sw.files import check_output_directory, replacing_directory
     from sw.quantize.export import read_model_file
 
     config = get_config(config_name)

@@ -13,8 +13,8 @@ import shutil
 from cocotb_tools.check_results import get_results
 from cocotb_tools.runner import VerilatorControlFile, get_runner
 
+from common.errors import UserError
 from hw.generate import WAIVERS
-from sw.errors import UserError
 
 SIMULATORS = ("verilator", "icarus")
 # cocotb rewrites assertions in every imported module unless told otherwise;

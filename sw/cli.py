@@ -17,7 +17,7 @@ import importlib
 import os
 import sys
 
-from sw.errors import UserError
+from common.errors import UserError
 
 # Modules that define subcommands, in the order `mpq --help` shows them.
 COMMAND_MODULES = [

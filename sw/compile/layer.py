@@ -12,9 +12,9 @@ import math
 
 import numpy as np
 
+from common import fixedpoint
+from common.errors import UserError
 from hw.config import GROUP_SIZE
-from sw import fixedpoint
-from sw.errors import UserError
 from sw.quantize.groups import group_shape
 
 WEIGHT_BITS = (2, 3, 4, 8)

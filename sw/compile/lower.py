@@ -38,11 +38,11 @@ from collections import Counter
 
 import numpy as np
 
+from common.errors import UserError
 from hw.config import GROUP_SIZE
 from hw.pe.modes import PeMode
 from sw.compile import encoding as enc
 from sw.compile.images import empty_images, merge_images, read_entry
-from sw.errors import UserError
 
 PASSES_8BIT_INPUT = ((False, 4), (True, 0))   # (input2, shift): high nibbles, then low
 PASS_PLAIN_INPUT = ((False, 0),)

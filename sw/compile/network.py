@@ -27,13 +27,13 @@ import math
 
 import numpy as np
 
+from common.errors import UserError
 from hw.config import GROUP_SIZE
 from sw.compile import encoding as enc
 from sw.compile.golden import execute
 from sw.compile.images import empty_images, merge_images, sparse
 from sw.compile.layer import LayerSpec
 from sw.compile.lower import Placement, compile_layer
-from sw.errors import UserError
 from sw.quantize import groups
 
 MANIFEST_VERSION = 1

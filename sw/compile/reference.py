@@ -2,13 +2,13 @@
 knowledge of the hardware (no tiles, chunks, passes or memories).
 
 Convolution with zero padding and stride 1 in int64, then either `acc + bias`
-(raw layer) or `sw.fixedpoint.requantize` per output channel, then 2x2
+(raw layer) or `common.fixedpoint.requantize` per output channel, then 2x2
 stride-2 max-pooling with floor.
 """
 
 import numpy as np
 
-from sw import fixedpoint
+from common import fixedpoint
 
 
 def reference_accumulator(spec, x):

@@ -11,8 +11,8 @@ import json
 import pathlib
 import shutil
 
-from sw.arguments import add_force
-from sw.errors import UserError
+from common.arguments import add_force
+from common.errors import UserError
 
 RESULTS = pathlib.Path(__file__).resolve().parents[2] / "bench" / "results"
 # (title, result name, command that makes it), in report order.
@@ -99,7 +99,7 @@ def _network_section(directory):
 
 
 def write_report(out_dir, results=RESULTS, compiled=None, force=False):
-    from sw.files import replacing_directory
+    from common.files import replacing_directory
 
     results = pathlib.Path(results)
     parts = ["# mpq report: energy, area, design space, performance", ""]

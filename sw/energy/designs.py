@@ -14,8 +14,8 @@ import math
 import numpy as np
 import torch
 
+from common.errors import UserError
 from sw.compile.images import runs
-from sw.errors import UserError
 from sw.quantize import groups
 
 

@@ -13,10 +13,10 @@ paper's process) by one rule, `node_scale`. Energies are in pJ.
 
 import dataclasses
 
+from common.errors import UserError
 from hw.config import ACT_SLOT_BITS
 from hw.pe import PeMode
 from sw.energy.tables import interpolate, load_tables
-from sw.errors import UserError
 
 PE_KINDS = ("fused", "fixed")
 PRICINGS = ("horowitz45", "eyeriss65")

@@ -6,10 +6,10 @@ model, which the RTL tests hold equal to the RTL's counters)."""
 import json
 import pathlib
 
+from common.errors import UserError
 from sw.compile.network import compile_network
 from sw.energy.designs import host_traffic, uniform_storage
 from sw.energy.model import NODE_NM, EnergyModel
-from sw.errors import UserError
 
 PE_COST = pathlib.Path(__file__).resolve().parents[2] / "bench" / "results" / "pe_cost.json"
 

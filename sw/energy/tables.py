@@ -11,7 +11,7 @@ import json
 import math
 import pathlib
 
-from sw.errors import UserError
+from common.errors import UserError
 
 TABLE_DIR = pathlib.Path(__file__).parent / "tables"
 TABLE_NAMES = ("horowitz45", "eyeriss65", "bitfusion45")

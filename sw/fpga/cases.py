@@ -27,10 +27,10 @@ import time
 
 import numpy as np
 
+from common.errors import UserError
 from hw.counters import COUNTERS, counter_reading
 from sw.compile import host_word_stream, run_golden
 from sw.compile.encoding import act_address, map_words_per_bank
-from sw.errors import UserError
 
 CASES_FILE = "fpga_cases.json"
 FORMAT = "mpq-fpga-cases/1"
@@ -116,7 +116,7 @@ def decode_output(output, config, entries):
 
 
 def write_cases(directory, cases, config):
-    from sw.files import write_atomically
+    from common.files import write_atomically
     path = pathlib.Path(directory) / CASES_FILE
     write_atomically(path, json.dumps({"format": FORMAT, "config": config.name, "cases": cases}))
     return path

@@ -10,9 +10,9 @@ serial link (docs/fpga.md).
 
 import json
 
+from common.arguments import positive_float, positive_int
+from common.errors import UserError
 from hw.config import CONFIGS, get_config
-from sw.arguments import positive_float, positive_int
-from sw.errors import UserError
 
 DEFAULT_LATENCY_S = 0.2
 # The boards of hw/boards/top.py (BOARDS), named here so that `--help` need not
@@ -63,7 +63,7 @@ def _run_run(args):
     config_name, cases = read_cases(args.directory, args.images)
     config = get_config(config_name)
     if args.simulate:
-        from sw.fpga.simulate import run_on_simulated_board
+        from sim.board_sim import run_on_simulated_board
         outcome = run_on_simulated_board(cases, config, build_dir=args.build_dir)
         results, stats = outcome["results"], outcome["stats"]
     else:
@@ -94,7 +94,7 @@ def _run_run(args):
     print(f"{exact} of {len(results)} cases bit-exact; link: {stats['frames']} frames, "
           f"{stats['retries']} retried")
     if args.results:
-        from sw.files import write_atomically
+        from common.files import write_atomically
         write_atomically(args.results, json.dumps({"results": results, "stats": stats}, indent=1))
     return 0 if exact == len(results) else 1
 

@@ -8,9 +8,9 @@ under cocotb; on a board they run under `asyncio.run` and never suspend.
 """
 
 
+from common.errors import UserError
 from hw.core import REG_STATUS
 from sw import driver
-from sw.errors import UserError
 from sw.fpga.protocol import MAX_WORDS, LinkStatus, ReplyParser, encode_request
 
 

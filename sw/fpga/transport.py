@@ -12,7 +12,7 @@ import os
 import select
 import time
 
-from sw.errors import UserError
+from common.errors import UserError
 
 BAUD_RATES = (9600, 19200, 38400, 57600, 115200, 230400, 460800, 500000, 576000, 921600,
               1000000, 1152000, 1500000, 2000000, 2500000, 3000000)

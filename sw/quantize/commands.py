@@ -3,8 +3,8 @@
 import json
 import os
 
-from sw.arguments import nonnegative_float, positive_float, positive_int
-from sw.errors import UserError
+from common.arguments import nonnegative_float, positive_float, positive_int
+from common.errors import UserError
 from sw.quantize.train_config import DATASETS, LR_SCHEDULES, MODELS, OPTIMIZERS, TrainConfig
 
 
@@ -150,7 +150,7 @@ def run_export(args):
 def run_eval(args):
     import torch
 
-    from sw.files import write_atomically
+    from common.files import write_atomically
     from sw.quantize import data as data_module
     if args.threads:
         torch.set_num_threads(args.threads)

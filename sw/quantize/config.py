@@ -17,7 +17,7 @@ import json
 import os
 import re
 
-from sw.errors import UserError
+from common.errors import UserError
 from sw.quantize.groups import DEFAULT_GROUP_SIZE
 
 WEIGHT_BITS = (2, 3, 4, 8)

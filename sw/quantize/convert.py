@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from sw.errors import UserError
+from common.errors import UserError
 from sw.quantize.config import INPUT_BITS, PrecisionConfig
 from sw.quantize.layers import QuantLayer
 from sw.quantize.models import Normalize

@@ -13,7 +13,7 @@ import pickle
 import numpy as np
 import torch
 
-from sw.errors import UserError
+from common.errors import UserError
 
 CIFAR_FOLDER = "cifar-10-batches-py"
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)

@@ -18,9 +18,9 @@ import zlib
 import numpy as np
 import torch
 
-from sw import fixedpoint
-from sw.errors import UserError
-from sw.files import writing_file
+from common import fixedpoint
+from common.errors import UserError
+from common.files import writing_file
 from sw.quantize import groups
 from sw.quantize.config import ACT_BITS, INPUT_BITS, WEIGHT_BITS
 

@@ -8,7 +8,7 @@ float tensors, so gradients flow) and their step. A layer:
    `acc = conv(codes, w_int)` in float. The operands are small integers, so
    the float sum is exact while `|acc| < 2**24`; where the shapes allow a
    larger accumulator the layer accumulates in float64 (exact below 2**53);
-2. requantizes with the integer contract (`sw.fixedpoint.requantize`) on the
+2. requantizes with the integer contract (`common.fixedpoint.requantize`) on the
    int64 accumulator, with the per-channel multiplier, per-layer shift and
    integer bias that the export writes, so the forward value is exactly the
    integer reference's;
@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sw import fixedpoint
+from common import fixedpoint
 from sw.quantize.quantizers import MIN_STEP, ActivationQuantizer, WeightQuantizer, ste_replace
 
 # Integer bias range (it fits the compiler's 32-bit bias registers).

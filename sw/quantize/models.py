@@ -8,7 +8,7 @@ training and are converted by the same path as a user's own network.
 import torch
 from torch import nn
 
-from sw.errors import UserError
+from common.errors import UserError
 
 
 class Normalize(nn.Module):

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sw.errors import UserError
+from common.errors import UserError
 from sw.quantize import data as data_module
 from sw.quantize import groups
 from sw.quantize.quantizers import MIN_STEP

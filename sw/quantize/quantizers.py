@@ -20,7 +20,7 @@ import math
 import torch
 from torch import nn
 
-from sw import fixedpoint
+from common import fixedpoint
 from sw.quantize import groups
 
 # A step size never goes below this (it would make every code saturate).

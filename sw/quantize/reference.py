@@ -2,15 +2,15 @@
 
 This is the ground truth for the compiler and the RTL. No float tensor appears
 in the forward pass: convolutions are im2col plus int64 matrix products,
-requantization is `sw.fixedpoint.requantize`, max-pooling works on the codes.
+requantization is `common.fixedpoint.requantize`, max-pooling works on the codes.
 """
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sw import fixedpoint
-from sw.errors import UserError
+from common import fixedpoint
+from common.errors import UserError
 from sw.quantize import groups
 from sw.quantize.export import read_model_file
 

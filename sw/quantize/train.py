@@ -21,8 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sw.errors import UserError
-from sw.files import write_atomically, writing_file
+from common.errors import UserError
+from common.files import write_atomically, writing_file
 from sw.quantize import data as data_module
 from sw.quantize.config import parse_precision
 from sw.quantize.convert import QuantNetwork, calibrate, quantize_network

@@ -8,7 +8,7 @@ command can build its parser, and `mpq train --help` answer, at once.
 import dataclasses
 import math
 
-from sw.errors import UserError
+from common.errors import UserError
 
 MODELS = ("vgg9", "digits-cnn")
 DATASETS = ("digits", "cifar10")

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from common.errors import UserError
 from hw.config import AcceleratorConfig, get_config
 from sim.network_sim import first_mismatch, run_network_on_rtl
 from sw.cli import main as mpq
 from sw.compile.artifacts import read_compiled, write_compiled
 from sw.compile.network import compile_network, layer_specs
-from sw.errors import UserError
 from sw.quantize.data import load_digits
 from sw.quantize.export import read_model_file
 from sw.quantize.reference import IntegerModel

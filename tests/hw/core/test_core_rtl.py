@@ -12,10 +12,10 @@ import os
 import numpy as np
 import pytest
 
+from common.errors import UserError
 from hw.config import get_config
 from sim.core_sim import run_on_rtl
 from sw.compile import compile_layer, random_input, random_layer_spec, reference_layer, run_golden
-from sw.errors import UserError
 from sw.fpga.cases import compared_counters
 
 pytestmark = pytest.mark.cocotb

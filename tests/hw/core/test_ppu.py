@@ -1,6 +1,6 @@
 """The post-processing unit in Amaranth's simulator: requantization rounding
 at ties and saturation, negative multipliers, raw outputs and 2x2 pooling
-across two tiles, against sw/fixedpoint.py; each with the full-width
+across two tiles, against common/fixedpoint.py; each with the full-width
 rounding shift and with the clamped one (`ppu_barrel_shift=False`), and
 without the hold registers (`ppu_hold_registers=False`)."""
 
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
+from common import fixedpoint
 from hw.config import AcceleratorConfig
 from hw.ppu import PostProcessor
-from sw import fixedpoint
 
 CONFIG = AcceleratorConfig("ppu-test", rows=2, cols=4, acc_width=24, param_depth=64,
                            act_depth=256, result_depth=64)

@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 from hw.config import get_config
+from sim.board_sim import run_on_simulated_board
 from sw.compile import compile_layer, random_input, random_layer_spec
 from sw.compile.artifacts import write_compiled
 from sw.fpga.cases import case_from_layer, read_cases
-from sw.fpga.simulate import run_on_simulated_board
 from sw.quantize.config import parse_precision
 from sw.quantize.convert import calibrate, quantize_network
 from sw.quantize.export import write_model_file

@@ -10,10 +10,10 @@ import subprocess
 
 import pytest
 
+from common.errors import UserError
 from hw.boards.build import ICE40_NO_COLLISION_SCRIPT, build_bitstream
 from hw.boards.top import BOARDS, BoardTop, get_board
 from hw.config import get_config
-from sw.errors import UserError
 
 CONSTRAINTS = {"icebreaker": "top.pcf", "ulx3s": "top.lpf", "orangecrab": "top.lpf"}
 UART_PINS = {"icebreaker": ("6", "9"), "ulx3s": ("M1", "L4"), "orangecrab": ("M18", "N17")}

@@ -12,9 +12,9 @@ import zlib
 import numpy as np
 import pytest
 
+from common.errors import UserError
 from hw.config import CONFIGS, AcceleratorConfig
 from sw.compile import Placement, compile_layer, random_input, random_layer_spec, reference_layer, run_golden
-from sw.errors import UserError
 
 LAYERS = int(os.environ.get("MPQ_LAYERS", "1000"))
 BATCHES = max(10, -(-LAYERS // 100))

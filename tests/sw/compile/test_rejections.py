@@ -5,11 +5,11 @@ import dataclasses
 import numpy as np
 import pytest
 
+from common.errors import UserError
 from hw.config import CONFIGS, AcceleratorConfig
 from sw.compile import LayerSpec, Placement, compile_layer
 from sw.compile import encoding as enc
 from sw.compile.network import compile_network, layer_specs
-from sw.errors import UserError
 from sw.quantize.export import validate
 
 SMALL = CONFIGS["small"]

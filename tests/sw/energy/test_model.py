@@ -9,12 +9,12 @@ import shutil
 import numpy as np
 import pytest
 
+from common.errors import UserError
 from hw.config import CONFIGS
 from sw.compile import LayerSpec, compile_layer
 from sw.energy.designs import uniform_storage
 from sw.energy.model import EnergyModel, node_scale
 from sw.energy.tables import TABLE_DIR, interpolate, load_table, load_tables
-from sw.errors import UserError
 
 # The counters of tests/sw/compile/test_hand.py::test_single_chunk_layer,
 # worked out there by hand from docs/isa.md: a 1x1 conv, 16 -> 4 channels,

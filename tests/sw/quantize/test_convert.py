@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sw.errors import UserError
+from common.errors import UserError
 from sw.quantize.config import parse_precision
 from sw.quantize.convert import quantize_network
 from sw.quantize.models import digits_cnn, vgg9

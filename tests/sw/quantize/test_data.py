@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from sw.errors import UserError
+from common.errors import UserError
 from sw.quantize import data
 
 

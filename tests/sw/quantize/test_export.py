@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from sw.errors import UserError
+from common.errors import UserError
 from sw.quantize.config import parse_precision
 from sw.quantize.convert import calibrate, quantize_network
 from sw.quantize.export import read_model_file, write_model_file

@@ -28,8 +28,8 @@ import pytest
 import torch
 from torch import nn
 
+from common.errors import UserError
 from sw.compile.artifacts import write_compiled
-from sw.errors import UserError
 from sw.quantize.config import parse_precision
 from sw.quantize.convert import calibrate, quantize_network
 from sw.quantize.export import read_model_file, validate, write_model_file

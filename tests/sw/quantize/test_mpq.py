@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sw.errors import UserError
+from common.errors import UserError
 from sw.quantize import groups, mpq
 from sw.quantize.config import parse_precision
 from sw.quantize.convert import calibrate, quantize_network

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from sw.errors import UserError
+from common.errors import UserError
 from sw.quantize import groups
 from sw.quantize.config import parse_precision
 from sw.quantize.quantizers import ActivationQuantizer, WeightQuantizer, grad_scale, round_ste, ste_replace

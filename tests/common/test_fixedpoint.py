@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from sw import fixedpoint
+from common import fixedpoint
 
 
 def test_rounding_shift_right_rounds_half_up():

@@ -23,7 +23,7 @@ import pathlib
 import shutil
 import tempfile
 
-from sw.errors import UserError
+from common.errors import UserError
 
 OUTPUT_MARKER = ".mpq-output.json"
 

@@ -1,4 +1,4 @@
-"""The output rules of sw/files.py: which folders a command may replace, and
+"""The output rules of common/files.py: which folders a command may replace, and
 that a replacement is all or nothing, interrupted or not."""
 
 import json
@@ -7,9 +7,9 @@ import pathlib
 
 import pytest
 
-from sw import files
-from sw.errors import UserError
-from sw.files import OUTPUT_MARKER, check_output_directory, replacing_directory, writing_file
+from common import files
+from common.errors import UserError
+from common.files import OUTPUT_MARKER, check_output_directory, replacing_directory, writing_file
 
 
 def _users_folder(path):
