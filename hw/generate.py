@@ -33,20 +33,14 @@ def to_verilog(design, name, *, zero_memories=True):
     Verilog. Verilator starts such memories at zero anyway (its default
     `--x-initial`); Icarus would start them at X, so its builds keep the zeros.
     """
-    from amaranth.back import rtlil, verilog
+    from amaranth.back import verilog
+
+    from hw.compat import memories_without_initial_value
+
     if zero_memories:
         return verilog.convert(design, name=name, emit_src=False)
-    original = rtlil.ModuleEmitter.emit_memory
-
-    def emit_memory(self, cell_idx, cell):
-        if any(cell.init):
-            original(self, cell_idx, cell)
-
-    rtlil.ModuleEmitter.emit_memory = emit_memory
-    try:
+    with memories_without_initial_value():
         return verilog.convert(design, name=name, emit_src=False)
-    finally:
-        rtlil.ModuleEmitter.emit_memory = original
 
 
 def write_verilog(config, out_dir, force=False):

@@ -44,26 +44,14 @@ def check_simulator(simulator):
         raise UserError(f"{program} is not on PATH: {hint}")
 
 
-def _only_ports_public(runner):
-    """cocotb's runner makes every internal signal public (--public-flat-rw),
-    which stops Verilator from optimising the model; our benches only touch
-    the top-level ports, so only the top module's signals are made public."""
-    build_command = runner._build_command
-
-    def without_public_signals():
-        commands = []
-        for command in build_command():
-            if "--public-flat-rw" in command:
-                index = command.index("--public-flat-rw")
-                # -fno-dfg: with internal signals private, Verilator 5.048's
-                # DFG optimiser miscompiled the core's weight_reads counter
-                # (outputs stayed right); tests/hw/core compares every counter.
-                command = (command[:index] + ["--public-depth", "1", "-fno-dfg"]
-                           + command[index + 1:])
-            commands.append(command)
-        return commands
-
-    runner._build_command = without_public_signals
+# cocotb's runner makes every internal signal public (--public-flat-rw), which
+# stops Verilator from optimising the model; our benches only touch the
+# top-level ports. Verilator takes the last of a switch and its --no- form,
+# and cocotb puts build_args after its own, so these undo it without touching
+# the runner's internals. -fno-dfg: with internal signals private, Verilator
+# 5.048's DFG optimiser miscompiled the core's weight_reads counter (outputs
+# stayed right); tests/hw/core compares every counter.
+VERILATOR_ONLY_PORTS_PUBLIC = ["--no-public-flat-rw", "--public-depth", "1", "-fno-dfg"]
 
 
 def run_bench(*, simulator, sources, toplevel, bench, testcase=None, build_dir,
@@ -76,13 +64,11 @@ def run_bench(*, simulator, sources, toplevel, bench, testcase=None, build_dir,
     check_simulator(simulator)
     build_dir = pathlib.Path(build_dir).resolve()
     runner = get_runner(simulator)
-    if simulator == "verilator":
-        _only_ports_public(runner)
     sources = [pathlib.Path(source).resolve() for source in sources]
     build_args = []
     if simulator == "verilator":
         sources = [VerilatorControlFile(WAIVERS)] + sources
-        build_args = ["-Wall"]
+        build_args = ["-Wall"] + VERILATOR_ONLY_PORTS_PUBLIC
     else:
         # Yosys starts `always @*` blocks at time 0 by changing an initialised
         # dummy register; under cocotb's default -g2012 Icarus applies such
