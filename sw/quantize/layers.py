@@ -37,6 +37,16 @@ BIAS_MAX = (1 << 31) - 1
 FLOAT32_EXACT = 1 << 24
 
 
+
+@torch.no_grad()
+def update_running_statistics(bn, y):
+    """Update `bn`'s running mean and variance from the batch `y` by PyTorch's
+    own rule (`F.batch_norm` in training mode): the same momentum, unbiased
+    running variance, and `momentum=None` as a cumulative average."""
+    bn.num_batches_tracked += 1
+    factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    F.batch_norm(y.detach(), bn.running_mean, bn.running_var, None, None, True, factor, bn.eps)
+
 class QuantLayer(nn.Module):
     """One layer of the integer contract, wrapping the user's float modules."""
 
@@ -115,16 +125,11 @@ class QuantLayer(nn.Module):
         if bn is None:
             one = self.op.weight.new_ones(channels)
             return one, torch.zeros_like(one), torch.zeros_like(one)
-        if self.training and y is not None:
+        if self.training and y is not None:   # (sw/quantize/convert.py requires running stats)
             dims = [d for d in range(y.dim()) if d != 1]
             mean = y.mean(dim=dims)
             var = y.var(dim=dims, unbiased=False)
-            with torch.no_grad():
-                count = y.numel() // channels
-                momentum = 0.1 if bn.momentum is None else bn.momentum
-                bn.running_mean.mul_(1 - momentum).add_(momentum * mean.detach())
-                bn.running_var.mul_(1 - momentum).add_(momentum * var.detach() * count / max(count - 1, 1))
-                bn.num_batches_tracked += 1
+            update_running_statistics(bn, y)
         else:
             mean, var = bn.running_mean, bn.running_var
         gamma = bn.weight if bn.affine else torch.ones_like(mean)
