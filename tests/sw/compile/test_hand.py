@@ -1,7 +1,8 @@
 """Small layers whose images, program and counters are worked out by hand
 from docs/isa.md. Cycle counts are written in terms of the hw/timing.py
-constants (the numbers in the comments are for FETCH 2, PREFETCH 6, PIPE 3,
-PPU 8, HALT 0), so they follow a change of a constant but not of a rule."""
+constants (FETCH_CYCLES, PREFETCH_CYCLES, PIPE_CYCLES, PPU_CYCLES,
+HALT_CYCLES), never as numbers, so they follow a change of a constant but
+not of a rule."""
 
 import numpy as np
 
@@ -25,7 +26,7 @@ def one_by_one(cout, width, weight_bits=2, act_bits=2, cin=16, name="hand"):
 
 F, P, PIPE, PPU = (timing.FETCH_CYCLES, timing.PREFETCH_CYCLES, timing.PIPE_CYCLES,
                    timing.PPU_CYCLES)
-HALT = getattr(timing, "HALT_CYCLES", 0)
+HALT = timing.HALT_CYCLES
 
 
 def round_cycles(rows, cols, steps):
