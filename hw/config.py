@@ -8,19 +8,13 @@ A configuration is named once and means the same thing everywhere:
 import dataclasses
 
 from common.errors import UserError
+from common.weight_groups import GROUP_SIZE
 from hw.counters import COUNTER_WIDTH
 
-# Fixed by the design (docs/isa.md): weights per group (a bit-plane word is G
-# bits; activation chunks are G / 4 words of four 4-bit slots).
-GROUP_SIZE = 16
-ACT_SLOT_BITS = 4
-ACT_WORD_BITS = 16
-PARAM_WIDTH = 48
-PROGRAM_WIDTH = 64
-RESULT_WIDTH = 32
-# Chunk descriptor: ky(4) kx(4) block(12) mode(2), then 3 bits per row.
-CHUNK_FIXED_BITS = 22
-CHUNK_ROW_BITS = 3
+# The fixed widths and layouts of the memories' entries are the ISA's
+# (hw/isa.py); this file holds what a configuration chooses. hw/isa.py is
+# imported where it is needed, not here, so that reading the configurations
+# (`mpq --help`) does not load Amaranth.
 
 
 def _is_power_of_two(value):
@@ -113,24 +107,39 @@ class AcceleratorConfig:
         return (self.weight_depth - 1).bit_length()
 
     @property
+    def chunk_layout(self):
+        """The chunk descriptor of this array (hw/isa.py)."""
+        from hw import isa
+        return isa.chunk_layout(self.rows)
+
+    @property
+    def wptr_layout(self):
+        """The weight-pointer entry of this array and weight memory (hw/isa.py)."""
+        from hw import isa
+        return isa.wptr_layout(self.rows, self.weight_addr_bits)
+
+    @property
     def chunk_width(self):
-        return CHUNK_FIXED_BITS + CHUNK_ROW_BITS * self.rows
+        return self.chunk_layout.size
 
     @property
     def wptr_width(self):
-        return self.rows * self.weight_addr_bits
+        return self.wptr_layout.size
 
     def memory_shapes(self):
-        """Memory id -> (name, banks, width, depth), as in docs/isa.md."""
-        return {
-            0: ("program", 1, PROGRAM_WIDTH, self.program_depth),
-            1: ("chunks", 1, self.chunk_width, self.chunk_depth),
-            2: ("wptr", 1, self.wptr_width, self.wptr_depth),
-            3: ("params", 1, PARAM_WIDTH, self.param_depth),
-            4: ("weights", self.rows, GROUP_SIZE, self.weight_depth),
-            5: ("activations", self.cols, ACT_WORD_BITS, self.act_depth),
-            6: ("results", 1, RESULT_WIDTH, self.result_depth),
+        """`isa.Memory` -> (name, banks, width, depth), as in docs/isa.md."""
+        from hw import isa
+        Memory = isa.Memory
+        shapes = {
+            Memory.PROGRAM: (1, isa.INSTRUCTION.size, self.program_depth),
+            Memory.CHUNKS: (1, self.chunk_width, self.chunk_depth),
+            Memory.WPTR: (1, self.wptr_width, self.wptr_depth),
+            Memory.PARAMS: (1, isa.PARAMETER.size, self.param_depth),
+            Memory.WEIGHTS: (self.rows, GROUP_SIZE, self.weight_depth),
+            Memory.ACTIVATIONS: (self.cols, isa.ACT_WORD_BITS, self.act_depth),
+            Memory.RESULTS: (1, isa.RESULT_WIDTH, self.result_depth),
         }
+        return {memory: (memory.name.lower(), *shape) for memory, shape in shapes.items()}
 
 
 CONFIGS = {config.name: config for config in [

@@ -14,17 +14,12 @@ from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.array.systolic import SystolicArray
-from hw.config import ACT_WORD_BITS, PROGRAM_WIDTH
 from hw.counters import COUNTERS
 from hw.host import HostInterface
+from hw.isa import ACT_SLOT_BITS, ACT_WORD_BITS, INSTRUCTION, ROUND_FIELDS, Memory, Opcode, Register
 from hw.pe import PeMode
 from hw.ppu import PostProcessor
 from hw.round_engine import RoundEngine
-
-OPCODES = {"HALT": 0, "SET": 1, "TILE": 2, "ROUND": 3}
-LAYER_REGISTERS = ("IN_BASE", "IN_BASE2", "IN_H", "IN_W", "IN_WORDS", "PAD", "OUT_BASE",
-                   "OUT_W", "COUT", "OUT_WB", "OUT_WORDS", "POOL", "ACT_BITS", "REQ_SHIFT",
-                   "RAW", "PARAM_BASE", "RES_BASE")
 
 # Host-visible registers (docs/host.md).
 REG_CTRL, REG_STATUS, REG_ERROR_PC, REG_INFO = 0, 1, 2, 3
@@ -83,7 +78,8 @@ class Core(wiring.Component):
         shapes = config.memory_shapes()
         memories = {}
         for mem_id, (name, banks, width, depth) in shapes.items():
-            granularity = 4 if name == "activations" else None
+            # The PPU writes one 4-bit activation slot of a word at a time.
+            granularity = ACT_SLOT_BITS if mem_id == Memory.ACTIVATIONS else None
             memories[mem_id] = []
             for bank in range(banks):
                 mem = memory.Memory(shape=width, depth=depth, init=[])
@@ -124,32 +120,35 @@ class Core(wiring.Component):
 
         # Engine and PPU memory traffic (while running).
         with m.If(running):
-            for requester, mem_id in ((engine.wptr, 2), (engine.chunks, 1)):
+            for requester, mem_id in ((engine.wptr, Memory.WPTR), (engine.chunks, Memory.CHUNKS)):
                 m.d.comb += [read_port(mem_id).addr.eq(requester.addr),
                              read_port(mem_id).en.eq(requester.en)]
             for r in range(rows):
-                m.d.comb += [read_port(4, r).addr.eq(engine.weights[r].addr),
-                             read_port(4, r).en.eq(engine.weights[r].en)]
+                m.d.comb += [read_port(Memory.WEIGHTS, r).addr.eq(engine.weights[r].addr),
+                             read_port(Memory.WEIGHTS, r).en.eq(engine.weights[r].en)]
             for c in range(cols):
-                m.d.comb += [read_port(5, c).addr.eq(engine.acts[c].addr),
-                             read_port(5, c).en.eq(engine.acts[c].en)]
-            m.d.comb += [read_port(3).addr.eq(ppu.params.addr), read_port(3).en.eq(ppu.params.en)]
+                m.d.comb += [read_port(Memory.ACTIVATIONS, c).addr.eq(engine.acts[c].addr),
+                             read_port(Memory.ACTIVATIONS, c).en.eq(engine.acts[c].en)]
+            m.d.comb += [read_port(Memory.PARAMS).addr.eq(ppu.params.addr),
+                         read_port(Memory.PARAMS).en.eq(ppu.params.en)]
             for c in range(cols):
                 with m.If(ppu.act_write_en & (ppu.act_write_bank == c)):
-                    port = write_port(5, c)
+                    port = write_port(Memory.ACTIVATIONS, c)
                     m.d.comb += [port.addr.eq(ppu.act_write_addr),
-                                 port.data.eq(ppu.act_write_data.replicate(ACT_WORD_BITS // 4)),
+                                 port.data.eq(ppu.act_write_data.replicate(
+                                     ACT_WORD_BITS // ACT_SLOT_BITS)),
                                  port.en.eq(1 << ppu.act_write_slot)]
             with m.If(ppu.result_write_en):
-                port = write_port(6)
+                port = write_port(Memory.RESULTS)
                 m.d.comb += [port.addr.eq(ppu.result_write_addr),
                              port.data.eq(ppu.result_write_data), port.en.eq(1)]
-        m.d.comb += [engine.wptr.data.eq(read_port(2).data), engine.chunks.data.eq(read_port(1).data),
-                     ppu.params.data.eq(read_port(3).data)]
+        m.d.comb += [engine.wptr.data.eq(read_port(Memory.WPTR).data),
+                     engine.chunks.data.eq(read_port(Memory.CHUNKS).data),
+                     ppu.params.data.eq(read_port(Memory.PARAMS).data)]
         for r in range(rows):
-            m.d.comb += engine.weights[r].data.eq(read_port(4, r).data)
+            m.d.comb += engine.weights[r].data.eq(read_port(Memory.WEIGHTS, r).data)
         for c in range(cols):
-            m.d.comb += engine.acts[c].data.eq(read_port(5, c).data)
+            m.d.comb += engine.acts[c].data.eq(read_port(Memory.ACTIVATIONS, c).data)
 
         # ---------------- output accumulator buffer (OAB), double-buffered by tile
         m.submodules.oab = oab = memory.Memory(shape=cols * acc, depth=2 * rows, init=[])
@@ -161,15 +160,18 @@ class Core(wiring.Component):
                      ppu.oab.data.eq(oab_ppu_read.data)]
 
         # ---------------- controller
-        program = read_port(0)
+        program = read_port(Memory.PROGRAM)
         pc = Signal(range(config.program_depth))
-        instruction = Signal(PROGRAM_WIDTH)
-        m.d.comb += instruction.eq(program.data)
-        opcode = instruction[60:64]
-        registers = {name: Signal(32, name=f"reg_{name.lower()}") for name in LAYER_REGISTERS}
+        # A plain signal viewed through the layout: a Signal(INSTRUCTION) would
+        # add a wire per field to the Verilog.
+        instruction_bits = Signal(INSTRUCTION.size, name="instruction")
+        m.d.comb += instruction_bits.eq(program.data)
+        instruction = INSTRUCTION(instruction_bits)
+        registers = {register: Signal(32, name=f"reg_{register.name.lower()}")
+                     for register in Register}
         coord = config.coord_bits
         tile_y, tile_x0, tile_k = Signal(coord), Signal(coord), Signal(coord)
-        round_shift = Signal(4)
+        round_shift = Signal(ROUND_FIELDS["shift"].shape)
         round_first = Signal()
         round_last = Signal()
         # config.narrow_counts: both modulo 4; their difference (at most 3) is exact.
@@ -190,15 +192,16 @@ class Core(wiring.Component):
         # Layer registers to the engine and the PPU.
         reg = registers
         m.d.comb += [
-            engine.in_base.eq(reg["IN_BASE"]), engine.in_base2.eq(reg["IN_BASE2"]),
-            engine.in_h.eq(reg["IN_H"]), engine.in_w.eq(reg["IN_W"]),
-            engine.in_words.eq(reg["IN_WORDS"]), engine.pad.eq(reg["PAD"]),
+            engine.in_base.eq(reg[Register.IN_BASE]), engine.in_base2.eq(reg[Register.IN_BASE2]),
+            engine.in_h.eq(reg[Register.IN_H]), engine.in_w.eq(reg[Register.IN_W]),
+            engine.in_words.eq(reg[Register.IN_WORDS]), engine.pad.eq(reg[Register.PAD]),
             engine.y.eq(tile_y), engine.x0.eq(tile_x0),
-            ppu.out_base.eq(reg["OUT_BASE"]), ppu.out_w.eq(reg["OUT_W"]), ppu.cout.eq(reg["COUT"]),
-            ppu.out_wb.eq(reg["OUT_WB"]), ppu.out_words.eq(reg["OUT_WORDS"]),
-            ppu.pool.eq(reg["POOL"]), ppu.act_bits.eq(reg["ACT_BITS"]),
-            ppu.req_shift.eq(reg["REQ_SHIFT"]), ppu.raw.eq(reg["RAW"]),
-            ppu.param_base.eq(reg["PARAM_BASE"]), ppu.res_base.eq(reg["RES_BASE"]),
+            ppu.out_base.eq(reg[Register.OUT_BASE]), ppu.out_w.eq(reg[Register.OUT_W]),
+            ppu.cout.eq(reg[Register.COUT]), ppu.out_wb.eq(reg[Register.OUT_WB]),
+            ppu.out_words.eq(reg[Register.OUT_WORDS]), ppu.pool.eq(reg[Register.POOL]),
+            ppu.act_bits.eq(reg[Register.ACT_BITS]), ppu.req_shift.eq(reg[Register.REQ_SHIFT]),
+            ppu.raw.eq(reg[Register.RAW]), ppu.param_base.eq(reg[Register.PARAM_BASE]),
+            ppu.res_base.eq(reg[Register.RES_BASE]),
             ppu.job_valid.eq(job_pending), ppu.job_y.eq(job_y), ppu.job_x0.eq(job_x0),
             ppu.job_ktile.eq(job_k), ppu.job_buffer.eq(job_buffer),
         ]
@@ -227,10 +230,10 @@ class Core(wiring.Component):
         m.d.comb += ppu_quiet.eq(ppu.idle & ~job_pending)
 
         def set_register():
-            with m.Switch(instruction[32:38]):
-                for index, name in enumerate(LAYER_REGISTERS):
-                    with m.Case(index):
-                        m.d.sync += registers[name].eq(instruction[:32])
+            with m.Switch(instruction.set.register):
+                for register in Register:
+                    with m.Case(register):
+                        m.d.sync += registers[register].eq(instruction.set.value)
 
         with m.FSM(name="controller"):
             with m.State("IDLE"):
@@ -243,24 +246,24 @@ class Core(wiring.Component):
                 m.next = "DECODE"
             with m.State("DECODE"):
                 m.d.sync += pc.eq(pc + 1)
-                with m.Switch(opcode):
-                    with m.Case(OPCODES["HALT"]):
+                with m.Switch(instruction.opcode):
+                    with m.Case(Opcode.HALT):
                         m.next = "HALT"
-                    with m.Case(OPCODES["SET"]):
+                    with m.Case(Opcode.SET):
                         with m.If(ppu_quiet):
                             set_register()
                             m.next = "FETCH"
                         with m.Else():
                             m.next = "SET_WAIT"
-                    with m.Case(OPCODES["TILE"]):
-                        m.d.sync += [tile_y.eq(instruction[0:16]), tile_x0.eq(instruction[16:32]),
-                                     tile_k.eq(instruction[32:48])]
+                    with m.Case(Opcode.TILE):
+                        m.d.sync += [tile_y.eq(instruction.tile.y), tile_x0.eq(instruction.tile.x0),
+                                     tile_k.eq(instruction.tile.ktile)]
                         m.next = "FETCH"
-                    with m.Case(OPCODES["ROUND"]):
-                        m.d.sync += [round_shift.eq(instruction[44:48]),
-                                     round_first.eq(instruction[49]),
-                                     round_last.eq(instruction[50])]
-                        with m.If(instruction[49]):
+                    with m.Case(Opcode.ROUND):
+                        m.d.sync += [round_shift.eq(instruction.round.shift),
+                                     round_first.eq(instruction.round.first),
+                                     round_last.eq(instruction.round.last)]
+                        with m.If(instruction.round.first):
                             m.d.sync += [tiles_started.eq(tiles_started + 1),
                                          tile_buffer.eq(tiles_started[0])]
                         m.next = "STALL"
@@ -285,10 +288,10 @@ class Core(wiring.Component):
                     # The program port is not read again before the next
                     # FETCH, so `instruction` still holds the ROUND.
                     m.d.comb += [engine.start.eq(1),
-                                 engine.chunk_start.eq(instruction[0:16]),
-                                 engine.chunk_count.eq(instruction[16:32]),
-                                 engine.wptr_index.eq(instruction[32:44]),  # ISA field: 12 bits
-                                 engine.input2.eq(instruction[48])]
+                                 engine.chunk_start.eq(instruction.round.chunk_start),
+                                 engine.chunk_count.eq(instruction.round.chunk_count),
+                                 engine.wptr_index.eq(instruction.round.wptr),
+                                 engine.input2.eq(instruction.round.input2)]
                     m.next = "RUN"
             with m.State("RUN"):
                 with m.If(engine.done):

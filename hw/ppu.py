@@ -17,8 +17,7 @@ from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from common.fixedpoint import MULTIPLIER_BITS
-from hw.config import RESULT_WIDTH
+from hw.isa import MULTIPLIER_BITS, PARAMETER, RESULT_WIDTH
 from hw.round_engine import ReadPort
 from hw.timing import PPU_PIPELINE
 
@@ -42,7 +41,7 @@ class PostProcessor(wiring.Component):
             "raw": In(1), "param_base": In(32), "res_base": In(32),
 
             "oab": Out(ReadPort((2 * rows - 1).bit_length(), cols * acc)),
-            "params": Out(ReadPort((config.param_depth - 1).bit_length(), 48)),
+            "params": Out(ReadPort((config.param_depth - 1).bit_length(), PARAMETER.size)),
 
             "act_write_en": Out(1),
             "act_write_bank": Out(range(cols)),
@@ -105,11 +104,11 @@ class PostProcessor(wiring.Component):
         if config.ppu_hold_registers:
             m.d.sync += fresh.eq(first_of_row)
         row_hold = Signal(cols * acc)
-        bias_hold = Signal(signed(32))
+        bias_hold = Signal(PARAMETER["bias"].shape)
         mult_hold = Signal(signed(MULTIPLIER_BITS))
         row = Mux(fresh, self.oab.data, row_hold)
-        param_bias = self.params.data[:32].as_signed()
-        param_mult = self.params.data[32:48].as_signed()
+        params = PARAMETER(self.params.data)
+        param_bias, param_mult = params.bias, params.multiplier
         if config.ppu_hold_registers:
             with m.If(fresh):
                 m.d.sync += [row_hold.eq(self.oab.data), bias_hold.eq(param_bias),
@@ -122,7 +121,7 @@ class PostProcessor(wiring.Component):
             # the channel's parameters are still there for c > 0.
             row, bias, mult = self.oab.data, param_bias, param_mult
         value1 = Signal(signed(acc))
-        bias1 = Signal(signed(32))
+        bias1 = Signal(PARAMETER["bias"].shape)
         mult1 = Signal(signed(MULTIPLIER_BITS))
         m.d.sync += [value1.eq(Array(row[i * acc:(i + 1) * acc].as_signed() for i in range(cols))[s1.c]),
                      bias1.eq(bias), mult1.eq(mult)]

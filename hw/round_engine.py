@@ -21,21 +21,13 @@ from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.config import ACT_WORD_BITS, GROUP_SIZE
+from hw.isa import ACT_WORD_BITS, CHUNK_ACT_WORDS, GROUP_SIZE, MAX_PLANES, PAD_BITS
 from hw.pe import PeMode
 from hw.pe.modes import pack_lanes_hdl
 
-PLANES = 4                       # most weight planes in a group (4-bit)
-ACT_WORDS = GROUP_SIZE * 4 // ACT_WORD_BITS   # activation words per chunk (4)
+PLANES = MAX_PLANES              # most weight planes in a group (4-bit)
+ACT_WORDS = CHUNK_ACT_WORDS      # activation words per chunk (4)
 FETCH_READS = max(PLANES, ACT_WORDS)          # read cycles per chunk fetch
-
-
-def chunk_layout(rows):
-    """The chunk descriptor's fields (docs/isa.md, memory 1)."""
-    return data.StructLayout({
-        "ky": 4, "kx": 4, "block": 12, "mode": PeMode,
-        "rows": data.ArrayLayout(data.StructLayout({"pcode": 2, "fold": 1}), rows),
-    })
 
 
 class ReadPort(wiring.Signature):
@@ -69,7 +61,7 @@ class RoundEngine(wiring.Component):
             "x0": In(16),
             # Layer registers this engine reads.
             "in_base": In(32), "in_base2": In(32), "in_h": In(16), "in_w": In(16),
-            "in_words": In(16), "pad": In(4),
+            "in_words": In(16), "pad": In(PAD_BITS),
 
             "done": Out(1),
             "busy": Out(1),
@@ -95,7 +87,7 @@ class RoundEngine(wiring.Component):
         config = self._config
         rows, cols = config.rows, config.cols
         col_bits = (cols - 1).bit_length()
-        layout = chunk_layout(rows)
+        layout = config.chunk_layout
 
         # Round fields, latched at start.
         chunk_next = Signal(self._address_bits)      # next descriptor address to read
@@ -120,9 +112,9 @@ class RoundEngine(wiring.Component):
         pointers = [Signal(config.weight_addr_bits, name=f"pointer{r}") for r in range(rows)]
         with m.If(loading):
             m.d.sync += loading.eq(0)
+            wptr_entry = config.wptr_layout(self.wptr.data)
             for r in range(rows):
-                field = self.wptr.data[r * config.weight_addr_bits:(r + 1) * config.weight_addr_bits]
-                m.d.sync += pointers[r].eq(field)
+                m.d.sync += pointers[r].eq(wptr_entry[r])
 
         # ---- descriptors: one register ahead of the fetch engine.
         descriptor = Signal(layout)
@@ -139,7 +131,7 @@ class RoundEngine(wiring.Component):
             m.d.sync += [chunk_next.eq(chunk_next + 1), chunks_to_read.eq(chunks_to_read - 1)]
         m.d.sync += descriptor_pending.eq(issue_descriptor)
         with m.If(descriptor_pending):
-            m.d.sync += [descriptor.as_value().eq(self.chunks.data), descriptor_valid.eq(1)]
+            m.d.sync += [descriptor.eq(self.chunks.data), descriptor_valid.eq(1)]
         with m.Elif(fetch_start):
             m.d.sync += descriptor_valid.eq(0)
 
@@ -149,7 +141,7 @@ class RoundEngine(wiring.Component):
         act_buffer = [[Signal(GROUP_SIZE * 4, name=f"acts_b{b}_c{c}") for c in range(cols)]
                       for b in range(2)]
         buffer_mode = [Signal(PeMode, name=f"mode_b{b}") for b in range(2)]
-        rows_layout = data.ArrayLayout(data.StructLayout({"pcode": 2, "fold": 1}), rows)
+        rows_layout = layout["rows"].shape
         buffer_rows = [Signal(rows_layout, name=f"rows_b{b}") for b in range(2)]
         full = [Signal(name=f"full_b{b}") for b in range(2)]
 

@@ -14,7 +14,7 @@ paper's process) by one rule, `node_scale`. Energies are in pJ.
 import dataclasses
 
 from common.errors import UserError
-from hw.config import ACT_SLOT_BITS
+from hw.isa import ACT_SLOT_BITS
 from hw.pe import PeMode
 from sw.energy.tables import interpolate, load_tables
 

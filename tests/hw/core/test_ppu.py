@@ -13,6 +13,7 @@ from amaranth.sim import Simulator
 
 from common import fixedpoint
 from hw.config import AcceleratorConfig
+from hw.isa import PARAMETER
 from hw.ppu import PostProcessor
 
 CONFIG = AcceleratorConfig("ppu-test", rows=2, cols=4, acc_width=24, param_depth=64,
@@ -64,7 +65,7 @@ def run_ppu(tiles, params, registers):
                 ctx.set(ppu.oab.data, oab[oab_addr])
             if p_en:
                 bias, mult = params[p_addr]
-                ctx.set(ppu.params.data, (bias & 0xFFFFFFFF) | ((mult & 0xFFFF) << 32))
+                ctx.set(ppu.params.data, PARAMETER.const({"bias": bias, "multiplier": mult}).as_bits())
 
     async def monitor(ctx):
         async for _, _, a_en, bank, addr, slot, data, r_en, r_addr, r_data in ctx.tick().sample(

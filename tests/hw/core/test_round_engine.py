@@ -11,6 +11,7 @@ from amaranth.lib import memory
 from amaranth.sim import Simulator
 
 from hw.config import AcceleratorConfig
+from hw.isa import ACT_WORD_BITS, GROUP_SIZE
 from hw.pe import PeMode
 from hw.pe.modes import BRICK_MAP, SLICE_BITS
 from hw.round_engine import RoundEngine
@@ -57,9 +58,9 @@ def run_engine(chunks, weight_banks, act_banks):
         "wptr": memory.Memory(shape=CONFIG.wptr_width, depth=CONFIG.wptr_depth, init=[0]),
     }
     for r in range(R):
-        mems[f"w{r}"] = memory.Memory(shape=16, depth=CONFIG.weight_depth, init=weight_banks[r])
+        mems[f"w{r}"] = memory.Memory(shape=GROUP_SIZE, depth=CONFIG.weight_depth, init=weight_banks[r])
     for c in range(C):
-        mems[f"a{c}"] = memory.Memory(shape=16, depth=CONFIG.act_depth, init=act_banks[c])
+        mems[f"a{c}"] = memory.Memory(shape=ACT_WORD_BITS, depth=CONFIG.act_depth, init=act_banks[c])
     for name, mem in mems.items():
         m.submodules[name] = mem
     ports = [(engine.chunks, mems["chunks"]), (engine.wptr, mems["wptr"])]

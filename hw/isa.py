@@ -1,0 +1,135 @@
+"""The core's instruction set as data: the one definition of every field that
+the compiler writes and the core reads (docs/isa.md describes them).
+
+The layouts are Amaranth `data` layouts, so both sides use the same objects.
+The RTL views its memory words through them (`Signal(INSTRUCTION)`, a read
+port whose data is a `chunk_layout(rows)`); the compiler encodes with
+`layout.const({...}).as_bits()` and the golden model decodes with
+`layout.from_bits(word)` (`sw/compile/encoding.py`). So the compiler and the
+core cannot disagree on a bit position.
+
+This module needs only Amaranth's layouts and enums and the PE modes, not the
+RTL, so the compiler and the host software import it cheaply.
+"""
+
+import enum as py_enum
+import functools
+
+from amaranth.hdl import Shape, signed
+from amaranth.lib import data, enum
+
+from common.fixedpoint import MULTIPLIER_BITS
+from common.weight_groups import GROUP_SIZE
+from hw.pe.modes import PeMode
+
+__all__ = [
+    "ACT_SLOTS_PER_WORD", "ACT_SLOT_BITS", "ACT_WORD_BITS", "CHUNK_ACT_WORDS", "CHUNK_ROW",
+    "GROUP_SIZE", "INSTRUCTION", "MAX_PLANES", "MULTIPLIER_BITS", "Memory", "OPERANDS",
+    "Opcode", "PAD_BITS", "PARAMETER", "PCODE_BITS", "PeMode", "RESULT_WIDTH", "ROUND_FIELDS",
+    "Register", "SET_FIELDS", "TILE_FIELDS", "chunk_layout", "field_width", "wptr_layout",
+]
+
+
+class Memory(py_enum.IntEnum):
+    """The core's memories, by the id the host protocol names them with."""
+    PROGRAM = 0        # instructions (INSTRUCTION)
+    CHUNKS = 1         # chunk descriptors (chunk_layout)
+    WPTR = 2           # per-row weight pointers of a round (wptr_layout)
+    PARAMS = 3         # per-channel bias and multiplier (PARAMETER)
+    WEIGHTS = 4        # bit-planes of weight groups, one bank per array row
+    ACTIVATIONS = 5    # 4-bit activation slots, one bank per array column
+    RESULTS = 6        # raw 32-bit outputs (acc + bias)
+
+
+class Opcode(enum.IntEnum, shape=4):
+    HALT = 0           # wait for the PPU, then done
+    SET = 1            # set a layer register
+    TILE = 2           # the tile the next ROUNDs compute
+    ROUND = 3          # run chunks into the array, drain into the OAB
+
+
+class Register(py_enum.IntEnum):
+    """Layer registers, by their SET index."""
+    IN_BASE = 0        # input map base word address
+    IN_BASE2 = 1       # second input map base (low nibbles of an 8-bit input)
+    IN_H = 2           # input height
+    IN_W = 3           # input width
+    IN_WORDS = 4       # input words per pixel (padded channels / 4)
+    PAD = 5            # zero padding, the same on every side
+    OUT_BASE = 6       # output map base word address
+    OUT_W = 7          # conv output width (columns x >= OUT_W are not written)
+    COUT = 8           # output channels (rows k >= COUT are not written)
+    OUT_WB = 9         # output map words per row of pixels per bank (of the pooled map)
+    OUT_WORDS = 10     # output words per pixel (padded channels / 4)
+    POOL = 11          # 1: 2x2 max-pool, stride 2, before writing
+    ACT_BITS = 12      # output activation bits (2, 3, 4)
+    REQ_SHIFT = 13     # requantization right shift
+    RAW = 14           # 1: write acc + bias to the result memory instead
+    PARAM_BASE = 15    # parameter entry of output channel 0
+    RES_BASE = 16      # result memory base
+
+
+# ---- instructions (memory PROGRAM): operands in the low bits, opcode in 63:60.
+SET_FIELDS = data.StructLayout({"value": 32, "register": 6})
+TILE_FIELDS = data.StructLayout({"y": 16, "x0": 16, "ktile": 16})
+ROUND_FIELDS = data.StructLayout({
+    "chunk_start": 16, "chunk_count": 16, "wptr": 12, "shift": 4,
+    "input2": 1, "first": 1, "last": 1,
+})
+# Opcode -> the name of its operand field in INSTRUCTION (HALT has none).
+OPERANDS = {Opcode.SET: "set", Opcode.TILE: "tile", Opcode.ROUND: "round"}
+INSTRUCTION = data.FlexibleLayout(64, {
+    "set": data.Field(SET_FIELDS, 0),
+    "tile": data.Field(TILE_FIELDS, 0),
+    "round": data.Field(ROUND_FIELDS, 0),
+    "opcode": data.Field(Opcode, 60),
+})
+
+# ---- chunk descriptors (memory CHUNKS): one weight group per array row.
+# pcode: the row's group precision, PCODE_BITS[pcode] bits (0: no group, all
+# zero weights); fold: the row's weight is q << fold.
+PCODE_BITS = (0, 2, 3, 4)
+CHUNK_ROW = data.StructLayout({"pcode": 2, "fold": 1})
+
+
+@functools.cache
+def chunk_layout(rows):
+    """A chunk descriptor of an array with `rows` rows: kernel position
+    (ky, kx), input channel block (channels block*G .. block*G + G-1), the PE
+    mode and one CHUNK_ROW per row, row 0 first."""
+    return data.StructLayout({
+        "ky": 4, "kx": 4, "block": 12, "mode": PeMode,
+        "rows": data.ArrayLayout(CHUNK_ROW, rows),
+    })
+
+
+# ---- weight pointers (memory WPTR): row r's first plane address of a round.
+@functools.cache
+def wptr_layout(rows, addr_bits):
+    return data.ArrayLayout(addr_bits, rows)
+
+
+# ---- parameters (memory PARAMS): per output channel.
+PARAMETER = data.StructLayout({"bias": signed(32), "multiplier": signed(MULTIPLIER_BITS)})
+
+# ---- weights (memory WEIGHTS): a group of precision p is p plane words of
+# GROUP_SIZE bits (bit i of plane b is bit b of weight i), at most MAX_PLANES.
+MAX_PLANES = max(PCODE_BITS)
+
+# ---- activations (memory ACTIVATIONS): 4-bit slots, four to a word; a chunk
+# reads its G channels of a pixel as CHUNK_ACT_WORDS words.
+ACT_SLOT_BITS = 4
+ACT_SLOTS_PER_WORD = 4
+ACT_WORD_BITS = ACT_SLOT_BITS * ACT_SLOTS_PER_WORD
+CHUNK_ACT_WORDS = GROUP_SIZE // ACT_SLOTS_PER_WORD
+
+# ---- results (memory RESULTS): acc + bias, wrapped to 32 bits.
+RESULT_WIDTH = 32
+
+# The core keeps PAD in this many bits (the compiler refuses more).
+PAD_BITS = 4
+
+
+def field_width(layout, name):
+    """Bits of field `name` of `layout`."""
+    return Shape.cast(layout[name].shape).width
