@@ -39,7 +39,8 @@ import numpy as np  # noqa: E402
 
 from bench.common import RESULTS, write_json  # noqa: E402
 from bench.core_perf import PRECISIONS, layer_spec, vgg9_layers  # noqa: E402
-from hw.config import GROUP_SIZE, get_config  # noqa: E402
+from hw.config import get_config  # noqa: E402
+from hw.isa import GROUP_SIZE  # noqa: E402
 from hw.pe import PeMode  # noqa: E402
 from sw.compile import compile_layer  # noqa: E402
 

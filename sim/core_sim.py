@@ -13,6 +13,7 @@ import pathlib
 from common.errors import UserError
 from hw.core import Core
 from hw.generate import to_verilog
+from hw.isa import Memory
 from sim.runner import run_bench, source_file
 from sw import driver
 from sw.compile.encoding import map_words_per_bank
@@ -26,9 +27,9 @@ def readback_ranges(compiled):
     spec, regs, cols = compiled.spec, compiled.registers, compiled.config.cols
     cout, ho, wo = spec.output_shape
     if spec.raw:
-        return [(6, 0, regs["RES_BASE"], ho * wo * cout)]
+        return [(Memory.RESULTS, 0, regs["RES_BASE"], ho * wo * cout)]
     count = map_words_per_bank(ho, wo, cout, cols)
-    return [(5, bank, regs["OUT_BASE"], count) for bank in range(cols)]
+    return [(Memory.ACTIVATIONS, bank, regs["OUT_BASE"], count) for bank in range(cols)]
 
 
 def make_case(compiled, x, name, timeout_cycles=None):
@@ -40,7 +41,8 @@ def make_case(compiled, x, name, timeout_cycles=None):
 
 
 def decode_readback(compiled, readback):
-    memories = {5: [dict() for _ in range(compiled.config.cols)], 6: [dict()]}
+    memories = {Memory.ACTIVATIONS: [dict() for _ in range(compiled.config.cols)],
+                Memory.RESULTS: [dict()]}
     for (mem, bank, start, _), entries in zip(readback_ranges(compiled), readback):
         memories[mem][bank].update({start + i: value for i, value in enumerate(entries)})
     return compiled.decode_output(memories)

@@ -1,142 +1,208 @@
 """Bit-level encodings of docs/isa.md: instructions, chunk descriptors, weight
 pointers, parameters, weight bit-planes and the activation layout.
 
-The compiler writes with these functions and the golden model reads with
-their inverses, so a field position is written down exactly once in the
-software. Each encoder checks that its fields fit and raises ValueError
-otherwise (the compiler checks the user-facing limits first and reports them
-as UserError; a ValueError here is a compiler bug).
+Every field position comes from the hardware's contract, `hw/isa.py`: the
+encoders fill its layouts and the decoders (the golden model's) read them, so
+no bit position is written down here. Each encoder checks that its fields fit
+and raises ValueError otherwise (the compiler checks the user-facing limits
+first and reports them as UserError, so a ValueError here is a compiler bug).
 """
 
-import numpy as np
+import enum
+import functools
+from collections.abc import Mapping
 
-from hw.config import GROUP_SIZE
+import numpy as np
+from amaranth.hdl import Shape
+from amaranth.lib import data
+
+from hw import isa
+from hw.isa import ACT_SLOTS_PER_WORD, GROUP_SIZE, RESULT_WIDTH, Opcode, Register
 from hw.pe.modes import PeMode
 
-# Opcodes (bits 63:60).
-OP_HALT = 0
-OP_SET = 1
-OP_TILE = 2
-OP_ROUND = 3
+# Group precision <-> pcode of a chunk descriptor.
+BITS_OF_PCODE = isa.PCODE_BITS
+PCODE_OF_BITS = {bits: pcode for pcode, bits in enumerate(isa.PCODE_BITS)}
 
-# Layer registers, in index order (docs/isa.md, "Layer registers").
-REGISTERS = (
-    "IN_BASE", "IN_BASE2", "IN_H", "IN_W", "IN_WORDS", "PAD", "OUT_BASE", "OUT_W",
-    "COUT", "OUT_WB", "OUT_WORDS", "POOL", "ACT_BITS", "REQ_SHIFT", "RAW",
-    "PARAM_BASE", "RES_BASE",
-)
-REGISTER_INDEX = {name: index for index, name in enumerate(REGISTERS)}
-
-# Group precision <-> 2-bit pcode of a chunk descriptor.
-PCODE_OF_BITS = {0: 0, 2: 1, 3: 2, 4: 3}
-BITS_OF_PCODE = (0, 2, 3, 4)
-
-ROUND_SHIFT_MAX = 15       # 4-bit `shift` field
-ROUND_WPTR_LIMIT = 1 << 12  # 12-bit `wptr` field
-FIELD16_LIMIT = 1 << 16     # y, x0, ktile, chunk_start, chunk_count
-CHUNK_KERNEL_LIMIT = 16     # 4-bit ky, kx
-CHUNK_BLOCK_LIMIT = 1 << 12  # 12-bit block
-# Activation words a chunk reads per pixel: G 4-bit slots in 16-bit words.
-ACT_SLOTS_PER_WORD = 4
-CHUNK_ACT_WORDS = GROUP_SIZE // ACT_SLOTS_PER_WORD
+# Limits the compiler checks, from the field widths.
+ROUND_SHIFT_MAX = (1 << isa.field_width(isa.ROUND_FIELDS, "shift")) - 1
+ROUND_WPTR_LIMIT = 1 << isa.field_width(isa.ROUND_FIELDS, "wptr")
+CHUNK_ADDRESS_LIMIT = 1 << isa.field_width(isa.ROUND_FIELDS, "chunk_start")
+TILE_COORD_LIMIT = 1 << isa.field_width(isa.TILE_FIELDS, "y")   # y, x0 and ktile alike
+CHUNK_KERNEL_LIMIT = 1 << isa.field_width(isa.chunk_layout(1), "ky")   # ky and kx alike
+CHUNK_BLOCK_LIMIT = 1 << isa.field_width(isa.chunk_layout(1), "block")
+PAD_LIMIT = 1 << isa.PAD_BITS
 
 
-def _field(value, bits, name):
-    value = int(value)
-    if not 0 <= value < (1 << bits):
-        raise ValueError(f"{name}={value} does not fit {bits} bits")
-    return value
+# --- layouts to and from integers -------------------------------------------------------------
+
+class _Codec:
+    """Integers to and from the words of one Amaranth layout, with every
+    field's offset, width, signedness and enum type read from the layout.
+
+    `encode` gives the bits of `layout.const(fields)` and `decode` the fields
+    of `layout.from_bits(word)` (tests/sw/compile/test_isa_contract.py checks
+    both against Amaranth over random values of every field). Amaranth's own
+    take 0.1 to 2 ms a word, as they re-derive nested layouts' sizes on every
+    access: four times the compiler's and the golden model's whole run time."""
+
+    def __init__(self, layout):
+        self.array = isinstance(layout, data.ArrayLayout)
+        self.fields = {}
+        for key, field in layout:
+            shape = field.shape
+            cast = Shape.cast(shape)
+            self.fields[key] = (field.offset, cast.width, cast.signed,
+                                shape if isinstance(shape, enum.EnumMeta) else None,
+                                _codec(shape) if isinstance(shape, data.Layout) else None)
+
+    def encode(self, fields, path=""):
+        word = 0
+        for key, value in (fields.items() if isinstance(fields, Mapping) else enumerate(fields)):
+            name = f"{path}.{key}".lstrip(".") if isinstance(key, str) else f"{path}[{key}]"
+            if key not in self.fields:
+                raise ValueError(f"{name} is not a field")
+            offset, width, signed, enum_type, codec = self.fields[key]
+            if codec is not None:
+                bits = codec.encode(value, name)
+            else:
+                if enum_type is not None:
+                    value = enum_type(value).value     # ValueError for a non-member
+                value = int(value)
+                low = -(1 << (width - 1)) if signed else 0
+                if not low <= value < low + (1 << width):
+                    raise ValueError(f"{name}={value} does not fit "
+                                     f"{'signed ' if signed else ''}{width} bits")
+                bits = value & ((1 << width) - 1)
+            # As `const`: a later field overwrites the bits of an earlier one.
+            word = (word & ~(((1 << width) - 1) << offset)) | (bits << offset)
+        return word
+
+    def field(self, word, key):
+        """Field `key` of `word`: an int (signed where the field is), an enum
+        member, or for a nested layout its fields (dict, or list for arrays)."""
+        offset, width, signed, enum_type, codec = self.fields[key]
+        bits = (word >> offset) & ((1 << width) - 1)
+        if codec is not None:
+            return codec.decode(bits)
+        if enum_type is not None:
+            return enum_type(bits)
+        return bits - (1 << width) if signed and bits >> (width - 1) else bits
+
+    def decode(self, word):
+        values = [self.field(word, key) for key in self.fields]
+        return values if self.array else dict(zip(self.fields, values))
+
+
+@functools.cache
+def _codec(layout):
+    return _Codec(layout)
+
+
+def encode(layout, fields):
+    """The bits of `layout.const(fields)`, after checking that every field fits."""
+    return _codec(layout).encode(fields)
+
+
+def decode(layout, word):
+    """The fields of `layout.from_bits(word)`: a dict (a list for an array
+    layout) of ints, enum members and nested fields."""
+    return _codec(layout).decode(int(word))
 
 
 # --- instructions -----------------------------------------------------------------------------
 
+def _instruction(opcode, operands=None):
+    fields = {"opcode": opcode}
+    if operands is not None:
+        fields[isa.OPERANDS[opcode]] = operands
+    return encode(isa.INSTRUCTION, fields)
+
+
 def encode_halt():
-    return OP_HALT << 60
+    return _instruction(Opcode.HALT)
 
 
 def encode_set(register, value):
-    index = REGISTER_INDEX[register] if isinstance(register, str) else int(register)
-    return (OP_SET << 60) | (_field(index, 6, "register") << 32) | _field(value, 32, register)
+    index = Register[register] if isinstance(register, str) else int(register)
+    return _instruction(Opcode.SET, {"register": index, "value": value})
 
 
 def encode_tile(y, x0, ktile):
-    return ((OP_TILE << 60) | _field(y, 16, "y") | (_field(x0, 16, "x0") << 16)
-            | (_field(ktile, 16, "ktile") << 32))
+    return _instruction(Opcode.TILE, {"y": y, "x0": x0, "ktile": ktile})
 
 
 def encode_round(chunk_start, chunk_count, wptr, shift, input2=False, first=False, last=False):
     if chunk_count < 1:
         raise ValueError("a ROUND runs at least one chunk")
-    return ((OP_ROUND << 60) | _field(chunk_start, 16, "chunk_start")
-            | (_field(chunk_count, 16, "chunk_count") << 16) | (_field(wptr, 12, "wptr") << 32)
-            | (_field(shift, 4, "shift") << 44) | (int(bool(input2)) << 48)
-            | (int(bool(first)) << 49) | (int(bool(last)) << 50))
+    return _instruction(Opcode.ROUND, {
+        "chunk_start": chunk_start, "chunk_count": chunk_count, "wptr": wptr, "shift": shift,
+        "input2": bool(input2), "first": bool(first), "last": bool(last)})
+
+
+_ROUND_FLAGS = ("input2", "first", "last")
 
 
 def decode_instruction(word):
-    """`(opcode, fields)`; fields is a dict of the opcode's fields (empty for an
-    unknown opcode)."""
-    word = int(word)
-    opcode = (word >> 60) & 0xF
-    if opcode == OP_SET:
-        return opcode, {"register": (word >> 32) & 0x3F, "value": word & 0xFFFFFFFF}
-    if opcode == OP_TILE:
-        return opcode, {"y": word & 0xFFFF, "x0": (word >> 16) & 0xFFFF,
-                        "ktile": (word >> 32) & 0xFFFF}
-    if opcode == OP_ROUND:
-        return opcode, {"chunk_start": word & 0xFFFF, "chunk_count": (word >> 16) & 0xFFFF,
-                        "wptr": (word >> 32) & 0xFFF, "shift": (word >> 44) & 0xF,
-                        "input2": bool((word >> 48) & 1), "first": bool((word >> 49) & 1),
-                        "last": bool((word >> 50) & 1)}
-    return opcode, {}
+    """`(opcode, fields)`: an `Opcode` (the bare integer for an unknown
+    opcode) and a dict of its operand fields (empty for HALT and unknown
+    opcodes); ROUND's flags as bools."""
+    word, codec = int(word), _codec(isa.INSTRUCTION)
+    offset, width = codec.fields["opcode"][:2]
+    opcode = (word >> offset) & ((1 << width) - 1)
+    if opcode not in Opcode._value2member_map_:
+        return opcode, {}
+    opcode = Opcode(opcode)
+    if opcode not in isa.OPERANDS:
+        return opcode, {}
+    fields = codec.field(word, isa.OPERANDS[opcode])
+    if opcode == Opcode.ROUND:
+        fields.update((flag, bool(fields[flag])) for flag in _ROUND_FLAGS)
+    return opcode, fields
 
 
 # --- chunk descriptors, weight pointers, parameters -------------------------------------------
 
 def encode_chunk(ky, kx, block, mode, pcodes, folds):
-    word = (_field(ky, 4, "ky") | (_field(kx, 4, "kx") << 4) | (_field(block, 12, "block") << 8)
-            | (_field(PeMode(mode).value, 2, "mode") << 20))
-    for row, (pcode, fold) in enumerate(zip(pcodes, folds)):
-        word |= (_field(pcode, 2, "pcode") | (_field(fold, 1, "fold") << 2)) << (22 + 3 * row)
-    return word
+    rows = [{"pcode": pcode, "fold": fold} for pcode, fold in zip(pcodes, folds)]
+    return encode(isa.chunk_layout(len(rows)),
+                  {"ky": ky, "kx": kx, "block": block, "mode": PeMode(mode), "rows": rows})
 
 
 def decode_chunk(word, rows):
     """`(ky, kx, block, mode, pcodes, folds)` with pcodes, folds lists of `rows`."""
-    word = int(word)
-    pcodes = [(word >> (22 + 3 * row)) & 0b11 for row in range(rows)]
-    folds = [(word >> (24 + 3 * row)) & 1 for row in range(rows)]
-    return word & 0xF, (word >> 4) & 0xF, (word >> 8) & 0xFFF, PeMode((word >> 20) & 0b11), \
-        pcodes, folds
+    chunk = decode(isa.chunk_layout(rows), word)
+    return (chunk["ky"], chunk["kx"], chunk["block"], chunk["mode"],
+            [row["pcode"] for row in chunk["rows"]], [row["fold"] for row in chunk["rows"]])
 
 
 def encode_wptr(pointers, addr_bits):
-    word = 0
-    for row, pointer in enumerate(pointers):
-        word |= _field(pointer, addr_bits, "weight pointer") << (row * addr_bits)
-    return word
+    return encode(isa.wptr_layout(len(pointers), addr_bits), list(pointers))
 
 
 def decode_wptr(word, rows, addr_bits):
-    mask = (1 << addr_bits) - 1
-    return [(int(word) >> (row * addr_bits)) & mask for row in range(rows)]
+    return decode(isa.wptr_layout(rows, addr_bits), word)
 
 
 def encode_param(bias, multiplier):
-    bias, multiplier = int(bias), int(multiplier)
-    if not -(1 << 31) <= bias < (1 << 31):
-        raise ValueError(f"bias {bias} does not fit 32 signed bits")
-    if not -(1 << 15) <= multiplier < (1 << 15):
-        raise ValueError(f"multiplier {multiplier} does not fit 16 signed bits")
-    return (bias & 0xFFFFFFFF) | ((multiplier & 0xFFFF) << 32)
+    return encode(isa.PARAMETER, {"bias": bias, "multiplier": multiplier})
 
 
 def decode_param(word):
     """`(bias, multiplier)`, both signed."""
+    param = decode(isa.PARAMETER, word)
+    return param["bias"], param["multiplier"]
+
+
+def encode_result(value):
+    """A result word: `acc + bias` wrapped to RESULT_WIDTH bits (numpy-friendly)."""
+    return value & ((1 << RESULT_WIDTH) - 1)
+
+
+def decode_result(word):
+    """The signed value of a result word."""
     word = int(word)
-    bias = word & 0xFFFFFFFF
-    multiplier = (word >> 32) & 0xFFFF
-    return bias - ((bias >> 31) << 32), multiplier - ((multiplier >> 15) << 16)
+    return word - ((word >> (RESULT_WIDTH - 1)) << RESULT_WIDTH)
 
 
 # --- weight bit-planes -------------------------------------------------------------------------

@@ -37,13 +37,13 @@ import numpy as np
 
 from common import fixedpoint
 from hw import timing
-from hw.config import GROUP_SIZE
 from hw.counters import COUNTERS
+from hw.isa import ACT_SLOTS_PER_WORD, CHUNK_ACT_WORDS, GROUP_SIZE, MAX_PLANES, PCODE_BITS, Memory, Opcode, Register
 from sw.compile import encoding as enc
 from sw.compile.images import read_entry
 
-_BITS_OF_PCODE = np.array(enc.BITS_OF_PCODE, dtype=np.int64)
-_DENSE = (4, 5, 6)  # weights, activations, results: dense numpy banks
+_BITS_OF_PCODE = np.array(PCODE_BITS, dtype=np.int64)
+_DENSE = (Memory.WEIGHTS, Memory.ACTIVATIONS, Memory.RESULTS)  # dense numpy banks
 
 
 class Timeline:
@@ -104,7 +104,7 @@ class Timeline:
 
 @dataclasses.dataclass
 class Execution:
-    memories: dict          # final images: sparse dicts (0-3), numpy banks (4-6)
+    memories: dict          # final images: sparse dicts (program .. params), numpy banks (_DENSE)
     counters: dict          # every name of hw.counters.COUNTERS
     error: bool = False     # stopped on an unknown opcode
     error_pc: int | None = None
@@ -150,7 +150,7 @@ class _Core:
         self.R, self.C = config.rows, config.cols
         self.compute = compute
         self.mem = _load(config, images)
-        self.regs = {name: 0 for name in enc.REGISTERS}
+        self.regs = {register.name: 0 for register in Register}
         self.counters = dict.fromkeys(COUNTERS, 0)
         self.timeline = Timeline(self.R, self.C)
         self.oab = np.zeros((2, self.R, self.C), dtype=np.int64)
@@ -162,23 +162,23 @@ class _Core:
     # -- instruction loop --
 
     def run(self, max_instructions):
-        program = self.mem[0][0]
+        program = self.mem[Memory.PROGRAM][0]
         depth = self.config.program_depth
         pc = 0
         for _ in range(max_instructions):
             opcode, fields = enc.decode_instruction(program.get(pc, 0))
             self.counters["program_reads"] += 1
             self.timeline.fetch()
-            if opcode == enc.OP_HALT:
+            if opcode == Opcode.HALT:
                 self.timeline.halt()
                 return False, None
-            if opcode == enc.OP_SET:
+            if opcode == Opcode.SET:
                 self.timeline.set()
-                if fields["register"] < len(enc.REGISTERS):
-                    self.regs[enc.REGISTERS[fields["register"]]] = fields["value"]
-            elif opcode == enc.OP_TILE:
+                if fields["register"] < len(Register):
+                    self.regs[Register(fields["register"]).name] = fields["value"]
+            elif opcode == Opcode.TILE:
                 self.tile = (fields["y"], fields["x0"], fields["ktile"])
-            elif opcode == enc.OP_ROUND:
+            elif opcode == Opcode.ROUND:
                 self.round(**fields)
             else:
                 return True, pc
@@ -188,7 +188,7 @@ class _Core:
     # -- ROUND --
 
     def chunk(self, address):
-        word = read_entry(self.mem[1][0], address % self.config.chunk_depth)
+        word = read_entry(self.mem[Memory.CHUNKS][0], address % self.config.chunk_depth)
         key = (address, word)
         if key not in self.chunk_cache:
             self.chunk_cache[key] = enc.decode_chunk(word, self.R)
@@ -199,7 +199,7 @@ class _Core:
             self.tile_number += 1
         config, counters, R, C = self.config, self.counters, self.R, self.C
         chunks = [self.chunk(chunk_start + i) for i in range(chunk_count)]
-        pointers = enc.decode_wptr(read_entry(self.mem[2][0], wptr % config.wptr_depth), R,
+        pointers = enc.decode_wptr(read_entry(self.mem[Memory.WPTR][0], wptr % config.wptr_depth), R,
                                    config.weight_addr_bits)
         counters["wptr_reads"] += 1
         counters["chunk_reads"] += chunk_count
@@ -218,7 +218,7 @@ class _Core:
         counters["weight_reads"] += int(bits.sum())
 
         activations, inside = self.read_activations(ky, kx, block, modes, input2)
-        counters["act_reads"] += enc.CHUNK_ACT_WORDS * int(inside.sum())
+        counters["act_reads"] += CHUNK_ACT_WORDS * int(inside.sum())
         buffer = self.tile_number % 2
         if self.compute:
             weights = self.read_weights(pointers, bits, folds, modes)      # (N, R, G)
@@ -246,12 +246,12 @@ class _Core:
         base = regs["IN_BASE2"] if input2 else regs["IN_BASE"]
         wb = -(-width // C)
         address = (base + (yy[:, None] * wb + xx // C) * regs["IN_WORDS"]
-                   + block[:, None] * enc.CHUNK_ACT_WORDS)                  # (N, C)
-        address = address[:, :, None] + np.arange(enc.CHUNK_ACT_WORDS)       # (N, C, 4)
+                   + block[:, None] * CHUNK_ACT_WORDS)                      # (N, C)
+        address = address[:, :, None] + np.arange(CHUNK_ACT_WORDS)           # (N, C, 4)
         bank = np.broadcast_to((xx % C)[:, :, None], address.shape)
         words = np.where(inside[:, :, None],
-                         self.mem[5][bank, address % self.config.act_depth], 0)
-        slots = (words[..., None] >> (4 * np.arange(enc.ACT_SLOTS_PER_WORD))) & 15
+                         self.mem[Memory.ACTIVATIONS][bank, address % self.config.act_depth], 0)
+        slots = (words[..., None] >> (4 * np.arange(ACT_SLOTS_PER_WORD))) & 15
         slots = slots.reshape(len(ky), C, GROUP_SIZE)        # channel 4*word + slot
         mask = np.array([(1 << mode.activation_bits) - 1 for mode in modes], dtype=np.int64)
         return slots & mask[:, None, None], inside
@@ -263,8 +263,8 @@ class _Core:
         R, depth = self.R, self.config.weight_depth
         offsets = np.cumsum(bits, axis=0) - bits                             # exclusive
         address = np.array(pointers, dtype=np.int64)[None, :] + offsets      # (N, R)
-        plane_index = np.arange(4)
-        planes = self.mem[4][np.arange(R)[None, :, None],
+        plane_index = np.arange(MAX_PLANES)
+        planes = self.mem[Memory.WEIGHTS][np.arange(R)[None, :, None],
                              (address[:, :, None] + plane_index) % depth]    # (N, R, 4)
         planes = np.where(plane_index < bits[:, :, None], planes, 0)
         lane = np.arange(GROUP_SIZE)
@@ -287,7 +287,7 @@ class _Core:
         cols_ok = x < regs["OUT_W"]
         counters["oab_reads"] += R
         counters["param_reads"] += int(rows_ok.sum())
-        params = [enc.decode_param(read_entry(self.mem[3][0],
+        params = [enc.decode_param(read_entry(self.mem[Memory.PARAMS][0],
                                               (regs["PARAM_BASE"] + kk) % self.config.param_depth))
                   if ok else (0, 0) for kk, ok in zip(k.tolist(), rows_ok.tolist())]
         bias = np.array([p[0] for p in params], dtype=np.int64)[:, None]
@@ -298,8 +298,8 @@ class _Core:
             if self.compute:
                 address = regs["RES_BASE"] + (y * regs["OUT_W"] + x[None, :]) * regs["COUT"] \
                     + k[:, None]
-                self.mem[6][0, address[ok] % self.config.result_depth] = \
-                    (values + bias)[ok] & 0xFFFFFFFF
+                self.mem[Memory.RESULTS][0, address[ok] % self.config.result_depth] = \
+                    enc.encode_result((values + bias)[ok])
             return
         codes = fixedpoint.requantize(values, bias, multiplier, regs["REQ_SHIFT"],
                                       regs["ACT_BITS"])
@@ -328,12 +328,13 @@ class _Core:
         regs, C = self.regs, self.C
         bank = np.broadcast_to(xs % C, ok.shape)
         word = (regs["OUT_BASE"] + (ys * regs["OUT_WB"] + xs // C)[None, :] * regs["OUT_WORDS"]
-                + (k // enc.ACT_SLOTS_PER_WORD)[:, None]) % self.config.act_depth
-        slot = np.broadcast_to((k % enc.ACT_SLOTS_PER_WORD)[:, None], ok.shape)
-        for s in range(enc.ACT_SLOTS_PER_WORD):   # one slot position at a time: no clashes
+                + (k // ACT_SLOTS_PER_WORD)[:, None]) % self.config.act_depth
+        slot = np.broadcast_to((k % ACT_SLOTS_PER_WORD)[:, None], ok.shape)
+        for s in range(ACT_SLOTS_PER_WORD):   # one slot position at a time: no clashes
             sel = ok & (slot == s)
             b, w = bank[sel], word[sel]
-            self.mem[5][b, w] = (self.mem[5][b, w] & ~(15 << (4 * s))) \
+            activations = self.mem[Memory.ACTIVATIONS]
+            activations[b, w] = (activations[b, w] & ~(15 << (4 * s))) \
                 | ((codes[sel] & 15) << (4 * s))
 
 

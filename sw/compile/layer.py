@@ -3,7 +3,7 @@ generator of random layers for the tests.
 
 The integer semantics are those of docs/model_format.md: `weights` are the
 full integer weights `q << e` (not `q`), grouped as in
-`sw/quantize/groups.py` with group size `hw.config.GROUP_SIZE`; a linear
+`sw/quantize/groups.py` with group size `hw.isa.GROUP_SIZE`; a linear
 layer is a 1x1 convolution on a 1x1 map.
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 
 from common import fixedpoint
 from common.errors import UserError
-from hw.config import GROUP_SIZE
+from hw.isa import GROUP_SIZE
 from sw.quantize.groups import group_shape
 
 WEIGHT_BITS = (2, 3, 4, 8)

@@ -39,7 +39,7 @@ from collections import Counter
 import numpy as np
 
 from common.errors import UserError
-from hw.config import GROUP_SIZE
+from hw.isa import GROUP_SIZE, Memory, Register
 from hw.pe.modes import PeMode
 from sw.compile import encoding as enc
 from sw.compile.images import empty_images, merge_images, read_entry
@@ -123,13 +123,13 @@ class CompiledLayer:
         if x.min(initial=0) < 0 or x.max(initial=0) >= (1 << spec.act_bits_in):
             raise UserError(f"{spec.label}: input codes outside [0, "
                             f"{(1 << spec.act_bits_in) - 1}]")
-        images = {5: [dict() for _ in range(cols)]}
+        images = {Memory.ACTIVATIONS: [dict() for _ in range(cols)]}
         if spec.act_bits_in == 8:
             maps = ((x >> 4, self.placement.in_base), (x & 15, self.placement.in_base2))
         else:
             maps = ((x, self.placement.in_base),)
         for codes, base in maps:
-            _write_map(images[5], codes, base, cols)
+            _write_map(images[Memory.ACTIVATIONS], codes, base, cols)
         return images
 
     def memories(self, x):
@@ -141,15 +141,15 @@ class CompiledLayer:
         spec, regs, cols = self.spec, self.registers, self.config.cols
         cout, ho, wo = spec.output_shape
         if spec.raw:
-            bank = memories[6][0]
+            bank = memories[Memory.RESULTS][0]
             out = np.zeros((cout, ho, wo), dtype=np.int64)
             for y in range(ho):
                 for x in range(wo):
                     for k in range(cout):
-                        value = read_entry(bank, regs["RES_BASE"] + (y * wo + x) * cout + k)
-                        out[k, y, x] = value - ((value >> 31) << 32)
+                        out[k, y, x] = enc.decode_result(
+                            read_entry(bank, regs["RES_BASE"] + (y * wo + x) * cout + k))
             return out
-        return _read_map(memories[5], (cout, ho, wo), regs["OUT_BASE"], cols)
+        return _read_map(memories[Memory.ACTIVATIONS], (cout, ho, wo), regs["OUT_BASE"], cols)
 
 
 def _write_map(banks, codes, base, cols):
@@ -281,18 +281,18 @@ def compile_layer(spec, config, placement=None):
     if kh > enc.CHUNK_KERNEL_LIMIT or kw > enc.CHUNK_KERNEL_LIMIT:
         fail(f"kernel {kh}x{kw} exceeds the {enc.CHUNK_KERNEL_LIMIT}x{enc.CHUNK_KERNEL_LIMIT} "
              f"limit")
-    if spec.padding >= 16:
-        fail(f"padding {spec.padding} exceeds the limit (PAD < 16)")
+    if spec.padding >= enc.PAD_LIMIT:
+        fail(f"padding {spec.padding} exceeds the limit (PAD < {enc.PAD_LIMIT})")
     if blocks > enc.CHUNK_BLOCK_LIMIT:
         fail(f"{cin} input channels make {blocks} blocks, above the limit of "
-             f"{enc.CHUNK_BLOCK_LIMIT} (block < 4096)")
+             f"{enc.CHUNK_BLOCK_LIMIT} (block < {enc.CHUNK_BLOCK_LIMIT})")
     ktiles = -(-cout // R)
     rows_computed = (ho // 2 * 2) if spec.pool else ho
     out_w = (wo // 2 * 2) if spec.pool else wo
     x0s = list(range(0, out_w, C))
-    if max(rows_computed - 1, x0s[-1], ktiles - 1) >= enc.FIELD16_LIMIT:
+    if max(rows_computed - 1, x0s[-1], ktiles - 1) >= enc.TILE_COORD_LIMIT:
         fail(f"tile coordinates reach {max(rows_computed - 1, x0s[-1], ktiles - 1)}, "
-             f"above the limit of {enc.FIELD16_LIMIT - 1}")
+             f"above the limit of {enc.TILE_COORD_LIMIT - 1}")
     # The core keeps coordinates in config.coord_bits bits: the last
     # column's x, the last channel and the last computed row must fit.
     coord_max = max(rows_computed - 1, x0s[-1] + C - 1, ktiles * R - 1)
@@ -332,7 +332,7 @@ def compile_layer(spec, config, placement=None):
             descriptors = tuple(chunk.descriptor() for chunk in group.chunks)
             group.wptr = wptr_entry
             if wptr_entry < min(config.wptr_depth, enc.ROUND_WPTR_LIMIT):
-                images[2][0][wptr_entry] = enc.encode_wptr(
+                images[Memory.WPTR][0][wptr_entry] = enc.encode_wptr(
                     [f % config.weight_depth for f in fill], config.weight_addr_bits)
             wptr_entry += 1
             if descriptors in stored_lists:
@@ -341,15 +341,15 @@ def compile_layer(spec, config, placement=None):
                 group.chunk_start = stored_lists[descriptors] = chunk_address
                 for descriptor in descriptors:
                     if chunk_address < config.chunk_depth:
-                        images[1][0][chunk_address] = descriptor
+                        images[Memory.CHUNKS][0][chunk_address] = descriptor
                     chunk_address += 1
             for chunk in group.chunks:
                 for r, planes in enumerate(chunk.planes):
                     for plane in planes:
                         if fill[r] < config.weight_depth:
-                            images[4][r][fill[r]] = plane
+                            images[Memory.WEIGHTS][r][fill[r]] = plane
                         fill[r] += 1
-    chunk_limit = min(config.chunk_depth, enc.FIELD16_LIMIT)
+    chunk_limit = min(config.chunk_depth, enc.CHUNK_ADDRESS_LIMIT)
     if chunk_address > chunk_limit:
         fail(f"needs {chunk_address - placement.chunk_base} chunk descriptors from "
              f"{placement.chunk_base}, the chunk memory holds {chunk_limit} (chunk_depth)")
@@ -369,7 +369,8 @@ def compile_layer(spec, config, placement=None):
              f"memory holds {config.param_depth} (param_depth)")
     multipliers = spec.multiplier if not spec.raw else np.zeros(cout, dtype=np.int64)
     for k in range(cout):
-        images[3][0][placement.param_base + k] = enc.encode_param(spec.bias[k], multipliers[k])
+        images[Memory.PARAMS][0][placement.param_base + k] = enc.encode_param(spec.bias[k],
+                                                                             multipliers[k])
 
     # Activation and result memory regions.
     in_words = enc.map_words_per_bank(height, width, cin, C)
@@ -403,7 +404,7 @@ def compile_layer(spec, config, placement=None):
         "IN_BASE": placement.in_base, "IN_BASE2": in_base2 or 0, "IN_H": height, "IN_W": width,
         "IN_WORDS": enc.padded_channels(cin) // enc.ACT_SLOTS_PER_WORD, "PAD": spec.padding,
         "OUT_BASE": out_base, "OUT_W": out_w, "COUT": cout,
-        "OUT_WB": -(-out_wm // C), "OUT_WORDS": enc.padded_channels(cout) // 4,
+        "OUT_WB": -(-out_wm // C), "OUT_WORDS": enc.padded_channels(cout) // enc.ACT_SLOTS_PER_WORD,
         "POOL": int(spec.pool), "ACT_BITS": 0 if spec.raw else spec.act_bits_out,
         "REQ_SHIFT": 0 if spec.raw else spec.requant_shift, "RAW": int(spec.raw),
         "PARAM_BASE": placement.param_base, "RES_BASE": placement.res_base,
@@ -419,7 +420,7 @@ def compile_layer(spec, config, placement=None):
         else:
             tiles += [(y, x0, ktile) for y in range(ho) for x0 in x0s]
     rounds_per_ktile = [len(groups) * len(input_passes) for groups in round_groups]
-    program_length = (len(enc.REGISTERS) + 1
+    program_length = (len(Register) + 1
                       + sum(1 + rounds_per_ktile[ktile] for _, _, ktile in tiles))
     if program_length > config.program_depth:
         fail(f"needs {program_length} instructions, the program memory holds "
@@ -434,7 +435,7 @@ def compile_layer(spec, config, placement=None):
                                             shift, input2, first=index == 0,
                                             last=index == len(rounds) - 1))
     program.append(enc.encode_halt())
-    images[0][0] = dict(enumerate(program))
+    images[Memory.PROGRAM][0] = dict(enumerate(program))
 
     resolved = dataclasses.replace(placement, in_base2=in_base2, out_base=out_base)
     compiled = CompiledLayer(spec=spec, config=config, placement=resolved, registers=registers,
@@ -454,23 +455,26 @@ def _manifest(compiled, bound, in_words, out_words, fill, chunk_end, wptr_end, i
     pg, eg = spec.conv_groups
     histogram = Counter(f"p{int(p)}e{int(e)}" for p, e in zip(pg.reshape(-1), eg.reshape(-1)))
     regions = {
-        "program": {"memory": 0, "base": 0, "entries": len(compiled.program)},
-        "chunks": {"memory": 1, "base": placement.chunk_base,
+        "program": {"memory": Memory.PROGRAM, "base": 0, "entries": len(compiled.program)},
+        "chunks": {"memory": Memory.CHUNKS, "base": placement.chunk_base,
                    "entries": chunk_end - placement.chunk_base},
-        "wptr": {"memory": 2, "base": placement.wptr_base,
+        "wptr": {"memory": Memory.WPTR, "base": placement.wptr_base,
                  "entries": wptr_end - placement.wptr_base},
-        "params": {"memory": 3, "base": placement.param_base, "entries": spec.out_channels},
-        "weights": {"memory": 4, "base": placement.weight_base,
+        "params": {"memory": Memory.PARAMS, "base": placement.param_base,
+                   "entries": spec.out_channels},
+        "weights": {"memory": Memory.WEIGHTS, "base": placement.weight_base,
                     "entries_per_bank": [f - placement.weight_base for f in fill]},
-        "input": {"memory": 5, "base": placement.in_base, "words_per_bank": in_words},
+        "input": {"memory": Memory.ACTIVATIONS, "base": placement.in_base,
+                  "words_per_bank": in_words},
     }
     if spec.act_bits_in == 8:
-        regions["input2"] = {"memory": 5, "base": placement.in_base2, "words_per_bank": in_words}
+        regions["input2"] = {"memory": Memory.ACTIVATIONS, "base": placement.in_base2,
+                             "words_per_bank": in_words}
     if spec.raw:
-        regions["results"] = {"memory": 6, "base": placement.res_base,
+        regions["results"] = {"memory": Memory.RESULTS, "base": placement.res_base,
                               "entries": int(np.prod(spec.output_shape))}
     else:
-        regions["output"] = {"memory": 5, "base": placement.out_base,
+        regions["output"] = {"memory": Memory.ACTIVATIONS, "base": placement.out_base,
                              "words_per_bank": out_words}
     rounds = sum(len(compiled.round_groups[ktile]) * len(input_passes)
                  for _, _, ktile in compiled.tiles)

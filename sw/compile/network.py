@@ -28,7 +28,7 @@ import math
 import numpy as np
 
 from common.errors import UserError
-from hw.config import GROUP_SIZE
+from hw.isa import GROUP_SIZE, Memory
 from sw.compile import encoding as enc
 from sw.compile.golden import execute
 from sw.compile.images import empty_images, merge_images, sparse
@@ -37,6 +37,8 @@ from sw.compile.lower import Placement, compile_layer
 from sw.quantize import groups
 
 MANIFEST_VERSION = 1
+# The memories a phase loads once for its layers (the program is the phase's own).
+_STATIC = (Memory.CHUNKS, Memory.WPTR, Memory.PARAMS, Memory.WEIGHTS)
 
 
 def _expand(per_group, shape, group_size=GROUP_SIZE):
@@ -177,7 +179,8 @@ class CompiledNetwork:
         for index in range(len(self.phases)):
             images = self.phase_images(index, x)
             if memories is not None:
-                carried = {5: [sparse(bank) for bank in memories[5]], 6: [sparse(memories[6][0])]}
+                carried = {Memory.ACTIVATIONS: [sparse(bank) for bank in memories[Memory.ACTIVATIONS]],
+                           Memory.RESULTS: [sparse(memories[Memory.RESULTS][0])]}
                 images = merge_images(carried, images)
             execution = execute(self.config, images)
             if execution.error:
@@ -258,11 +261,11 @@ def compile_network(header, arrays, config, progress=None):
 
 
 def _phase(indices, layers, config):
-    static = [{mem: banks for mem, banks in layers[i].images.items() if mem in (1, 2, 3, 4)}
+    static = [{mem: banks for mem, banks in layers[i].images.items() if mem in _STATIC}
               for i in indices]
     program = [word for i in indices for word in layers[i].program[:-1]] + [enc.encode_halt()]
     images = merge_images(*static) if static else empty_images(config)
-    images[0] = [dict(enumerate(program))]
+    images[Memory.PROGRAM] = [dict(enumerate(program))]
     return Phase(list(indices), images, program)
 
 

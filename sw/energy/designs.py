@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from common.errors import UserError
+from hw.isa import Memory
 from sw.compile.images import runs
 from sw.quantize import groups
 
@@ -96,9 +97,9 @@ def host_traffic(network):
             for memory, words in _words(phase.images).items():
                 writes[shapes[memory][0]] = writes.get(shapes[memory][0], 0) + words
     logits = math.prod(network.specs[-1].output_shape)
-    result_bytes = logits * math.ceil(shapes[6][2] / 8)
+    result_bytes = logits * math.ceil(shapes[Memory.RESULTS][2] / 8)
     external = (channels * height * width + network.manifest["external_bytes_per_inference"]
                 + result_bytes)
     return {"host_writes": {k: v for k, v in writes.items() if v},
-            "host_reads": {shapes[6][0]: logits},
+            "host_reads": {shapes[Memory.RESULTS][0]: logits},
             "external_bytes": external}

@@ -29,8 +29,9 @@ import numpy as np
 
 from common.errors import UserError
 from hw.counters import COUNTERS, counter_reading
+from hw.isa import Memory
 from sw.compile import host_word_stream, run_golden
-from sw.compile.encoding import act_address, map_words_per_bank
+from sw.compile.encoding import act_address, decode_result, map_words_per_bank
 
 CASES_FILE = "fpga_cases.json"
 FORMAT = "mpq-fpga-cases/1"
@@ -89,9 +90,9 @@ def readback_ranges(output, config):
     """[(mem, bank, start, count)] holding an output region."""
     channels, height, width = output["shape"]
     if output["memory"] == "results":
-        return [(6, 0, output["base"], channels * height * width)]
+        return [(Memory.RESULTS, 0, output["base"], channels * height * width)]
     count = map_words_per_bank(height, width, channels, config.cols)
-    return [(5, bank, output["base"], count) for bank in range(config.cols)]
+    return [(Memory.ACTIVATIONS, bank, output["base"], count) for bank in range(config.cols)]
 
 
 def decode_output(output, config, entries):
@@ -106,12 +107,12 @@ def decode_output(output, config, entries):
         for x in range(width):
             for k in range(channels):
                 if output["memory"] == "results":
-                    value = banks[(6, 0)].get(output["base"] + (y * width + x) * channels + k, 0)
-                    out[k, y, x] = value - ((value >> 31) << 32)
+                    out[k, y, x] = decode_result(banks[(Memory.RESULTS, 0)].get(
+                        output["base"] + (y * width + x) * channels + k, 0))
                 else:
                     bank, word, slot = act_address(y, x, k, output["base"], width, channels,
                                                    config.cols)
-                    out[k, y, x] = (banks[(5, bank)].get(word, 0) >> (4 * slot)) & 15
+                    out[k, y, x] = (banks[(Memory.ACTIVATIONS, bank)].get(word, 0) >> (4 * slot)) & 15
     return out
 
 

@@ -9,6 +9,7 @@ from amaranth.sim import Simulator
 
 from hw.boards.link import CRC, REPLY_SYNC, REQUEST_SYNC
 from hw.config import get_config
+from hw.isa import Memory
 from sw.fpga.link import Link, LinkError
 from sw.fpga.protocol import LinkStatus, ReplyParser, crc16, encode_reply, encode_request
 
@@ -141,7 +142,8 @@ def test_load_packs_whole_commands_into_frames():
     link, board = make_link([])
     config = link.config
     # 600 words of 64-bit program entries and a short activation segment.
-    asyncio.run(link.load([(0, 0, 0, list(range(600))), (5, 1, 10, [1, 2, 3])]))
+    asyncio.run(link.load([(Memory.PROGRAM, 0, 0, list(range(600))),
+                           (Memory.ACTIVATIONS, 1, 10, [1, 2, 3])]))
     frames = [request[5:-2] for request in board.requests]
     words = [[int.from_bytes(f[i:i + 4], "little") for i in range(0, len(f), 4)] for f in frames]
     assert all(len(w) <= 255 for w in words)
@@ -149,4 +151,4 @@ def test_load_packs_whole_commands_into_frames():
     assert all(w[0] >> 28 == 1 for w in words)
     payload = [x for w in words for x in w]
     assert payload.count(0x10000000) + payload.count(0x15010000) >= 3
-    assert config.memory_shapes()[0][2] == 64
+    assert config.memory_shapes()[Memory.PROGRAM][2] == 64

@@ -8,6 +8,7 @@ import pytest
 
 from hw.config import CONFIGS
 from hw.counters import COUNTERS
+from hw.isa import Memory, Opcode, Register
 from hw.pe.modes import PeMode
 from sw.compile import (
     compile_layer,
@@ -27,11 +28,11 @@ def test_instruction_fields_at_documented_bits():
     assert enc.encode_tile(3, 16, 2) == (2 << 60) | 3 | (16 << 16) | (2 << 32)
     word = enc.encode_round(5, 7, 9, 11, input2=True, first=True, last=False)
     assert word == (3 << 60) | 5 | (7 << 16) | (9 << 32) | (11 << 44) | (1 << 48) | (1 << 49)
-    assert enc.decode_instruction(word) == (3, {"chunk_start": 5, "chunk_count": 7, "wptr": 9,
+    assert enc.decode_instruction(word) == (Opcode.ROUND, {"chunk_start": 5, "chunk_count": 7, "wptr": 9,
                                                 "shift": 11, "input2": True, "first": True,
                                                 "last": False})
     assert enc.encode_halt() == 0
-    assert enc.REGISTERS.index("RES_BASE") == 16
+    assert Register.RES_BASE == 16
     with pytest.raises(ValueError):
         enc.encode_round(0, 1, 0, 16)
 
@@ -86,11 +87,13 @@ def test_activation_layout():
 
 def test_host_word_stream_and_readmemh():
     config = CONFIGS["small"]   # chunk entries are 22 + 12 = 34 bits: two words each
-    images = {1: [{0: (1 << 33) | 5, 1: 7, 5: 9}], 4: [{} for _ in range(4)]}
-    images[4][2] = {3: 0xBEEF}
+    images = {Memory.CHUNKS: [{0: (1 << 33) | 5, 1: 7, 5: 9}],
+              Memory.WEIGHTS: [{} for _ in range(4)]}
+    images[Memory.WEIGHTS][2] = {3: 0xBEEF}
     assert host_word_stream(images, config) == [
-        (1, 0, 0, [5, 2, 7, 0]), (1, 0, 5, [9, 0]), (4, 2, 3, [0xBEEF])]
-    assert readmemh_text(images[1][0], 34) == "@0\n200000005\n000000007\n@5\n000000009\n"
+        (Memory.CHUNKS, 0, 0, [5, 2, 7, 0]), (Memory.CHUNKS, 0, 5, [9, 0]),
+        (Memory.WEIGHTS, 2, 3, [0xBEEF])]
+    assert readmemh_text(images[Memory.CHUNKS][0], 34) == "@0\n200000005\n000000007\n@5\n000000009\n"
 
 
 def test_program_words_and_manifest_are_plain():
@@ -100,7 +103,7 @@ def test_program_words_and_manifest_are_plain():
     json.dumps(compiled.manifest)
     assert set(compiled.expected_counters) == set(COUNTERS)
     assert all(isinstance(word, int) and 0 <= word < 1 << 64 for word in compiled.program)
-    assert compiled.images[0][0] == dict(enumerate(compiled.program))
+    assert compiled.images[Memory.PROGRAM][0] == dict(enumerate(compiled.program))
 
 
 def test_determinism():
@@ -110,7 +113,7 @@ def test_determinism():
     x = random_input(np.random.default_rng(12), specs[0])
     ra, rb = run_golden(a, x), run_golden(b, x)
     assert np.array_equal(ra.output, rb.output) and ra.counters == rb.counters
-    for memory in (4, 5, 6):
+    for memory in (Memory.WEIGHTS, Memory.ACTIVATIONS, Memory.RESULTS):
         assert np.array_equal(ra.memories[memory], rb.memories[memory])
     assert host_word_stream(a.memories(x), a.config) == host_word_stream(b.memories(x),
                                                                          b.config)
@@ -124,7 +127,7 @@ def test_golden_reads_the_weight_memory():
     compiled = compile_layer(spec, CONFIGS["small"])
     x = np.full(spec.input_shape, 15)
     images = compiled.memories(x)
-    images[4][0][0] ^= 1          # row 0, plane 0, weight 0: changes by +-1
+    images[Memory.WEIGHTS][0][0] ^= 1          # row 0, plane 0, weight 0: changes by +-1
     execution = execute(compiled.config, images)
     output = compiled.decode_output(execution.memories)
     expected = reference_layer(spec, x)
@@ -134,7 +137,7 @@ def test_golden_reads_the_weight_memory():
 
 def test_golden_stops_on_unknown_opcode():
     config = CONFIGS["small"]
-    images = {0: [{0: enc.encode_set("PAD", 1), 1: 7 << 60}]}
+    images = {Memory.PROGRAM: [{0: enc.encode_set("PAD", 1), 1: 7 << 60}]}   # opcode 7
     execution = execute(config, images)
     assert execution.error and execution.error_pc == 1
     assert execution.counters["program_reads"] == 2

@@ -8,6 +8,7 @@ import numpy as np
 
 from hw import timing
 from hw.config import CONFIGS
+from hw.isa import Memory, Opcode
 from hw.pe.modes import PeMode
 from sw.compile import LayerSpec, compile_layer, reference_layer, run_golden
 from sw.compile import encoding as enc
@@ -41,22 +42,22 @@ def test_single_chunk_layer():
     compiled = compile_layer(spec, config)
     # Program: 17 SETs, TILE, ROUND, HALT.
     assert len(compiled.program) == 20
-    assert enc.decode_instruction(compiled.program[17]) == (enc.OP_TILE, {"y": 0, "x0": 0,
-                                                                         "ktile": 0})
-    assert enc.decode_instruction(compiled.program[18]) == (enc.OP_ROUND, {
+    assert enc.decode_instruction(compiled.program[17]) == (Opcode.TILE, {"y": 0, "x0": 0,
+                                                                           "ktile": 0})
+    assert enc.decode_instruction(compiled.program[18]) == (Opcode.ROUND, {
         "chunk_start": 0, "chunk_count": 1, "wptr": 0, "shift": 0, "input2": False,
         "first": True, "last": True})
     assert compiled.program[19] == 0
     # One chunk: ky = kx = block = 0, W2A2, every row pcode 1 (2-bit), fold 0.
-    assert compiled.images[1][0] == {0: (PeMode.W2A2.value << 20)
-                                     | sum(1 << (22 + 3 * r) for r in range(4))}
+    assert compiled.images[Memory.CHUNKS][0] == {0: (PeMode.W2A2.value << 20)
+                                                 | sum(1 << (22 + 3 * r) for r in range(4))}
     # Row r's two planes at addresses 0, 1 of bank r; the pointer entry is all zero.
-    assert compiled.images[2][0] == {0: 0}
+    assert compiled.images[Memory.WPTR][0] == {0: 0}
     for r in range(4):
         q = spec.weights[r, :, 0, 0]
         plane0 = sum(((int(v) >> 0) & 1) << i for i, v in enumerate(q))
         plane1 = sum(((int(v) >> 1) & 1) << i for i, v in enumerate(q))
-        assert compiled.images[4][r] == {0: plane0, 1: plane1}
+        assert compiled.images[Memory.WEIGHTS][r] == {0: plane0, 1: plane1}
     x = np.random.default_rng(0).integers(0, 4, size=(16, 1, 4))
     run = run_golden(compiled, x)
     assert np.array_equal(run.output, reference_layer(spec, x))
@@ -81,9 +82,9 @@ def test_ragged_rows_and_columns():
     config = CONFIGS["small"]
     spec = one_by_one(cout=3, width=3)
     compiled = compile_layer(spec, config)
-    _, _, _, _, pcodes, _ = enc.decode_chunk(compiled.images[1][0][0], 4)
+    _, _, _, _, pcodes, _ = enc.decode_chunk(compiled.images[Memory.CHUNKS][0][0], 4)
     assert pcodes == [1, 1, 1, 0]
-    assert compiled.images[4][3] == {}
+    assert compiled.images[Memory.WEIGHTS][3] == {}
     counters = compiled.expected_counters
     assert counters["weight_reads"] == 6
     assert counters["act_reads"] == 12
@@ -170,7 +171,7 @@ def test_eight_bit_weights_and_input():
                      input_shape=(3, 4, 4), padding=1, raw=True, name="first")
     compiled = compile_layer(spec, config)
     rounds = [enc.decode_instruction(word)[1] for word in compiled.program
-              if enc.decode_instruction(word)[0] == enc.OP_ROUND][:6]
+              if enc.decode_instruction(word)[0] == Opcode.ROUND][:6]
     assert [(r["shift"], r["input2"]) for r in rounds] == [(10, False), (7, False), (4, False),
                                                             (6, True), (3, True), (0, True)]
     assert [r["first"] for r in rounds] == [True] + [False] * 5
