@@ -1,5 +1,6 @@
 """The rules every layer shares, at the bottom of the dependency order: the
 error type for bad input (`errors`), writing outputs safely (`files`), the
-integer contract's rounding and requantization (`fixedpoint`) and the
-command-line argument types (`arguments`). Nothing here imports `hw`, `sw`
-or `sim`; they all may import it."""
+integer contract's rounding and requantization (`fixedpoint`), the weight
+group's size (`weight_groups`) and the command-line argument types
+(`arguments`). Nothing here imports `hw`, `sw` or `sim`; they all may import
+it."""

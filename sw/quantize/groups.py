@@ -24,7 +24,10 @@ import math
 
 import torch
 
-DEFAULT_GROUP_SIZE = 16
+from common.weight_groups import GROUP_SIZE
+
+# A model's groups default to the hardware's (common/weight_groups.py).
+DEFAULT_GROUP_SIZE = GROUP_SIZE
 
 
 def group_shape(weight_shape, group_size):
