@@ -212,8 +212,9 @@ def core_memories(config, target):
     """The core's block-RAM memories on `target`: name -> (copies, width,
     depth, write granularity). Copies are banks, or for the OAB one copy per
     read port."""
-    memories = {name: (banks, width, depth, 4 if name == "activations" else None)
-                for name, banks, width, depth in config.memory_shapes().values()}
+    from hw.isa import ACT_SLOT_BITS, Memory  # here: this module loads without Amaranth
+    memories = {name: (banks, width, depth, ACT_SLOT_BITS if memory == Memory.ACTIVATIONS else None)
+                for memory, (name, banks, width, depth) in config.memory_shapes().items()}
     if target == "ice40" and 2 * config.rows >= ICE40_OAB_BRAM_MIN_DEPTH:
         memories["oab"] = (2, config.cols * config.acc_width, 2 * config.rows, None)
     return memories

@@ -14,7 +14,7 @@ paper's process) by one rule, `node_scale`. Energies are in pJ.
 import dataclasses
 
 from common.errors import UserError
-from hw.isa import ACT_SLOT_BITS
+from hw.isa import ACT_SLOT_BITS, Memory
 from hw.pe import PeMode
 from sw.energy.tables import interpolate, load_tables
 
@@ -26,7 +26,7 @@ DRAM_LEVELS = ("low", "mid", "high")
 # general-purpose 65 nm library; Horowitz's 45 nm figures are at 0.9 V).
 NODE_NM = 65
 NODE_SUPPLY_V = 1.0
-MEMORY_NAMES = ("program", "chunks", "wptr", "params", "weights", "activations", "results", "oab")
+MEMORY_NAMES = tuple(memory.name.lower() for memory in Memory) + ("oab",)
 # Counter -> (memory, access: read or write).
 MEMORY_COUNTERS = {
     "program_reads": ("program", "read"),
