@@ -59,7 +59,7 @@ class Register(py_enum.IntEnum):
     OUT_BASE = 6       # output map base word address
     OUT_W = 7          # conv output width (columns x >= OUT_W are not written)
     COUT = 8           # output channels (rows k >= COUT are not written)
-    OUT_WB = 9         # output map words per row of pixels per bank (of the pooled map)
+    OUT_WB = 9         # output map pixels per bank and row, ceil(W / C) (of the pooled map)
     OUT_WORDS = 10     # output words per pixel (padded channels / 4)
     POOL = 11          # 1: 2x2 max-pool, stride 2, before writing
     ACT_BITS = 12      # output activation bits (2, 3, 4)
