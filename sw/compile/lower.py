@@ -265,63 +265,104 @@ def compile_layer(spec, config, placement=None):
     """Compile one LayerSpec for an AcceleratorConfig into a CompiledLayer.
 
     Raises UserError naming the layer and the limit for anything the core
-    cannot run (docs/isa.md, "Limits the compiler checks")."""
+    cannot run (docs/isa.md, "Limits the compiler checks"). The stages, in
+    order: geometry and accumulator checks, round groups, the weight-side
+    memories, the parameters, the activation map placement, the program."""
     placement = placement or Placement()
+    geometry = _check_geometry(spec, config)
+    bound = _check_accumulator(spec, config)
+    input_passes = PASSES_8BIT_INPUT if spec.act_bits_in == 8 else PASS_PLAIN_INPUT
+    round_groups = _plan_rounds(spec, config, geometry.ktiles, input_passes)
+    images = empty_images(config)
+    chunk_end, wptr_end, fill = _store_weight_side(spec, config, placement, round_groups, images)
+    _store_params(spec, config, placement, images)
+    maps = _place_maps(spec, config, placement, input_passes)
+    registers = _registers(spec, config, placement, geometry, maps)
+    tiles = _tiles(spec, geometry)
+    program = _program(spec, config, registers, tiles, round_groups, input_passes)
+    images[Memory.PROGRAM][0] = dict(enumerate(program))
+
+    resolved = dataclasses.replace(placement, in_base2=maps.in_base2, out_base=maps.out_base)
+    compiled = CompiledLayer(spec=spec, config=config, placement=resolved, registers=registers,
+                             program=program, images=images, manifest={},
+                             round_groups=round_groups, tiles=tiles)
+    compiled.manifest = _manifest(compiled, bound, maps.in_words, maps.out_words, fill, chunk_end,
+                                  wptr_end, input_passes)
+    return compiled
+
+
+def _fail(spec, message):
+    raise UserError(f"{spec.label}: {message}")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Geometry:
+    """How a layer's output is cut into tiles."""
+    ktiles: int               # channel tiles of R output channels
+    rows_computed: int        # conv rows computed (floor pooling drops the last odd one)
+    out_w: int                # conv columns computed
+    x0s: list                 # first column of each tile
+
+
+def _check_geometry(spec, config):
     R, C = config.rows, config.cols
-
-    def fail(message):
-        raise UserError(f"{spec.label}: {message}")
-
-    cin, height, width = spec.input_shape
-    cout = spec.out_channels
+    cin = spec.input_shape[0]
     kh, kw = spec.kernel
     blocks = enc.padded_channels(cin) // GROUP_SIZE
     ho, wo = spec.conv_output_hw
-    # Geometry limits.
     if kh > enc.CHUNK_KERNEL_LIMIT or kw > enc.CHUNK_KERNEL_LIMIT:
-        fail(f"kernel {kh}x{kw} exceeds the {enc.CHUNK_KERNEL_LIMIT}x{enc.CHUNK_KERNEL_LIMIT} "
-             f"limit")
+        _fail(spec, f"kernel {kh}x{kw} exceeds the {enc.CHUNK_KERNEL_LIMIT}x"
+                    f"{enc.CHUNK_KERNEL_LIMIT} limit")
     if spec.padding >= enc.PAD_LIMIT:
-        fail(f"padding {spec.padding} exceeds the limit (PAD < {enc.PAD_LIMIT})")
+        _fail(spec, f"padding {spec.padding} exceeds the limit (PAD < {enc.PAD_LIMIT})")
     if blocks > enc.CHUNK_BLOCK_LIMIT:
-        fail(f"{cin} input channels make {blocks} blocks, above the limit of "
-             f"{enc.CHUNK_BLOCK_LIMIT} (block < {enc.CHUNK_BLOCK_LIMIT})")
-    ktiles = -(-cout // R)
+        _fail(spec, f"{cin} input channels make {blocks} blocks, above the limit of "
+                    f"{enc.CHUNK_BLOCK_LIMIT} (block < {enc.CHUNK_BLOCK_LIMIT})")
+    ktiles = -(-spec.out_channels // R)
     rows_computed = (ho // 2 * 2) if spec.pool else ho
     out_w = (wo // 2 * 2) if spec.pool else wo
     x0s = list(range(0, out_w, C))
     if max(rows_computed - 1, x0s[-1], ktiles - 1) >= enc.TILE_COORD_LIMIT:
-        fail(f"tile coordinates reach {max(rows_computed - 1, x0s[-1], ktiles - 1)}, "
-             f"above the limit of {enc.TILE_COORD_LIMIT - 1}")
+        _fail(spec, f"tile coordinates reach {max(rows_computed - 1, x0s[-1], ktiles - 1)}, "
+                    f"above the limit of {enc.TILE_COORD_LIMIT - 1}")
     # The core keeps coordinates in config.coord_bits bits: the last
     # column's x, the last channel and the last computed row must fit.
     coord_max = max(rows_computed - 1, x0s[-1] + C - 1, ktiles * R - 1)
     if coord_max >= 1 << config.coord_bits:
-        fail(f"tile coordinates reach {coord_max}, above the configuration's limit of "
-             f"{(1 << config.coord_bits) - 1} (coord_bits)")
+        _fail(spec, f"tile coordinates reach {coord_max}, above the configuration's limit of "
+                    f"{(1 << config.coord_bits) - 1} (coord_bits)")
+    return _Geometry(ktiles, rows_computed, out_w, x0s)
 
-    # Accumulator width.
+
+def _check_accumulator(spec, config):
+    """The per-channel accumulator bound, checked against acc_width."""
     bound = accumulator_bound(spec) + np.abs(spec.bias)
     acc_max = (1 << (config.acc_width - 1)) - 1
     if bound.max() > acc_max:
         k = int(bound.argmax())
-        fail(f"the worst-case accumulator of output channel {k} (|acc| + |bias| <= "
-             f"{int(bound[k])}) overflows the {config.acc_width}-bit accumulator "
-             f"(acc_width, limit {acc_max})")
+        _fail(spec, f"the worst-case accumulator of output channel {k} (|acc| + |bias| <= "
+                    f"{int(bound[k])}) overflows the {config.acc_width}-bit accumulator "
+                    f"(acc_width, limit {acc_max})")
+    return bound
 
-    # Chunks and round groups per ktile.
+
+def _plan_rounds(spec, config, ktiles, input_passes):
+    """The round groups of every channel tile, with the ROUND shift checked."""
     groups_q = _group_values(spec)
     pg, eg = spec.conv_groups
-    input_passes = PASSES_8BIT_INPUT if spec.act_bits_in == 8 else PASS_PLAIN_INPUT
-    round_groups = [_plan_ktile(spec, config, ktile, groups_q, pg, eg)
-                    for ktile in range(ktiles)]
+    round_groups = [_plan_ktile(spec, config, ktile, groups_q, pg, eg) for ktile in range(ktiles)]
     max_shift = max(g.shift for groups in round_groups for g in groups) + input_passes[0][1]
     if max_shift > enc.ROUND_SHIFT_MAX:
-        fail(f"a round needs shift {max_shift}, above the 4-bit ROUND shift limit "
-             f"{enc.ROUND_SHIFT_MAX}")
+        _fail(spec, f"a round needs shift {max_shift}, above the 4-bit ROUND shift limit "
+                    f"{enc.ROUND_SHIFT_MAX}")
+    return round_groups
 
-    # Chunk memory, wptr memory and weight memory, in consumption order.
-    images = empty_images(config)
+
+def _store_weight_side(spec, config, placement, round_groups, images):
+    """Chunk, wptr and weight memory images in consumption order; sets each
+    round group's `wptr` and `chunk_start`. Returns (chunk end, wptr end,
+    per-bank weight fill)."""
+    R = config.rows
     chunk_address, wptr_entry = placement.chunk_base, placement.wptr_base
     fill = [placement.weight_base] * R
     # A round's descriptor list is stored once and shared by every channel
@@ -351,80 +392,113 @@ def compile_layer(spec, config, placement=None):
                         fill[r] += 1
     chunk_limit = min(config.chunk_depth, enc.CHUNK_ADDRESS_LIMIT)
     if chunk_address > chunk_limit:
-        fail(f"needs {chunk_address - placement.chunk_base} chunk descriptors from "
-             f"{placement.chunk_base}, the chunk memory holds {chunk_limit} (chunk_depth)")
+        _fail(spec, f"needs {chunk_address - placement.chunk_base} chunk descriptors from "
+                    f"{placement.chunk_base}, the chunk memory holds {chunk_limit} (chunk_depth)")
     wptr_limit = min(config.wptr_depth, enc.ROUND_WPTR_LIMIT)
     if wptr_entry > wptr_limit:
-        fail(f"needs {wptr_entry - placement.wptr_base} weight-pointer entries from "
-             f"{placement.wptr_base}, the wptr memory holds {wptr_limit} (wptr_depth)")
+        _fail(spec, f"needs {wptr_entry - placement.wptr_base} weight-pointer entries from "
+                    f"{placement.wptr_base}, the wptr memory holds {wptr_limit} (wptr_depth)")
     if max(fill) > config.weight_depth:
         r = int(np.argmax(fill))
-        fail(f"needs {fill[r] - placement.weight_base} weight words in bank {r} from "
-             f"{placement.weight_base}, the weight memory holds {config.weight_depth} "
-             f"per bank (weight_depth)")
+        _fail(spec, f"needs {fill[r] - placement.weight_base} weight words in bank {r} from "
+                    f"{placement.weight_base}, the weight memory holds {config.weight_depth} "
+                    f"per bank (weight_depth)")
+    return chunk_address, wptr_entry, fill
 
-    # Parameters.
+
+def _store_params(spec, config, placement, images):
+    cout = spec.out_channels
     if placement.param_base + cout > config.param_depth:
-        fail(f"needs {cout} parameter entries from {placement.param_base}, the parameter "
-             f"memory holds {config.param_depth} (param_depth)")
+        _fail(spec, f"needs {cout} parameter entries from {placement.param_base}, the parameter "
+                    f"memory holds {config.param_depth} (param_depth)")
     multipliers = spec.multiplier if not spec.raw else np.zeros(cout, dtype=np.int64)
     for k in range(cout):
         images[Memory.PARAMS][0][placement.param_base + k] = enc.encode_param(spec.bias[k],
                                                                              multipliers[k])
 
-    # Activation and result memory regions.
+
+@dataclasses.dataclass(frozen=True)
+class _Maps:
+    """Where the layer's activation maps lie (words per bank)."""
+    in_words: int
+    in_base2: int | None
+    out_words: int
+    out_base: int
+
+
+def _place_maps(spec, config, placement, input_passes):
+    """The activation and result memory regions, checked for overlap and size."""
+    C = config.cols
+    cin, height, width = spec.input_shape
+    ho, wo = spec.conv_output_hw
     in_words = enc.map_words_per_bank(height, width, cin, C)
     in_base2 = placement.in_base2
     if spec.act_bits_in == 8 and in_base2 is None:
         in_base2 = placement.in_base + in_words
     input_end = max(placement.in_base + in_words,
                     in_base2 + in_words if spec.act_bits_in == 8 else 0)
-    out_c, out_h, out_wm = spec.output_shape
-    out_words = 0 if spec.raw else enc.map_words_per_bank(out_h, out_wm, cout, C)
+    _, out_h, out_wm = spec.output_shape
+    out_words = 0 if spec.raw else enc.map_words_per_bank(out_h, out_wm, spec.out_channels, C)
     out_base = placement.out_base if placement.out_base is not None else input_end
     act_end = max(input_end, out_base + out_words)
     if spec.act_bits_in == 8 and abs(in_base2 - placement.in_base) < in_words:
-        fail(f"the two input nibble maps at {placement.in_base} and {in_base2} overlap "
-             f"({in_words} words each) in the activation memory")
+        _fail(spec, f"the two input nibble maps at {placement.in_base} and {in_base2} overlap "
+                    f"({in_words} words each) in the activation memory")
     inputs = [(placement.in_base, "input")] + ([(in_base2, "second input")]
                                               if spec.act_bits_in == 8 else [])
     for base, what in inputs:
         if out_words and base < out_base + out_words and out_base < base + in_words:
-            fail(f"the output map [{out_base}, {out_base + out_words}) overlaps the {what} map "
-                 f"[{base}, {base + in_words}) in the activation memory")
+            _fail(spec, f"the output map [{out_base}, {out_base + out_words}) overlaps the {what} "
+                        f"map [{base}, {base + in_words}) in the activation memory")
     if act_end > config.act_depth:
-        fail(f"needs activation words up to {act_end} per bank (input "
-             f"{in_words * len(input_passes)}, output {out_words}), the activation memory "
-             f"holds {config.act_depth} per bank (act_depth)")
-    if spec.raw and placement.res_base + cout * ho * wo > config.result_depth:
-        fail(f"needs {cout * ho * wo} result words from {placement.res_base}, the result "
-             f"memory holds {config.result_depth} (result_depth)")
+        _fail(spec, f"needs activation words up to {act_end} per bank (input "
+                    f"{in_words * len(input_passes)}, output {out_words}), the activation memory "
+                    f"holds {config.act_depth} per bank (act_depth)")
+    if spec.raw and placement.res_base + spec.out_channels * ho * wo > config.result_depth:
+        _fail(spec, f"needs {spec.out_channels * ho * wo} result words from {placement.res_base}, "
+                    f"the result memory holds {config.result_depth} (result_depth)")
+    return _Maps(in_words, in_base2, out_words, out_base)
 
-    registers = {
-        "IN_BASE": placement.in_base, "IN_BASE2": in_base2 or 0, "IN_H": height, "IN_W": width,
-        "IN_WORDS": enc.padded_channels(cin) // enc.ACT_SLOTS_PER_WORD, "PAD": spec.padding,
-        "OUT_BASE": out_base, "OUT_W": out_w, "COUT": cout,
-        "OUT_WB": -(-out_wm // C), "OUT_WORDS": enc.padded_channels(cout) // enc.ACT_SLOTS_PER_WORD,
+
+def _registers(spec, config, placement, geometry, maps):
+    """The layer registers the program SETs (docs/isa.md)."""
+    C = config.cols
+    cin, height, width = spec.input_shape
+    _, _, out_wm = spec.output_shape
+    return {
+        "IN_BASE": placement.in_base, "IN_BASE2": maps.in_base2 or 0, "IN_H": height,
+        "IN_W": width, "IN_WORDS": enc.padded_channels(cin) // enc.ACT_SLOTS_PER_WORD,
+        "PAD": spec.padding, "OUT_BASE": maps.out_base, "OUT_W": geometry.out_w,
+        "COUT": spec.out_channels, "OUT_WB": -(-out_wm // C),
+        "OUT_WORDS": enc.padded_channels(spec.out_channels) // enc.ACT_SLOTS_PER_WORD,
         "POOL": int(spec.pool), "ACT_BITS": 0 if spec.raw else spec.act_bits_out,
         "REQ_SHIFT": 0 if spec.raw else spec.requant_shift, "RAW": int(spec.raw),
         "PARAM_BASE": placement.param_base, "RES_BASE": placement.res_base,
     }
 
-    # Tiles and the program.
+
+def _tiles(spec, geometry):
+    """(y, x0, ktile) in execution order (module docstring, "Tiles")."""
+    ho, _ = spec.conv_output_hw
     tiles = []
-    for ktile in range(ktiles):
+    for ktile in range(geometry.ktiles):
         if spec.pool:
-            for y in range(0, rows_computed, 2):
-                for x0 in x0s:
+            for y in range(0, geometry.rows_computed, 2):
+                for x0 in geometry.x0s:
                     tiles += [(y, x0, ktile), (y + 1, x0, ktile)]
         else:
-            tiles += [(y, x0, ktile) for y in range(ho) for x0 in x0s]
+            tiles += [(y, x0, ktile) for y in range(ho) for x0 in geometry.x0s]
+    return tiles
+
+
+def _program(spec, config, registers, tiles, round_groups, input_passes):
+    """SETs, then per tile a TILE and its ROUNDs, then HALT."""
     rounds_per_ktile = [len(groups) * len(input_passes) for groups in round_groups]
     program_length = (len(Register) + 1
                       + sum(1 + rounds_per_ktile[ktile] for _, _, ktile in tiles))
     if program_length > config.program_depth:
-        fail(f"needs {program_length} instructions, the program memory holds "
-             f"{config.program_depth} (program_depth)")
+        _fail(spec, f"needs {program_length} instructions, the program memory holds "
+                    f"{config.program_depth} (program_depth)")
     program = [enc.encode_set(name, value) for name, value in registers.items()]
     for y, x0, ktile in tiles:
         program.append(enc.encode_tile(y, x0, ktile))
@@ -435,15 +509,7 @@ def compile_layer(spec, config, placement=None):
                                             shift, input2, first=index == 0,
                                             last=index == len(rounds) - 1))
     program.append(enc.encode_halt())
-    images[Memory.PROGRAM][0] = dict(enumerate(program))
-
-    resolved = dataclasses.replace(placement, in_base2=in_base2, out_base=out_base)
-    compiled = CompiledLayer(spec=spec, config=config, placement=resolved, registers=registers,
-                             program=program, images=images, manifest={},
-                             round_groups=round_groups, tiles=tiles)
-    compiled.manifest = _manifest(compiled, bound, in_words, out_words, fill, chunk_address,
-                                  wptr_entry, input_passes)
-    return compiled
+    return program
 
 
 def _manifest(compiled, bound, in_words, out_words, fill, chunk_end, wptr_end, input_passes):
