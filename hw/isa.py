@@ -2,11 +2,14 @@
 the compiler writes and the core reads (docs/isa.md describes them).
 
 The layouts are Amaranth `data` layouts, so both sides use the same objects.
-The RTL views its memory words through them (`Signal(INSTRUCTION)`, a read
-port whose data is a `chunk_layout(rows)`); the compiler encodes with
-`layout.const({...}).as_bits()` and the golden model decodes with
-`layout.from_bits(word)` (`sw/compile/encoding.py`). So the compiler and the
-core cannot disagree on a bit position.
+The RTL views its memory words through them (a `data.View` of the layout over
+the read port's data, which keeps the Verilog free of per-field wires); the
+compiler and the golden model encode and decode with a codec that reads each
+field's offset, width and sign from the same layouts once
+(`sw/compile/encoding.py`; `layout.const(...)` costs up to 2 ms a word), and
+tests/sw/compile/test_isa_contract.py holds that codec equal to Amaranth's
+`const`/`from_bits`. So the compiler and the core cannot disagree on a bit
+position.
 
 This module needs only Amaranth's layouts and enums and the PE modes, not the
 RTL, so the compiler and the host software import it cheaply.
