@@ -16,14 +16,20 @@ from amaranth.lib.wiring import In, Out
 from hw.array.systolic import SystolicArray
 from hw.counters import COUNTERS
 from hw.host import HostInterface
-from hw.isa import ACT_SLOT_BITS, ACT_WORD_BITS, INSTRUCTION, ROUND_FIELDS, Memory, Opcode, Register
+from hw.isa import (
+    ACT_SLOT_BITS,
+    ACT_WORD_BITS,
+    INSTRUCTION,
+    ROUND_FIELDS,
+    HostRegister,
+    Memory,
+    Opcode,
+    Register,
+    counter_register,
+)
 from hw.pe import PeMode
 from hw.ppu import PostProcessor
 from hw.round_engine import RoundEngine
-
-# Host-visible registers (docs/host.md).
-REG_CTRL, REG_STATUS, REG_ERROR_PC, REG_INFO = 0, 1, 2, 3
-REG_COUNTERS = 16        # counter i: low word at 16 + 2i, high word at 17 + 2i
 
 
 class Core(wiring.Component):
@@ -213,7 +219,7 @@ class Core(wiring.Component):
         stall_cycle = Signal()     # a ROUND waiting for the PPU
         program_read = Signal()
         start = Signal()
-        m.d.comb += start.eq(host.registers.write & (host.registers.addr == REG_CTRL)
+        m.d.comb += start.eq(host.registers.write & (host.registers.addr == HostRegister.CTRL)
                              & host.registers.wdata[0] & ~running)
 
         # Drain: the bottom row of the array, shifted by the round's shift,
@@ -364,16 +370,16 @@ class Core(wiring.Component):
         status = Signal(32)
         m.d.comb += status.eq(Cat(running, done, error, host.protocol_error))
         with m.Switch(host.registers.addr):
-            with m.Case(REG_STATUS):
+            with m.Case(HostRegister.STATUS):
                 m.d.comb += host.registers.rdata.eq(status)
-            with m.Case(REG_ERROR_PC):
+            with m.Case(HostRegister.ERROR_PC):
                 m.d.comb += host.registers.rdata.eq(error_pc)
-            with m.Case(REG_INFO):
+            with m.Case(HostRegister.INFO):
                 m.d.comb += host.registers.rdata.eq(info)
             for index, counter in enumerate(counters):
-                with m.Case(REG_COUNTERS + 2 * index):
+                with m.Case(counter_register(index, 0)):
                     m.d.comb += host.registers.rdata.eq(counter[:32])
                 if len(counter) > 32:   # a narrower counter's high word reads 0
-                    with m.Case(REG_COUNTERS + 2 * index + 1):
+                    with m.Case(counter_register(index, 1)):
                         m.d.comb += host.registers.rdata.eq(counter[32:])
         return m

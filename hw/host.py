@@ -18,7 +18,9 @@ from amaranth.hdl import Array, Cat, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-COMMANDS = {"WRITE_MEM": 1, "READ_MEM": 2, "WRITE_REG": 3, "READ_REG": 4}
+from hw.isa import HOST_HEADER, HostCommand, HostRegister
+
+COMMANDS = {command.name: command.value for command in HostCommand}
 # CTRL bits the core sees (bit 0: start). Bit 1 (clear the protocol error)
 # is the host interface's own.
 CTRL_BITS = 1
@@ -87,16 +89,16 @@ class HostInterface(wiring.Component):
             with m.State("HEADER"):
                 m.d.comb += host_in.ready.eq(1)
                 with m.If(host_in.valid):
-                    header = host_in.payload
-                    m.d.sync += [command.eq(header[28:32]), mem.eq(header[24:28]),
-                                 bank.eq(header[16:24]), register.eq(header[0:16]),
-                                 entry_words.eq(entry_table[header[24:28]])]
-                    with m.Switch(header[28:32]):
-                        with m.Case(COMMANDS["WRITE_MEM"], COMMANDS["READ_MEM"]):
+                    header = HOST_HEADER(host_in.payload)
+                    m.d.sync += [command.eq(header.command), mem.eq(header.memory),
+                                 bank.eq(header.bank), register.eq(header.register),
+                                 entry_words.eq(entry_table[header.memory])]
+                    with m.Switch(header.command):
+                        with m.Case(HostCommand.WRITE_MEM, HostCommand.READ_MEM):
                             m.next = "ADDRESS"
-                        with m.Case(COMMANDS["WRITE_REG"]):
+                        with m.Case(HostCommand.WRITE_REG):
                             m.next = "REG_VALUE"
-                        with m.Case(COMMANDS["READ_REG"]):
+                        with m.Case(HostCommand.READ_REG):
                             m.next = "REG_READ"
                         with m.Default():
                             m.d.sync += self.protocol_error.eq(1)
@@ -111,7 +113,7 @@ class HostInterface(wiring.Component):
                     m.d.sync += [count.eq(host_in.payload), word.eq(0)]
                     with m.If(host_in.payload == 0):
                         m.next = "HEADER"
-                    with m.Elif(command == COMMANDS["WRITE_MEM"]):
+                    with m.Elif(command == HostCommand.WRITE_MEM):
                         m.next = "WRITE_DATA"
                     with m.Else():
                         m.next = "READ_ISSUE"
@@ -151,7 +153,7 @@ class HostInterface(wiring.Component):
                 m.d.comb += host_in.ready.eq(1)
                 with m.If(host_in.valid):
                     m.d.comb += [self.registers.write.eq(1), self.registers.wdata.eq(host_in.payload)]
-                    with m.If((register == 0) & host_in.payload[1]):
+                    with m.If((register == HostRegister.CTRL) & host_in.payload[1]):
                         m.d.sync += self.protocol_error.eq(0)
                     m.next = "HEADER"
             with m.State("REG_READ"):

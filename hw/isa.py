@@ -27,9 +27,11 @@ from hw.pe.modes import PeMode
 
 __all__ = [
     "ACT_SLOTS_PER_WORD", "ACT_SLOT_BITS", "ACT_WORD_BITS", "CHUNK_ACT_WORDS", "CHUNK_ROW",
-    "GROUP_SIZE", "INSTRUCTION", "MAX_PLANES", "MULTIPLIER_BITS", "Memory", "OPERANDS",
-    "Opcode", "PAD_BITS", "PARAMETER", "PCODE_BITS", "PeMode", "RESULT_WIDTH", "ROUND_FIELDS",
-    "Register", "SET_FIELDS", "TILE_FIELDS", "chunk_layout", "field_width", "wptr_layout",
+    "COUNTER_REGISTERS", "GROUP_SIZE", "HOST_HEADER", "HostCommand", "HostRegister",
+    "INSTRUCTION", "MAX_PLANES", "MULTIPLIER_BITS", "Memory", "OPERANDS", "Opcode", "PAD_BITS",
+    "PARAMETER", "PCODE_BITS", "PeMode", "RESULT_WIDTH", "ROUND_FIELDS", "Register",
+    "SET_FIELDS", "TILE_FIELDS", "chunk_layout", "counter_register", "field_width",
+    "wptr_layout",
 ]
 
 
@@ -136,3 +138,39 @@ PAD_BITS = 4
 def field_width(layout, name):
     """Bits of field `name` of `layout`."""
     return Shape.cast(layout[name].shape).width
+
+
+# ---- the host protocol (docs/host.md): the header word of every command and
+# the host-visible registers. The driver (sw/driver.py) encodes headers with
+# HOST_HEADER.const, the host interface (hw/host.py) views them through it.
+class HostCommand(enum.IntEnum, shape=4):
+    WRITE_MEM = 1      # address, count, then count entries
+    READ_MEM = 2       # address, count; answered with count entries
+    WRITE_REG = 3      # value
+    READ_REG = 4       # answered with one word
+
+
+HOST_HEADER = data.StructLayout({
+    "register": 16,    # WRITE_REG, READ_REG
+    "bank": 8,         # WRITE_MEM, READ_MEM
+    "memory": 4,       # WRITE_MEM, READ_MEM: a Memory id
+    "command": HostCommand,
+})
+
+
+class HostRegister(py_enum.IntEnum):
+    """Host-visible registers, by their READ_REG/WRITE_REG number."""
+    CTRL = 0           # write: bit 0 start, bit 1 clear protocol_error
+    STATUS = 1         # read: busy, done, error, protocol_error (bits 0..3)
+    ERROR_PC = 2       # read: the address after a bad instruction
+    INFO = 3           # read: rows 7:0, columns 15:8, accumulator width 23:16
+    COUNTERS = 16      # read: counter i's low word at 16 + 2i, its high word at 17 + 2i
+
+
+# Words per counter register (low, high): a counter is up to 64 bits wide.
+COUNTER_REGISTERS = 2
+
+
+def counter_register(index, word=0):
+    """The register of word `word` (0 low, 1 high) of counter `index` (hw/counters.py)."""
+    return HostRegister.COUNTERS + COUNTER_REGISTERS * index + word

@@ -5,15 +5,16 @@ core's host interface takes, and back. The cocotb testbenches use it to talk
 to the simulated core; the FPGA host program uses it over a serial link.
 """
 
-from hw.core import REG_COUNTERS, REG_CTRL, REG_STATUS
 from hw.counters import COUNTERS
-from hw.host import COMMANDS, words_per_entry  # noqa: F401 (re-exported)
+from hw.host import words_per_entry  # noqa: F401 (re-exported)
+from hw.isa import HOST_HEADER, HostCommand, HostRegister, counter_register
 
 STATUS_BITS = ("busy", "done", "error", "protocol_error")
 
 
 def _header(command, mem=0, bank=0, register=0):
-    return (COMMANDS[command] << 28) | (mem << 24) | (bank << 16) | register
+    return HOST_HEADER.const({"command": HostCommand[command], "memory": mem, "bank": bank,
+                              "register": register}).as_bits()
 
 
 def load_commands(segments, config):
@@ -44,11 +45,11 @@ def read_register(register):
 
 
 def start_command():
-    return write_register(REG_CTRL, 1)
+    return write_register(HostRegister.CTRL, 1)
 
 
 def status_command():
-    return read_register(REG_STATUS)
+    return read_register(HostRegister.STATUS)
 
 
 def decode_status(word):
@@ -59,8 +60,8 @@ def counter_commands():
     """READ_REGs of every counter, low then high word."""
     commands = []
     for index in range(len(COUNTERS)):
-        commands += read_register(REG_COUNTERS + 2 * index)
-        commands += read_register(REG_COUNTERS + 2 * index + 1)
+        commands += read_register(counter_register(index, 0))
+        commands += read_register(counter_register(index, 1))
     return commands
 
 

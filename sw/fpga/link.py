@@ -9,7 +9,7 @@ under cocotb; on a board they run under `asyncio.run` and never suspend.
 
 
 from common.errors import UserError
-from hw.core import REG_STATUS
+from hw.isa import HostRegister
 from sw import driver
 from sw.fpga.protocol import MAX_WORDS, LinkStatus, ReplyParser, encode_request
 
@@ -151,7 +151,7 @@ class Link:
         await self.transact(driver.start_command())
 
     async def status(self):
-        return driver.decode_status(await self.read_register(REG_STATUS))
+        return driver.decode_status(await self.read_register(HostRegister.STATUS))
 
     async def counters(self):
         commands = driver.counter_commands()

@@ -8,8 +8,9 @@ import pytest
 from amaranth.sim import Simulator
 
 from hw.config import CONFIGS, AcceleratorConfig, get_config
-from hw.core import REG_COUNTERS, Core
+from hw.core import Core
 from hw.counters import COUNTER_WIDTH, COUNTERS, counter_reading
+from hw.isa import HostRegister
 from sw import driver
 
 TINY = AcceleratorConfig("counter-test", rows=2, cols=2, program_depth=16, chunk_depth=16,
@@ -80,7 +81,7 @@ def test_narrow_counters_read_like_wide_ones():
     assert narrow[1::2] == [0] * len(COUNTERS) == wide[1::2]
     decoded = driver.decode_counters(narrow)
     assert decoded["program_reads"] == 1 and decoded["cycles"] == wide[0]
-    assert REG_COUNTERS == 16
+    assert HostRegister.COUNTERS == 16
 
 
 def test_without_counters_only_cycles_count():
