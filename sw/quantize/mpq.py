@@ -16,8 +16,13 @@ Pieces, each usable alone:
   (anything else), with counts and an exponentially averaged oscillation
   frequency. `SwitchTracker` feeds one counter per layer from a forward hook on
   the weight quantizer (the levels the forward computes anyway).
-* `assign_extra_bit`: moves the most oscillating weights or groups (top
-  fraction or frequency threshold) to the fine grid.
+* `FisherTracker`: per weight, the sum of squared gradients over the
+  training steps (the diagonal of the empirical Fisher information).
+* `assign_extra_bit`: moves the top-ranked weights, groups, chunks or whole
+  layers (top fraction, or oscillation frequency threshold) to the fine grid.
+  `MPQConfig.criterion` ranks them: oscillation frequency (`switching`, the
+  paper's), Fisher information times the error the extra bit removes
+  (`fisher`), or a seeded random order (`random`, the control).
 * `ThresholdLR`: scales each weight's update (after any optimizer, SGD or Adam)
   by `rule(d)`, `d` the distance to the nearest decision threshold in steps.
 * `OscillationFreezer`: Nagel et al. 2022's freezing, for comparison.
@@ -28,16 +33,19 @@ Pieces, each usable alone:
 
 import dataclasses
 import math
+import os
 import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from common import fixedpoint
 from common.errors import UserError
+from common.files import writing_file
 from sw.quantize import data as data_module
 from sw.quantize import groups
-from sw.quantize.quantizers import MIN_STEP
+from sw.quantize.quantizers import MIN_STEP, STEP_RULES, signed_range
 
 # The hardware's group (hw/config.py GROUP_SIZE) and its per-group tag:
 # a 2-bit precision code and a 1-bit fold (the shift e of the coarse grid).
@@ -45,6 +53,10 @@ HW_GROUP_SIZE = groups.DEFAULT_GROUP_SIZE
 TAG_BITS = 3
 MULTIPLIER_BITS = 16      # requant_multiplier, per output channel
 REQUANT_SHIFT_BITS = 6    # requant_shift, per layer
+
+
+GRANULARITIES = ("weight", "group", "hardware", "chunk", "layer")
+CRITERIA = ("switching", "fisher", "random")
 
 
 @dataclasses.dataclass
@@ -56,16 +68,31 @@ class MPQConfig:
     # (16 channels at one kernel position, also in a flattening linear layer);
     # chunk: `chunk_rows` output channels' compiler groups at one position
     # together (the unit the array runs in one PE mode: one fine group makes
-    # its whole chunk run in W4, docs/mpq.md)
+    # its whole chunk run in W4, docs/mpq.md); layer: whole layers (one
+    # precision per layer, model groups of `group_size`), taken greedily in
+    # order of score per weight, skipping a layer that no longer fits
     granularity: str = "weight"
     chunk_rows: int = 8                # the array's rows (hw/config.py default), for "chunk"
     budget: str = "global"             # global | per_layer: how `fraction` is shared out
-    group_size: int = HW_GROUP_SIZE    # the group for granularity "group" (shared with the compiler)
+    group_size: int = HW_GROUP_SIZE    # the group for granularity "group" and "layer"
     assign_at: tuple = (0.3, 0.6)      # fractions of the retraining steps
     select: str = "fraction"           # fraction | threshold
     fraction: float = 0.1              # of the middle layers' weights, in all (split over assign_at)
     threshold: float = 0.05            # oscillation frequency, for select="threshold"
     momentum: float = 0.98             # of the frequency's exponential average
+    # What ranks the units: switching (oscillation frequency), fisher (sum of
+    # squared gradients times the squared-error reduction of the extra bit),
+    # random (seeded by `seed`: the control)
+    criterion: str = "switching"
+    # switching only: spend the whole budget. Units that oscillated come
+    # first (by frequency), then the rest by switch count (drift included),
+    # then in a random order seeded by `seed`. Off: a unit that never
+    # oscillated is never upgraded, so the budget may stay unspent.
+    fill: bool = False
+    seed: int = 0                      # of the random criterion and of fill's last tie-break
+    # learned (LSQ) or statistics (2 mean|w| / sqrt(Qp) at every forward, no
+    # learned step: the paper-era quantizer), for every layer's weights
+    weight_step: str = "learned"
     lr_rule: str | None = None         # None | linear | gauss
     lr_start: float = 0.0              # fraction of the steps after which the rule acts
     lr_min: float = 0.2                # the rule's scale at a threshold
@@ -74,8 +101,8 @@ class MPQConfig:
     track: bool = True                 # run the switch tracker (needed by extra_bit and freezing)
 
     def __post_init__(self):
-        if self.granularity not in ("weight", "group", "hardware", "chunk"):
-            raise UserError(f"mpq: granularity must be weight, group, hardware or chunk, got "
+        if self.granularity not in GRANULARITIES:
+            raise UserError(f"mpq: granularity must be weight, group, hardware, chunk or layer, got "
                             f"{self.granularity!r}")
         if self.budget not in ("global", "per_layer"):
             raise UserError(f"mpq: budget must be global or per_layer, got {self.budget!r}")
@@ -83,6 +110,16 @@ class MPQConfig:
             raise UserError(f"mpq: chunk_rows must be a positive int, got {self.chunk_rows!r}")
         if self.select not in ("fraction", "threshold"):
             raise UserError(f"mpq: select must be fraction or threshold, got {self.select!r}")
+        if self.criterion not in CRITERIA:
+            raise UserError(f"mpq: criterion must be switching, fisher or random, got {self.criterion!r}")
+        if self.select == "threshold" and (self.criterion != "switching" or self.granularity == "layer"):
+            raise UserError("mpq: select=threshold takes the switching criterion below layer granularity")
+        if self.granularity == "layer" and self.budget == "per_layer":
+            raise UserError("mpq: granularity layer takes one global budget, not budget=per_layer")
+        if not 0 <= self.fraction <= 1:
+            raise UserError(f"mpq: fraction must lie in [0, 1], got {self.fraction!r}")
+        if self.weight_step not in STEP_RULES:
+            raise UserError(f"mpq: weight_step must be learned or statistics, got {self.weight_step!r}")
         if self.lr_rule not in (None, "linear", "gauss"):
             raise UserError(f"mpq: lr_rule must be linear, gauss or None, got {self.lr_rule!r}")
         if self.base_bits + (1 if self.extra_bit else 0) not in (2, 3, 4, 8) or self.base_bits < 2:
@@ -90,7 +127,7 @@ class MPQConfig:
 
     @property
     def quantizer_group_size(self):
-        return self.group_size if self.granularity == "group" else 1
+        return self.group_size if self.granularity in ("group", "layer") else 1
 
     def precision(self, act_bits=4, edge="w8"):
         """The precision spec of the network before `prepare` (fine grid)."""
@@ -179,6 +216,49 @@ class SwitchTracker:
         return rows
 
 
+class FisherTracker:
+    """Per weight of `layers`, the sum over training steps of the squared
+    gradient of the loss (the diagonal of the empirical Fisher information,
+    from the mini-batch gradient, as HAWQ's trace is per layer). `observe()`
+    after each backward: one multiply-add per weight."""
+
+    def __init__(self, layers):
+        self.layers = list(layers)
+        self.fisher = [torch.zeros_like(layer.op.weight, dtype=torch.float32) for layer in self.layers]
+        self.steps = 0
+
+    @torch.no_grad()
+    def observe(self):
+        for layer, total in zip(self.layers, self.fisher):
+            grad = layer.op.weight.grad
+            if grad is not None:
+                total.addcmul_(grad, grad)
+        self.steps += 1
+
+
+@torch.no_grad()
+def error_reduction(layer, base_bits):
+    """Per weight of a middle layer: the squared quantization error on the
+    coarse grid (`base_bits`, shift 1) minus that on the fine grid (one bit
+    more, shift 0), in squared weight units, at the layer's current step.
+    Never negative: the fine grid holds every coarse level."""
+    weight, _ = layer.folded_weight_bias()
+    quantizer = layer.weight_quantizer
+    step = quantizer.step.clamp(min=MIN_STEP) * quantizer.step_unit
+    u = weight.detach() / step
+    low, high = signed_range(base_bits)
+    coarse = 2 * fixedpoint.round_half_up(torch.clamp(u / 2, low, high))   # as WeightQuantizer rounds
+    low, high = signed_range(base_bits + 1)
+    fine = fixedpoint.round_half_up(torch.clamp(u, low, high))
+    return ((u - coarse) ** 2 - (u - fine) ** 2).clamp(min=0) * step ** 2
+
+
+def fisher_scores(layers, fisher, base_bits):
+    """Per weight: accumulated Fisher information times the error reduction
+    of the extra bit (the loss increase the extra bit avoids, to second order)."""
+    return [total * error_reduction(layer, base_bits) for layer, total in zip(layers, fisher.fisher)]
+
+
 # -- groups of per-weight values -------------------------------------------------------------------
 def per_group(per_weight, group_size, reduce="sum"):
     """Reduce a per-weight tensor (weight layout) to the group layout of
@@ -252,43 +332,109 @@ def upgrade(quantizer, selected):
     quantizer.group_shift[selected] = 0
 
 
+def fine_weights(layer):
+    """How many of a layer's weights are on the fine grid (shift 0)."""
+    quantizer = layer.weight_quantizer
+    fine = groups.expand_to_weights((quantizer.group_shift == 0).long(), quantizer.weight_shape,
+                                    quantizer.group_size)
+    return int(fine.sum())
+
+
+def _criterion_scores(layers, counters, config, fisher):
+    """Per layer, the per-weight score the criterion ranks by (zeros for
+    random: its scores are drawn per unit)."""
+    if config.criterion == "switching":
+        if counters is None:
+            raise UserError("mpq: the switching criterion needs the switch counters (track=True)")
+        return [counter.frequency for counter in counters]
+    if config.criterion == "fisher":
+        if fisher is None:
+            raise UserError("mpq: the fisher criterion needs a FisherTracker (retrain makes one)")
+        return fisher_scores(layers, fisher, config.base_bits)
+    return [torch.zeros(layer.weight_quantizer.weight_shape) for layer in layers]
+
+
+def _ranking(scores, ties, generator):
+    """Unit order, best first: by score, then (when `ties` is given) by tie
+    score, then by a random draw from `generator`."""
+    if ties is None:
+        return torch.argsort(scores, descending=True, stable=True)
+    order = torch.randperm(len(scores), generator=generator)
+    order = order[torch.argsort(ties[order], descending=True, stable=True)]
+    return order[torch.argsort(scores[order], descending=True, stable=True)]
+
+
 @torch.no_grad()
-def assign_extra_bit(layers, counters, config, fraction=None):
-    """Move the most oscillating coarse groups of `layers` to the fine grid;
-    returns the number of weights upgraded. `fraction` (of all the layers'
-    weights) or, with `config.select == "threshold"`, groups whose largest
-    member frequency passes `config.threshold`."""
+def assign_extra_bit(layers, counters, config, fraction=None, fisher=None, stats=None):
+    """Move the top-ranked coarse units of `layers` to the fine grid; returns
+    the number of weights upgraded.
+
+    The unit is `config.granularity`'s (weight, model group, compiler group,
+    chunk or layer); `config.criterion` ranks them (switching: `counters`'
+    oscillation frequency; fisher: `fisher`'s squared gradients times the
+    error reduction; random: seeded by `config.seed`). With `select ==
+    "fraction"`, units are taken in rank order until the fine weights of the
+    pool reach `fraction` (default `config.fraction`) of its weights, already
+    fine ones included (so successive calls with a growing fraction spend one
+    budget); layers are taken greedily, skipping one that no longer fits.
+    With `select == "threshold"`, the groups whose largest member frequency
+    passes `config.threshold`. `stats`, a dict, receives the counts of units
+    chosen and of chosen units whose own score is positive (for switching:
+    that oscillated)."""
+    mode = "max" if config.select == "threshold" else "sum"
+    per_weight = _criterion_scores(layers, counters, config, fisher)
+    fill = config.fill and config.criterion == "switching"
+    draws = torch.Generator().manual_seed(int(config.seed))
     candidates, hardware, chunks = [], {}, {}
-    for index, (layer, counter) in enumerate(zip(layers, counters)):
+    for index, layer in enumerate(layers):
         quantizer = layer.weight_quantizer
         size = quantizer.group_size
-        mode = "max" if config.select == "threshold" else "sum"
-        frequency = counter.frequency
+        shape = quantizer.weight_shape
+        device = quantizer.group_shift.device
         coarse = quantizer.group_shift > 0
         rows = None
         if config.granularity in ("hardware", "chunk") and size == 1:
             # score whole compiler groups; a group is coarse while any member is
             previous = layers[index - 1].op.weight.shape[0] if index > 0 else None
             shape = hardware_shape(layer, previous)
-            frequency = frequency.reshape(shape)
             coarse_weights = coarse.permute(0, 3, 1, 2) if coarse.dim() == 4 else coarse
             coarse = per_group(coarse_weights.reshape(shape).float(), HW_GROUP_SIZE, "sum") > 0
             size = HW_GROUP_SIZE
             hardware[index] = shape
             rows = config.chunk_rows if config.granularity == "chunk" else None
-        score = per_group(frequency, size, mode).to(quantizer.group_shift.device)
-        members = group_members(tuple(frequency.shape), size).to(score.device)
+
+        def pooled(values, reduce, shape=shape, size=size, rows=rows, device=device):
+            grouped = per_group(values.reshape(shape), size, reduce).to(device)
+            return chunk_reduce(grouped, rows, reduce) if rows else grouped
+
+        score = pooled(per_weight[index], mode)
+        ties = pooled(counters[index].switches.float(), "sum") if fill else None
+        members = group_members(shape, size).to(device)
         if rows:
             # whole chunks: `rows` consecutive output channels' groups at one
             # position (the compiler's channel tile), scored and chosen together
-            score = chunk_reduce(score, rows, mode)
             members = chunk_reduce(members, rows, "sum")
             coarse = chunk_reduce(coarse.float(), rows, "sum") > 0
-            chunks[index] = (rows, int(frequency.shape[0]))
-        candidates.append((index, score, members, coarse))
+            chunks[index] = (rows, int(shape[0]))
+        if config.granularity == "layer":
+            # one unit per layer, ranked by its score per weight
+            weights = members.sum()
+            score = (score.sum() / weights).reshape(1)
+            ties = ties.sum().reshape(1) if fill else None
+            members, coarse = weights.reshape(1), coarse.any().reshape(1)
+        if config.criterion == "random":
+            score = torch.rand(score.shape, generator=draws).to(device)
+        candidates.append((index, score, members, coarse, ties))
     upgraded = 0
+
     def apply(index, chosen, members):
         quantizer = layers[index].weight_quantizer
+        if config.granularity == "layer":
+            if not chosen.any():
+                return 0
+            before = fine_weights(layers[index])
+            upgrade(quantizer, torch.ones_like(quantizer.group_shift, dtype=torch.bool))
+            return fine_weights(layers[index]) - before
         if index in chunks:
             rows, outputs = chunks[index]
             chosen = chosen.repeat_interleave(rows, dim=0)[:outputs]
@@ -300,31 +446,50 @@ def assign_extra_bit(layers, counters, config, fraction=None):
         return int(members[chosen].sum())
 
     if config.select == "threshold":
-        for index, score, members, coarse in candidates:
+        for index, score, members, coarse, _ in candidates:
             upgraded += apply(index, coarse & (score > config.threshold), members)
         return upgraded
     share = config.fraction if fraction is None else fraction
     # One budget over all layers, or (budget="per_layer") the same share of
-    # every layer: the global one spends the bits where weights oscillate
-    # most, the per-layer one keeps every layer's fine share bounded, and so
-    # its share of W4 chunks (cycles and weight reads, docs/energy.md).
+    # every layer: the global one spends the bits where the criterion ranks
+    # highest, the per-layer one keeps every layer's fine share bounded, and
+    # so its share of W4 chunks (cycles and weight reads, docs/energy.md).
     pools = [candidates] if config.budget == "global" else [[c] for c in candidates]
+    # The switching criterion without fill upgrades only units that
+    # oscillated; the others spend the budget.
+    positive_only = config.criterion == "switching" and not fill
+    chosen_units = scored_units = 0
     for pool in pools:
-        total = sum(int(members.sum()) for _, _, members, _ in pool)
+        total = sum(int(members.sum()) for _, _, members, _, _ in pool)
+        already = sum(fine_weights(layers[index]) for index, *_ in pool)
+        budget = share * total - already
         scores = torch.cat([torch.where(coarse, score, torch.full_like(score, -1.0)).flatten()
-                            for _, score, _, coarse in pool])
-        sizes = torch.cat([members.flatten() for _, _, members, _ in pool])
-        order = torch.argsort(scores, descending=True, stable=True)
-        take = order[torch.cumsum(sizes[order], 0) <= share * total]
-        take = take[scores[take] > 0]          # never upgrade a weight that did not oscillate
-        chosen_flat = torch.zeros_like(scores, dtype=torch.bool)
+                            for _, score, _, coarse, _ in pool]).cpu()
+        sizes = torch.cat([members.flatten() for _, _, members, _, _ in pool]).double().cpu()
+        ties = torch.cat([t.flatten() for *_, t in pool]).cpu() if fill else None
+        order = _ranking(scores, ties, draws)
+        if config.granularity == "layer":
+            take, left = [], budget
+            for unit in order.tolist():
+                if scores[unit] >= 0 and sizes[unit] <= left + 1e-9:
+                    take.append(unit)
+                    left -= float(sizes[unit])
+            take = torch.tensor(take, dtype=torch.long)
+        else:
+            take = order[torch.cumsum(sizes[order], 0) <= budget + 1e-9]
+        take = take[scores[take] > 0] if positive_only else take[scores[take] >= 0]
+        chosen_units += len(take)
+        scored_units += int((scores[take] > 0).sum())
+        chosen_flat = torch.zeros(len(scores), dtype=torch.bool)
         chosen_flat[take] = True
         start = 0
-        for index, score, members, coarse in pool:
+        for index, score, members, coarse, _ in pool:
             count = score.numel()
-            chosen = chosen_flat[start:start + count].reshape(score.shape)
+            chosen = chosen_flat[start:start + count].reshape(score.shape).to(score.device)
             start += count
             upgraded += apply(index, chosen, members)
+    if stats is not None:
+        stats.update(units=chosen_units, scored_units=scored_units)
     return upgraded
 
 
@@ -408,12 +573,35 @@ class OscillationFreezer:
 
 
 # -- the retraining loop --------------------------------------------------------------------------------
+RETRAIN_STATE_FORMAT = "mpq-retrain-state"
+
+
+def _counter_state(counter):
+    return {name: getattr(counter, name) for name in
+            ("level", "before", "oscillations", "drifts", "frequency", "steps")}
+
+
+def _load_counter_state(counter, state):
+    for name, value in state.items():
+        setattr(counter, name, value)
+
+
 def retrain(network, dataset, config, epochs, lr, batch_size=64, seed=0, optimizer="sgd",
-            weight_decay=5e-4, device="cpu", progress=None):
+            weight_decay=5e-4, device="cpu", progress=None, evaluate_each_epoch=True,
+            state_path=None, stop=None, on_step=None):
     """QAT of `network` (quantized and calibrated) as `config` says. The caller
     has called `prepare` if the middle layers should start on the coarse grid.
-    Returns a dict: per-epoch seconds and fake-quant accuracy, switch summary,
-    upgraded and frozen weight counts, and the tracker (for histograms)."""
+
+    `state_path`: after every epoch, everything needed to continue (network,
+    optimizer, schedule, trackers, step) is written there atomically, and a
+    call that finds the file continues after its last epoch, with the same
+    result as an uninterrupted run. `stop()`, asked after every epoch, ends
+    the call early (`"stopped": True`; continue later from `state_path`).
+    `progress(entry)` after every epoch, `on_step()` after every step.
+
+    Returns a dict: per-epoch seconds (and fake-quant accuracy unless
+    `evaluate_each_epoch` is off), switch summary, upgraded and frozen weight
+    counts, the assignments, and the tracker (for histograms)."""
     from sw.quantize.train import TrainConfig, _optimizer, _schedule, evaluate
     device = torch.device(device)
     network.to(device)
@@ -427,13 +615,37 @@ def retrain(network, dataset, config, epochs, lr, batch_size=64, seed=0, optimiz
     lr_rule = ThresholdLR(layers, config.lr_rule, config.lr_min, config.lr_width) if config.lr_rule else None
     freezer = (OscillationFreezer(layers, tracker.counters, config.freeze_threshold)
                if config.freeze_threshold is not None and tracker else None)
+    fisher = FisherTracker(layers) if config.extra_bit and config.criterion == "fisher" else None
     total_steps = epochs * steps_per_epoch
+    ranks = tracker is not None or config.criterion != "switching"
     assign_steps = sorted({max(1, int(round(f * total_steps))) for f in config.assign_at}) \
-        if config.extra_bit and tracker else []
+        if config.extra_bit and ranks else []
     share = config.fraction / max(1, len(assign_steps))
     torch.manual_seed(seed)
-    step, upgraded, history = 0, 0, []
-    for epoch in range(epochs):
+    step, upgraded, history, assignments, start = 0, 0, [], [], 0
+    settings = {"config": dataclasses.asdict(config), "epochs": epochs, "lr": lr, "batch_size": batch_size,
+                "seed": seed, "optimizer": optimizer, "weight_decay": weight_decay,
+                "train_images": len(dataset.train_y)}
+    if state_path is not None and os.path.isfile(state_path):
+        state = torch.load(state_path, map_location=device, weights_only=False)
+        if state.get("format") != RETRAIN_STATE_FORMAT or state.get("settings") != settings:
+            raise UserError(f"{state_path} holds the state of a different retraining; remove it "
+                            "to start this one over")
+        network.load_state_dict(state["network"])
+        opt.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        for counter, saved in zip(tracker.counters if tracker else [], state["counters"] or []):
+            _load_counter_state(counter, saved)
+        if fisher:
+            fisher.fisher, fisher.steps = state["fisher"], state["fisher_steps"]
+        if freezer:
+            freezer.masks, freezer.values = state["freezer"]
+        step, upgraded, history, assignments = (state["step"], state["upgraded"], state["history"],
+                                                state["assignments"])
+        start = state["epoch"]
+    stopped = False
+    for epoch in range(start, epochs):
         network.train()
         began = time.time()
         for images, labels in data_module.epoch_batches(dataset, batch_size, epoch, seed):
@@ -441,6 +653,8 @@ def retrain(network, dataset, config, epochs, lr, batch_size=64, seed=0, optimiz
             loss = F.cross_entropy(network(images), labels)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if fisher:
+                fisher.observe()
             damped = lr_rule is not None and step >= config.lr_start * total_steps
             if damped:
                 lr_rule.before_step()
@@ -452,21 +666,46 @@ def retrain(network, dataset, config, epochs, lr, batch_size=64, seed=0, optimiz
             scheduler.step()
             step += 1
             if step in assign_steps:
-                upgraded += assign_extra_bit(layers, tracker.counters, config,
-                                             share * (assign_steps.index(step) + 1))
-                for counter in tracker.counters:
+                stats = {}
+                fraction = share * (assign_steps.index(step) + 1)
+                count = assign_extra_bit(layers, tracker.counters if tracker else None, config,
+                                         fraction, fisher=fisher, stats=stats)
+                upgraded += count
+                assignments.append(dict(stats, step=step, fraction=fraction, upgraded_weights=count))
+                for counter in tracker.counters if tracker else []:
                     counter.forget_levels()
-        seconds = time.time() - began
-        _, accuracy = evaluate(network, dataset, device)
-        history.append({"epoch": epoch + 1, "seconds": seconds, "fake_quant_accuracy": accuracy})
+            if on_step:
+                on_step()
+        entry = {"epoch": epoch + 1, "seconds": time.time() - began}
+        if evaluate_each_epoch:
+            _, entry["fake_quant_accuracy"] = evaluate(network, dataset, device)
+        history.append(entry)
+        if state_path is not None and epoch + 1 < epochs:
+            _save_retrain_state(state_path, {
+                "format": RETRAIN_STATE_FORMAT, "settings": settings, "epoch": epoch + 1,
+                "network": network.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
+                "counters": [_counter_state(c) for c in tracker.counters] if tracker else None,
+                "fisher": fisher.fisher if fisher else None, "fisher_steps": fisher.steps if fisher else 0,
+                "freezer": (freezer.masks, freezer.values) if freezer else None,
+                "step": step, "upgraded": upgraded, "history": history, "assignments": assignments})
         if progress:
             progress(history[-1])
+        if stop is not None and epoch + 1 < epochs and stop():
+            stopped = True
+            break
     if tracker:
         tracker.remove()
     network.eval()
     return {"history": history, "upgraded_weights": upgraded,
-            "frozen_weights": freezer.frozen() if freezer else 0,
-            "switches": tracker.summary() if tracker else None, "tracker": tracker}
+            "frozen_weights": freezer.frozen() if freezer else 0, "assignments": assignments,
+            "switches": tracker.summary() if tracker else None, "tracker": tracker,
+            "fisher": fisher, "stopped": stopped}
+
+
+def _save_retrain_state(path, state):
+    with writing_file(path) as temporary:
+        torch.save(state, temporary)
 
 
 # -- compression accounting ------------------------------------------------------------------------------
@@ -544,7 +783,8 @@ def compression_vs_uniform_w4(header, arrays):
 # -- one call: from a float checkpoint to a retrained MPQ network ---------------------------------------
 def network_from_float(float_checkpoint, dataset, config, seed=0, act_bits=4, edge="w8", device="cpu"):
     """The quantized network of `config` (middle layers on the coarse grid
-    when the extra bit is on), from a float training checkpoint, calibrated."""
+    when the extra bit is on, weight steps by `config.weight_step`), from a
+    float training checkpoint, calibrated."""
     from sw.quantize.train import TrainConfig, _initial_network, load_checkpoint, model_spec
     spec = load_checkpoint(float_checkpoint)["spec"]
     base = f"w{config.base_bits}a{act_bits},first={edge},last={edge}"
@@ -554,9 +794,18 @@ def network_from_float(float_checkpoint, dataset, config, seed=0, act_bits=4, ed
                                seed=seed, device=str(device))
     torch.manual_seed(seed)
     network = _initial_network(train_config, dataset, model_spec(train_config, dataset), torch.device(device))
+    use_weight_step(network, config.weight_step)
     if config.extra_bit:
         prepare(network, config)
     return network
+
+
+def use_weight_step(network, rule):
+    """Every weight quantizer of `network` takes its step by `rule`:
+    `learned` (LSQ) or `statistics` (from the weights at every forward; the
+    calibration's initial step is the same formula, so nothing jumps)."""
+    for layer in network.layers:
+        layer.weight_quantizer.step_rule = rule
 
 
 # The demo's setting (sim/demo.py): per hardware group, 2-bit base + extra bit,

@@ -1,5 +1,6 @@
 """Quantizers: learned step sizes (LSQ, Esser et al. 2020) with the
-straight-through estimator.
+straight-through estimator; for weights also a paper-era rule, a step
+recomputed from the weights' statistics at every forward and not learned.
 
 Every rule lives here once:
 
@@ -8,7 +9,10 @@ Every rule lives here once:
 * the straight-through estimator (`round_ste`, `ste_replace`): the forward
   pass takes the rounded (or integer-computed) value, the backward pass the
   gradient of the unrounded surrogate;
-* LSQ's gradient scaling of a step size (`grad_scale`), `1/sqrt(N * Qp)`.
+* LSQ's gradient scaling of a step size (`grad_scale`), `1/sqrt(N * Qp)`;
+* the weight step: learned (`step_rule="learned"`, LSQ) or, with
+  `step_rule="statistics"`, `2 mean|w| / sqrt(Qp)` (LSQ's initial value)
+  recomputed from the current weights at every forward, without gradient.
 
 Weights are signed: a group of precision `p` and shift `e` takes the values
 `q << e` with `q` in `[-2**(p-1), 2**(p-1) - 1]` (see `groups.py`).
@@ -25,6 +29,9 @@ from sw.quantize import groups
 
 # A step size never goes below this (it would make every code saturate).
 MIN_STEP = 1e-8
+# How a weight quantizer gets its step: learned (LSQ) or from the weights'
+# statistics at every forward (the paper-era setting: STE, no learned step).
+STEP_RULES = ("learned", "statistics")
 
 
 class _RoundSTE(torch.autograd.Function):
@@ -90,17 +97,36 @@ class WeightQuantizer(nn.Module):
     The learned parameter is the step in units of `step_unit`: the first
     layer's weights carry the folded input normalisation (about 1/64 of the
     float weights), and a parameter of ordinary magnitude keeps its learning
-    rate comparable to the other layers'."""
+    rate comparable to the other layers'.
 
-    def __init__(self, weight_shape, bits, group_size, step_unit=1.0):
+    With `step_rule="statistics"` the step is not learned: every forward
+    computes `2 mean|w| / sqrt(Qp)` from the weights it quantizes (`Qp` of
+    `step_bits`, the precision the layer was built with, so a mixed-precision
+    pass that changes `group_bits` does not move the step), without gradient,
+    and stores it in `step`, so the export and every reader of `step` see the
+    step the forward used."""
+
+    def __init__(self, weight_shape, bits, group_size, step_unit=1.0, step_rule="learned"):
         super().__init__()
         self.weight_shape = tuple(weight_shape)
         self.group_size = int(group_size)
+        self.step_bits = int(bits)
+        self.step_rule = step_rule
         shape = groups.group_shape(weight_shape, group_size)
         self.step = nn.Parameter(torch.tensor(1.0))
         self.register_buffer("group_bits", torch.full(shape, int(bits), dtype=torch.int64))
         self.register_buffer("group_shift", torch.zeros(shape, dtype=torch.int64))
         self.register_buffer("step_unit", torch.tensor(float(step_unit)))
+
+    @property
+    def step_rule(self):
+        return self._step_rule
+
+    @step_rule.setter
+    def step_rule(self, rule):
+        if rule not in STEP_RULES:
+            raise ValueError(f"step_rule must be one of {STEP_RULES}, got {rule!r}")
+        self._step_rule = rule
 
     @property
     def max_bits(self):
@@ -113,6 +139,14 @@ class WeightQuantizer(nn.Module):
         step = 2 * weight.abs().mean().item() / math.sqrt(qmax) / self.step_unit.item()
         self.step.fill_(max(step, MIN_STEP))
 
+    @torch.no_grad()
+    def statistics_step(self, weight):
+        """The statistics rule's step (real units, no gradient): LSQ's initial
+        value `2 mean|w| / sqrt(Qp)` for `step_bits`, on the current weights."""
+        qmax = signed_range(self.step_bits)[1]
+        step = 2 * weight.detach().abs().mean() / math.sqrt(qmax)
+        return torch.clamp(step, min=MIN_STEP * float(self.step_unit))
+
     def _ranges(self, device):
         bits = groups.expand_to_weights(self.group_bits, self.weight_shape, self.group_size)
         shift = groups.expand_to_weights(self.group_shift, self.weight_shape, self.group_size)
@@ -123,11 +157,17 @@ class WeightQuantizer(nn.Module):
 
     def forward(self, weight):
         """Returns `(w_int, step)`: `w_int` holds the integer weights `q << e`
-        (as floats, exactly), `step` the per-layer step with LSQ gradient
-        scaling; the real weights are `w_int * step`."""
-        qmax = signed_range(self.max_bits)[1]
-        step = grad_scale(self.step.clamp(min=MIN_STEP), 1.0 / math.sqrt(weight.numel() * qmax))
-        step = step * self.step_unit
+        (as floats, exactly), `step` the per-layer step (learned: with LSQ
+        gradient scaling; statistics: a constant); the real weights are
+        `w_int * step`."""
+        if self.step_rule == "statistics":
+            step = self.statistics_step(weight)
+            with torch.no_grad():
+                self.step.copy_(step / self.step_unit)
+        else:
+            qmax = signed_range(self.max_bits)[1]
+            step = grad_scale(self.step.clamp(min=MIN_STEP), 1.0 / math.sqrt(weight.numel() * qmax))
+            step = step * self.step_unit
         low, high, unit = self._ranges(weight.device)
         q = round_ste(torch.clamp(weight / (step * unit), low, high))
         return q * unit, step

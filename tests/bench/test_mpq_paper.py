@@ -1,0 +1,112 @@
+"""bench/mpq_paper.py: the protocol's plan, a runner that resumes (finished
+rows skipped, a stopped row continued after its last epoch), and the report."""
+
+import json
+
+import pytest
+import torch
+
+from bench import mpq_paper
+
+
+@pytest.fixture
+def keep_threads():
+    """The runner sets torch's thread count (--threads); later tests keep theirs."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_the_plan_puts_the_decisive_rows_first():
+    args = mpq_paper.parse_args([])
+    plan = mpq_paper.build_plan("vgg9_w0.25", args)
+    assert [row.name for row in plan[:4]] == ["lsq/uniform-w4/s0", "lsq/uniform-w2/s0",
+                                              "lsq/mpq-switching-25/s0", "lsq/mpq-random-25/s0"]
+    names = [row.name for row in plan]
+    assert len(names) == len(set(names))
+    assert names.index("lsq/mpq-switching-100/s0") < names.index("lsq/uniform-w4/s1")   # sweep, then seeds
+    assert {"lsq/uniform-w4/s2", "lsq/mpq-random-25/s2", "stats/mpq-switching-25/s1"} <= set(names)
+    assert "lsq/mpq-fisher-25/s2" not in names           # 3 seeds only for the headline rows
+    only = mpq_paper.selected(plan, ["stats/uniform-*"])
+    assert {row.name for row in only} == {f"stats/uniform-w{b}/s{s}" for b in (2, 3, 4) for s in (0, 1, 2)}
+    for row in plan:   # every variant is one the runner can build
+        mpq_paper.variant_config(row.variant, row.quantizer, row.seed, {"unit": "hardware", "lr_rule": "linear"})
+
+
+def test_the_runner_continues_a_stopped_row_and_skips_finished_ones(tmp_path, capsys, keep_threads):
+    state = tmp_path / "state"
+    common = ["--model", "digits-cnn", "--state", str(state), "--float-epochs", "1", "--qat-epochs", "2",
+              "--train-images", "64", "--test-images", "50", "--seeds", "0", "--headline-seeds",
+              "--quantizers", "lsq", "--threads", "1", "--only", "lsq/uniform-w2/s0", "lsq/mpq-switching-25/s0"]
+    rows = state / "digits-cnn_w1" / "rows"
+    partial = state / "digits-cnn_w1" / "partial"
+    # out of time after the first epoch: the row stops there and keeps its state
+    assert mpq_paper.main(common + ["--hours", "1e-9"]) == 0
+    assert not list(rows.glob("*.json"))
+    assert json.loads((partial / "lsq__uniform-w2__s0.json").read_text())["epochs_done"] == 1
+    # one row: the stopped one, continued from its second epoch
+    assert mpq_paper.main(common + ["--max-rows", "1"]) == 0
+    done = rows / "lsq__uniform-w2__s0.json"
+    assert [p.name for p in rows.glob("*.json")] == [done.name]
+    first = json.loads(done.read_text())
+    assert len(first["seconds_per_epoch"]) == 2 and not list(partial.glob("lsq__uniform-w2*"))
+    before = done.stat().st_mtime_ns
+    # the rest: the finished row is skipped, the second runs
+    assert mpq_paper.main(common) == 0
+    assert done.stat().st_mtime_ns == before
+    second = json.loads((rows / "lsq__mpq-switching-25__s0.json").read_text())
+    assert second["criterion"] == "switching" and second["budget_percent"] == 25
+    assert second["test_images"] == 50 and second["train_images"] == 64 and second["qat_epochs"] == 2
+    assert 0 <= second["integer_accuracy"] <= 1 and second["compression_vs_uniform_w4"] > 1
+    capsys.readouterr()
+    assert mpq_paper.main(common + ["--plan"]) == 0
+    assert "2 of 2 rows done" in capsys.readouterr().out
+    # other settings in the same state folder are refused
+    assert mpq_paper.main(common[:-3] + ["--qat-epochs", "3", "--only", "lsq/uniform-w3/s0"]) == 2
+    assert "qat_epochs" in capsys.readouterr().err
+
+
+def _row(variant, seed, accuracy, bits, quantizer="lsq"):
+    criterion = None if variant.startswith("uniform") else variant.split("-")[1]
+    return {"id": f"vgg9_w0.25/{quantizer}/{variant}/s{seed}", "model": "vgg9", "width": 0.25,
+            "quantizer": quantizer, "variant": variant, "seed": seed, "criterion": criterion,
+            "granularity": None if criterion is None else "hardware",
+            "budget_percent": None if criterion is None else int(variant.rsplit("-", 1)[1]),
+            "train_images": 50000, "test_images": 10000, "qat_epochs": 10, "float_epochs": 30,
+            "float_accuracy": 0.85, "integer_accuracy": accuracy, "hardware_bits_per_weight": bits,
+            "average_weight_bits": bits - 0.3, "compression_vs_uniform_w4": 4.3 / bits,
+            "per_layer": [{"name": "conv", "weights": 10, "hardware_mean_bits": bits, "mean_bits": bits}],
+            "upgraded_weights": 0, "middle_weights": 100,
+            "oscillating_weights": None if criterion is None else 3,
+            "assignments": [] if criterion is None else [{"units": 10, "scored_units": 4}],
+            "seconds_per_epoch": [100.0], "eval_seconds": 10.0, "command": "python bench/mpq_paper.py",
+            "revision": "abc"}
+
+
+def test_the_report_aggregates_rows_over_seeds_against_the_uniform_line(tmp_path):
+    rows = [_row("uniform-w2", s, a, 2.3) for s, a in ((0, 0.70), (1, 0.72))]
+    rows += [_row("uniform-w3", s, a, 3.3) for s, a in ((0, 0.80), (1, 0.80))]
+    rows += [_row("uniform-w4", s, a, 4.3) for s, a in ((0, 0.82), (1, 0.84))]
+    rows += [_row("mpq-switching-25", s, a, 2.8) for s, a in ((0, 0.79), (1, 0.80))]
+    rows += [_row("mpq-random-25", s, a, 2.8) for s, a in ((0, 0.74), (1, 0.75))]
+    stem = str(tmp_path / "report")
+    mpq_paper.write_report(rows, {}, {"vgg9_w0.25": {"overhead_percent": {"switching": 1.0, "fisher": 2.0}}},
+                           stem)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert {"command", "revision", "machine"} <= set(report)
+    entries = {s["variant"]: s for s in report["summary"]}
+    for entry in entries.values():
+        assert {"model", "width", "variant", "seeds", "train_images", "qat_epochs", "float_epochs",
+                "integer_accuracy_mean", "integer_accuracy_spread", "hardware_bits_per_weight",
+                "compression_vs_uniform_w4", "vs_uniform_line", "per_layer"} <= set(entry)
+    switching = entries["mpq-switching-25"]
+    assert switching["seeds"] == [0, 1] and switching["integer_accuracy_mean"] == pytest.approx(0.795)
+    assert switching["integer_accuracy_spread"] == pytest.approx(0.01)
+    assert switching["uniform_line_at_same_bits"] == pytest.approx(0.755)    # halfway from W2 (0.71) to W3
+    assert switching["vs_uniform_line"] == pytest.approx(0.04) and switching["beyond_spread"]
+    assert switching["upgraded_units_that_oscillated"] == pytest.approx(0.4)
+    assert entries["uniform-w3"]["vs_uniform_line"] == pytest.approx(0)
+    text = (tmp_path / "report.md").read_text()
+    assert "switching against random at 25%: +5.00 points" in text and "**switching better**" in text
+    assert "| mpq-switching-25 | 2 | 79.50 | 1.00 | 2.800 |" in text
+    assert (tmp_path / "report_pareto.png").stat().st_size > 0 and (tmp_path / "report_layers.png").is_file()
