@@ -18,7 +18,6 @@ from hw.counters import COUNTERS
 from hw.host import HostInterface
 from hw.isa import (
     ACT_SLOT_BITS,
-    ACT_WORD_BITS,
     INSTRUCTION,
     ROUND_FIELDS,
     HostRegister,
@@ -28,7 +27,7 @@ from hw.isa import (
     counter_register,
 )
 from hw.pe import PeMode
-from hw.ppu import PostProcessor
+from hw.ppu import PPU_REGISTERS, PostProcessor
 from hw.round_engine import RoundEngine
 
 
@@ -137,17 +136,15 @@ class Core(wiring.Component):
                              read_port(Memory.ACTIVATIONS, c).en.eq(engine.acts[c].en)]
             m.d.comb += [read_port(Memory.PARAMS).addr.eq(ppu.params.addr),
                          read_port(Memory.PARAMS).en.eq(ppu.params.en)]
+            col_bits = (cols - 1).bit_length()
             for c in range(cols):
-                with m.If(ppu.act_write_en & (ppu.act_write_bank == c)):
+                with m.If(ppu.activations.addr[:col_bits] == c):
                     port = write_port(Memory.ACTIVATIONS, c)
-                    m.d.comb += [port.addr.eq(ppu.act_write_addr),
-                                 port.data.eq(ppu.act_write_data.replicate(
-                                     ACT_WORD_BITS // ACT_SLOT_BITS)),
-                                 port.en.eq(1 << ppu.act_write_slot)]
-            with m.If(ppu.result_write_en):
-                port = write_port(Memory.RESULTS)
-                m.d.comb += [port.addr.eq(ppu.result_write_addr),
-                             port.data.eq(ppu.result_write_data), port.en.eq(1)]
+                    m.d.comb += [port.addr.eq(ppu.activations.addr[col_bits:]),
+                                 port.data.eq(ppu.activations.data), port.en.eq(ppu.activations.en)]
+            port = write_port(Memory.RESULTS)
+            m.d.comb += [port.addr.eq(ppu.results.addr), port.data.eq(ppu.results.data),
+                         port.en.eq(ppu.results.en)]
         m.d.comb += [engine.wptr.data.eq(read_port(Memory.WPTR).data),
                      engine.chunks.data.eq(read_port(Memory.CHUNKS).data),
                      ppu.params.data.eq(read_port(Memory.PARAMS).data)]
@@ -202,16 +199,11 @@ class Core(wiring.Component):
             engine.in_h.eq(reg[Register.IN_H]), engine.in_w.eq(reg[Register.IN_W]),
             engine.in_words.eq(reg[Register.IN_WORDS]), engine.pad.eq(reg[Register.PAD]),
             engine.y.eq(tile_y), engine.x0.eq(tile_x0),
-            ppu.out_base.eq(reg[Register.OUT_BASE]), ppu.out_w.eq(reg[Register.OUT_W]),
-            ppu.cout.eq(reg[Register.COUT]), ppu.out_wb.eq(reg[Register.OUT_WB]),
-            ppu.out_words.eq(reg[Register.OUT_WORDS]), ppu.pool.eq(reg[Register.POOL]),
-            ppu.act_bits.eq(reg[Register.ACT_BITS]), ppu.req_shift.eq(reg[Register.REQ_SHIFT]),
-            ppu.raw.eq(reg[Register.RAW]), ppu.param_base.eq(reg[Register.PARAM_BASE]),
-            ppu.res_base.eq(reg[Register.RES_BASE]),
-            ppu.job_valid.eq(job_pending), ppu.job_y.eq(job_y), ppu.job_x0.eq(job_x0),
-            ppu.job_ktile.eq(job_k), ppu.job_buffer.eq(job_buffer),
+            ppu.job.valid.eq(job_pending), ppu.job.p.y.eq(job_y), ppu.job.p.x0.eq(job_x0),
+            ppu.job.p.ktile.eq(job_k), ppu.job.p.buffer.eq(job_buffer),
         ]
-        with m.If(ppu.job_valid & ppu.job_ready):
+        m.d.comb += [ppu.layer[name].eq(reg[Register[name.upper()]]) for name in PPU_REGISTERS.members]
+        with m.If(ppu.job.valid & ppu.job.ready):
             m.d.sync += job_pending.eq(0)
         with m.If(ppu.job_done):
             m.d.sync += jobs_done.eq(jobs_done + 1)
@@ -345,8 +337,8 @@ class Core(wiring.Component):
             "macs_w2a2": macs[PeMode.W2A2],
             "weight_reads": engine.weight_reads,
             "act_reads": engine.act_reads,
-            "act_writes": ppu.act_write_en,
-            "result_writes": ppu.result_write_en,
+            "act_writes": ppu.activations.en.any(),
+            "result_writes": ppu.results.en,
             "chunk_reads": engine.chunks.en,
             "wptr_reads": engine.wptr.en,
             "param_reads": ppu.params.en,

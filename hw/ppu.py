@@ -11,120 +11,198 @@ One value per cycle, in a fixed pipeline (docs/isa.md, "Dataflow"):
   S5  2x2 max-pool (pairs of columns, then the row pair of two consecutive
       tiles through a line buffer) and write a 4-bit activation slot; or, for
       a raw layer, write acc + bias to the result memory
+
+Three components in a pipeline, each value's position (`element_layout`)
+travelling with it: `TileReader` (S0, S1), `Requantizer` (S2 .. S4) and
+`PoolWriter` (S5). The pipeline never stalls, so their streams are
+`always_ready`.
 """
 
+import functools
+
 from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
-from amaranth.lib import data, wiring
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.isa import MULTIPLIER_BITS, PARAMETER, RESULT_WIDTH
-from hw.round_engine import ReadPort
+from hw.isa import ACT_SLOT_BITS, ACT_SLOTS_PER_WORD, ACT_WORD_BITS, MULTIPLIER_BITS, PARAMETER, RESULT_WIDTH
 from hw.timing import PPU_PIPELINE
 
+# The layer registers the PPU reads, as wide as it reads them.
+PPU_REGISTERS = data.StructLayout({
+    "out_base": 32, "out_w": 16, "cout": 16, "out_wb": 16, "out_words": 16, "pool": 1,
+    "act_bits": 3, "req_shift": 6, "raw": 1, "param_base": 32, "res_base": 32,
+})
+BIAS = PARAMETER["bias"].shape
 
-class PostProcessor(wiring.Component):
+
+@functools.cache
+def job_layout(coord_bits):
+    """A finished tile for the PPU: where it goes (y, x0, output-channel tile)
+    and the OAB buffer that holds it."""
+    return data.StructLayout({"y": coord_bits, "x0": coord_bits, "ktile": coord_bits, "buffer": 1})
+
+
+@functools.cache
+def element_layout(config):
+    """Where one value of a tile goes: its row r (output channel k) and
+    column c (pixel (y, x)), and whether it is the job's last."""
+    return data.StructLayout({"r": range(max(config.rows, 2)), "c": range(config.cols),
+                              "k": config.coord_bits, "x": config.coord_bits,
+                              "y": config.coord_bits, "last": 1})
+
+
+@functools.cache
+def operands_layout(config):
+    """An element with its accumulator and its channel's parameters (S1 -> S2)."""
+    return data.StructLayout({"at": element_layout(config), "acc": signed(config.acc_width),
+                              "bias": BIAS, "multiplier": signed(MULTIPLIER_BITS)})
+
+
+@functools.cache
+def code_layout(config):
+    """An element with its activation code and acc + bias wrapped to 32 bits (S4 -> S5)."""
+    return data.StructLayout({"at": element_layout(config), "value": ACT_SLOT_BITS,
+                              "total": signed(RESULT_WIDTH)})
+
+
+def oab_read_signature(config):
+    """A read of one OAB entry: a row of the array's C accumulators, buffer b's row r at b * R + r."""
+    return memory.ReadPort.Signature(addr_width=(2 * config.rows - 1).bit_length(),
+                                     shape=config.cols * config.acc_width)
+
+
+def params_read_signature(config):
+    return memory.ReadPort.Signature(addr_width=(config.param_depth - 1).bit_length(),
+                                     shape=PARAMETER.size)
+
+
+def activation_write_signature(config):
+    """A write of one 4-bit slot of the activation memory, its banks side by
+    side: the bank (x mod C) in the address's low bits, the bank's word above."""
+    addr_bits = (config.act_depth - 1).bit_length() + (config.cols - 1).bit_length()
+    return memory.WritePort.Signature(addr_width=addr_bits, shape=ACT_WORD_BITS,
+                                      granularity=ACT_SLOT_BITS)
+
+
+def result_write_signature(config):
+    return memory.WritePort.Signature(addr_width=(config.result_depth - 1).bit_length(),
+                                      shape=RESULT_WIDTH)
+
+
+class TileReader(wiring.Component):
+    """S0 and S1: takes a job, counts its R x C elements (one per cycle, row
+    by row), reads each row's OAB entry and channel parameters at its first
+    column, and offers every element with its accumulator, bias and
+    multiplier. A job is accepted in the cycle of the previous job's last
+    element, so back-to-back jobs leave no gap."""
+
     def __init__(self, config):
         self._config = config
-        rows, cols, acc = config.rows, config.cols, config.acc_width
-        act_addr_bits = (config.act_depth - 1).bit_length()
         super().__init__({
-            # A tile to post-process: held by the controller until accepted.
-            "job_valid": In(1),
-            "job_ready": Out(1),
-            "job_y": In(16), "job_x0": In(16), "job_ktile": In(16), "job_buffer": In(1),
-            "job_done": Out(1),     # pulses with a job's last write
-            "idle": Out(1),         # no job in the pipeline
-
-            # Layer registers.
-            "out_base": In(32), "out_w": In(16), "cout": In(16), "out_wb": In(16),
-            "out_words": In(16), "pool": In(1), "act_bits": In(3), "req_shift": In(6),
-            "raw": In(1), "param_base": In(32), "res_base": In(32),
-
-            "oab": Out(ReadPort((2 * rows - 1).bit_length(), cols * acc)),
-            "params": Out(ReadPort((config.param_depth - 1).bit_length(), PARAMETER.size)),
-
-            "act_write_en": Out(1),
-            "act_write_bank": Out(range(cols)),
-            "act_write_addr": Out(act_addr_bits),
-            "act_write_slot": Out(2),
-            "act_write_data": Out(4),
-            "result_write_en": Out(1),
-            "result_write_addr": Out((config.result_depth - 1).bit_length()),
-            "result_write_data": Out(RESULT_WIDTH),
+            "job": In(stream.Signature(job_layout(config.coord_bits))),
+            "cout": In(16), "param_base": In(32),
+            "oab": In(oab_read_signature(config)),
+            "params": In(params_read_signature(config)),
+            "element": Out(stream.Signature(operands_layout(config), always_ready=True)),
+            "busy": Out(1),      # a job is counting or its last element is in S1
         })
 
     def elaborate(self, platform):
         m = Module()
         config = self._config
         rows, cols, acc = config.rows, config.cols, config.acc_width
-        col_bits = (cols - 1).bit_length()
 
         # ---- S0: the job and its element counter.
         running = Signal()
-        y = Signal(config.coord_bits)
-        x0 = Signal(config.coord_bits)
-        ktile = Signal(config.coord_bits)
-        buffer = Signal()
+        job = Signal(job_layout(config.coord_bits))
         r = Signal(range(max(rows, 2)))     # 1 bit, not 0, for a 1-row array
         c = Signal(range(cols))
         last_element = running & (r == rows - 1) & (c == cols - 1)
-        m.d.comb += self.job_ready.eq(~running | last_element)
+        m.d.comb += self.job.ready.eq(~running | last_element)
         with m.If(running):
             m.d.sync += c.eq(c + 1)
             with m.If(c == cols - 1):
                 m.d.sync += [c.eq(0), r.eq(r + 1)]
             with m.If(last_element):
                 m.d.sync += running.eq(0)
-        with m.If(self.job_valid & self.job_ready):
-            m.d.sync += [running.eq(1), r.eq(0), c.eq(0), y.eq(self.job_y), x0.eq(self.job_x0),
-                         ktile.eq(self.job_ktile), buffer.eq(self.job_buffer)]
+        with m.If(self.job.valid & self.job.ready):
+            m.d.sync += [running.eq(1), r.eq(0), c.eq(0), job.eq(self.job.payload)]
 
         k0 = Signal(config.coord_bits)
-        m.d.comb += k0.eq(ktile * rows + r)
+        m.d.comb += k0.eq(job.ktile * rows + r)
         first_of_row = running & (c == 0)
         m.d.comb += [
-            self.oab.addr.eq(buffer * rows + r), self.oab.en.eq(first_of_row),
+            self.oab.addr.eq(job.buffer * rows + r), self.oab.en.eq(first_of_row),
             self.params.addr.eq(self.param_base + k0),
             self.params.en.eq(first_of_row & (k0 < self.cout)),
         ]
-
-        # Pipeline metadata travelling with each value.
-        meta = data.StructLayout({"valid": 1, "r": range(max(rows, 2)), "c": range(cols),
-                                  "k": config.coord_bits, "x": config.coord_bits,
-                                  "y": config.coord_bits, "last": 1})
-        s0 = Signal(meta)
-        m.d.comb += [s0.valid.eq(running), s0.r.eq(r), s0.c.eq(c), s0.k.eq(k0),
-                     s0.x.eq(x0 + c), s0.y.eq(y), s0.last.eq(last_element)]
-        stages = [Signal(meta, name=f"meta_s{i}") for i in range(1, PPU_PIPELINE + 1)]
-        s1, s2, s3, s4, s5 = stages  # the golden model's timing counts these (hw/timing.py)
-        m.d.sync += [s1.eq(s0), s2.eq(s1), s3.eq(s2), s4.eq(s3), s5.eq(s4)]
+        s0 = Signal(element_layout(config))
+        m.d.comb += [s0.r.eq(r), s0.c.eq(c), s0.k.eq(k0), s0.x.eq(job.x0 + c), s0.y.eq(job.y),
+                     s0.last.eq(last_element)]
+        s1_valid = Signal(name="meta_s1_valid")
+        s1 = Signal(element_layout(config), name="meta_s1")
+        m.d.sync += [s1_valid.eq(running), s1.eq(s0)]
 
         # ---- S1: the accumulator and parameters (fresh from the ports at c == 0).
-        fresh = Signal()
-        if config.ppu_hold_registers:
-            m.d.sync += fresh.eq(first_of_row)
-        row_hold = Signal(cols * acc)
-        bias_hold = Signal(PARAMETER["bias"].shape)
-        mult_hold = Signal(signed(MULTIPLIER_BITS))
-        row = Mux(fresh, self.oab.data, row_hold)
         params = PARAMETER(self.params.data)
-        param_bias, param_mult = params.bias, params.multiplier
         if config.ppu_hold_registers:
+            fresh = Signal()
+            m.d.sync += fresh.eq(first_of_row)
+            row_hold = Signal(cols * acc)
+            bias_hold = Signal(BIAS)
+            mult_hold = Signal(signed(MULTIPLIER_BITS))
             with m.If(fresh):
-                m.d.sync += [row_hold.eq(self.oab.data), bias_hold.eq(param_bias),
-                             mult_hold.eq(param_mult)]
-            bias = Mux(fresh, param_bias, bias_hold)
-            mult = Mux(fresh, param_mult, mult_hold)
+                m.d.sync += [row_hold.eq(self.oab.data), bias_hold.eq(params.bias),
+                             mult_hold.eq(params.multiplier)]
+            row = Mux(fresh, self.oab.data, row_hold)
+            bias = Mux(fresh, params.bias, bias_hold)
+            mult = Mux(fresh, params.multiplier, mult_hold)
         else:
             # The read ports hold their data until the next read (the PPU
             # is their only reader while the core runs): the row entry and
             # the channel's parameters are still there for c > 0.
-            row, bias, mult = self.oab.data, param_bias, param_mult
-        value1 = Signal(signed(acc))
-        bias1 = Signal(PARAMETER["bias"].shape)
+            row, bias, mult = self.oab.data, params.bias, params.multiplier
+        m.d.comb += [
+            self.element.valid.eq(s1_valid), self.element.p.at.eq(s1),
+            self.element.p.acc.eq(Array(row[i * acc:(i + 1) * acc].as_signed() for i in range(cols))[s1.c]),
+            self.element.p.bias.eq(bias), self.element.p.multiplier.eq(mult),
+            self.busy.eq(running | s1_valid),
+        ]
+        return m
+
+
+class Requantizer(wiring.Component):
+    """S2 .. S4 (`LATENCY` cycles): acc + bias, times the multiplier, then
+    the rounding right shift by `req_shift` and the clamp to [0, 2^act_bits - 1]
+    (common/fixedpoint.py's requantize); `total` is acc + bias wrapped to 32
+    bits (a raw layer's result). Each element's position goes along."""
+
+    LATENCY = 4
+
+    def __init__(self, config):
+        self._config = config
+        super().__init__({
+            "element": In(stream.Signature(operands_layout(config), always_ready=True)),
+            "act_bits": In(3), "req_shift": In(6),
+            "code": Out(stream.Signature(code_layout(config), always_ready=True)),
+            "busy": Out(1),     # an element in S2 .. S5
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        config = self._config
+        # The positions and valid bits of S2 .. S5 (S1's is the input).
+        at = [Signal(element_layout(config), name=f"meta_s{i}") for i in range(2, 6)]
+        valid = [Signal(name=f"meta_s{i}_valid") for i in range(2, 6)]
+        m.d.sync += [at[0].eq(self.element.p.at), valid[0].eq(self.element.valid)]
+        m.d.sync += [a.eq(b) for a, b in zip(at[1:], at)] + [a.eq(b) for a, b in zip(valid[1:], valid)]
+
+        # ---- into S2: the element's operands.
+        value1 = Signal(signed(config.acc_width))
+        bias1 = Signal(BIAS)
         mult1 = Signal(signed(MULTIPLIER_BITS))
-        m.d.sync += [value1.eq(Array(row[i * acc:(i + 1) * acc].as_signed() for i in range(cols))[s1.c]),
-                     bias1.eq(bias), mult1.eq(mult)]
+        m.d.sync += [value1.eq(self.element.p.acc), bias1.eq(self.element.p.bias),
+                     mult1.eq(self.element.p.multiplier)]
 
         # ---- S2: bias.
         total = Signal(signed(33))
@@ -150,43 +228,10 @@ class PostProcessor(wiring.Component):
         else:
             act4, total4 = self._clamped_shift(m, product, shift, total3)
 
-        # ---- S5: pool and write.
-        hold = Signal(4)            # the even column of a pair
-        line = Array(Signal(4, name=f"line{i}") for i in range(rows * (cols // 2)))
-        pair_max = Signal(4)
-        m.d.comb += pair_max.eq(Mux(hold > act4, hold, act4))
-        line_entry = line[s5.r * (cols // 2) + (s5.c >> 1)]
-        window_max = Mux(line_entry > pair_max, line_entry, pair_max)
-
-        odd_column = s5.c[0]
-        odd_row = s5.y[0]
-        write = Signal()
-        x_out = Signal(16)
-        y_out = Signal(16)
-        value_out = Signal(4)
-        with m.If(s5.valid & ~odd_column):
-            m.d.sync += hold.eq(act4)
-        with m.If(self.pool):
-            with m.If(s5.valid & odd_column & ~odd_row):
-                m.d.sync += line_entry.eq(pair_max)
-            m.d.comb += [write.eq(odd_column & odd_row), x_out.eq(s5.x >> 1),
-                         y_out.eq(s5.y >> 1), value_out.eq(window_max)]
-        with m.Else():
-            m.d.comb += [write.eq(1), x_out.eq(s5.x), y_out.eq(s5.y), value_out.eq(act4)]
-        in_range = s5.valid & (s5.k < self.cout) & (s5.x < self.out_w)
-
         m.d.comb += [
-            self.act_write_en.eq(in_range & write & ~self.raw),
-            self.act_write_bank.eq(x_out[:col_bits] if col_bits else 0),
-            self.act_write_addr.eq(self.out_base + (y_out * self.out_wb + (x_out >> col_bits))
-                                   * self.out_words + (s5.k >> 2)),
-            self.act_write_slot.eq(s5.k[:2]),
-            self.act_write_data.eq(value_out),
-            self.result_write_en.eq(in_range & self.raw),
-            self.result_write_addr.eq(self.res_base + (s5.y * self.out_w + s5.x) * self.cout + s5.k),
-            self.result_write_data.eq(total4),
-            self.job_done.eq(s5.valid & s5.last),
-            self.idle.eq(~running & ~s1.valid & ~s2.valid & ~s3.valid & ~s4.valid & ~s5.valid),
+            self.code.valid.eq(valid[-1]), self.code.p.at.eq(at[-1]),
+            self.code.p.value.eq(act4), self.code.p.total.eq(total4),
+            self.busy.eq(Cat(valid).any()),
         ]
         return m
 
@@ -228,3 +273,115 @@ class PostProcessor(wiring.Component):
         total4 = Signal(signed(RESULT_WIDTH))    # acc + bias, wrapped to 32 bits
         m.d.sync += [act4.eq(Mux(p[width - 1], 0, Mux(over, act_max, low))), total4.eq(total3)]
         return act4, total4
+
+
+class PoolWriter(wiring.Component):
+    """S5: writes each code as a 4-bit activation slot (bank x mod C, word
+    out_base + (y * out_wb + x div C) * out_words + k div 4, slot k mod 4),
+    or with `pool` the maximum of each 2x2 window at (x/2, y/2): the even
+    column's code waits in a register, the even row's pair maxima in a line
+    buffer (the row pair is two consecutive tiles). A raw layer writes
+    `total` to result res_base + (y * out_w + x) * cout + k. Nothing is
+    written for k >= cout or x >= out_w."""
+
+    def __init__(self, config):
+        self._config = config
+        super().__init__({
+            "code": In(stream.Signature(code_layout(config), always_ready=True)),
+            "out_base": In(32), "out_w": In(16), "cout": In(16), "out_wb": In(16),
+            "out_words": In(16), "pool": In(1), "raw": In(1), "res_base": In(32),
+            "activations": In(activation_write_signature(config)),
+            "results": In(result_write_signature(config)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        config = self._config
+        rows, cols = config.rows, config.cols
+        col_bits = (cols - 1).bit_length()
+        at, code = self.code.p.at, self.code.p.value
+
+        hold = Signal(4)            # the even column of a pair
+        line = Array(Signal(4, name=f"line{i}") for i in range(rows * (cols // 2)))
+        pair_max = Signal(4)
+        m.d.comb += pair_max.eq(Mux(hold > code, hold, code))
+        line_entry = line[at.r * (cols // 2) + (at.c >> 1)]
+        window_max = Mux(line_entry > pair_max, line_entry, pair_max)
+
+        odd_column = at.c[0]
+        odd_row = at.y[0]
+        write = Signal()
+        x_out = Signal(16)
+        y_out = Signal(16)
+        value_out = Signal(4)
+        with m.If(self.code.valid & ~odd_column):
+            m.d.sync += hold.eq(code)
+        with m.If(self.pool):
+            with m.If(self.code.valid & odd_column & ~odd_row):
+                m.d.sync += line_entry.eq(pair_max)
+            m.d.comb += [write.eq(odd_column & odd_row), x_out.eq(at.x >> 1),
+                         y_out.eq(at.y >> 1), value_out.eq(window_max)]
+        with m.Else():
+            m.d.comb += [write.eq(1), x_out.eq(at.x), y_out.eq(at.y), value_out.eq(code)]
+        in_range = self.code.valid & (at.k < self.cout) & (at.x < self.out_w)
+
+        word = self.out_base + (y_out * self.out_wb + (x_out >> col_bits)) * self.out_words + (at.k >> 2)
+        act_addr_bits = (config.act_depth - 1).bit_length()
+        m.d.comb += [
+            self.activations.addr.eq(Cat(x_out[:col_bits], word[:act_addr_bits])),
+            self.activations.data.eq(value_out.replicate(ACT_SLOTS_PER_WORD)),
+            self.results.addr.eq(self.res_base + (at.y * self.out_w + at.x) * self.cout + at.k),
+            self.results.data.eq(self.code.p.total),
+            self.results.en.eq(in_range & self.raw),
+        ]
+        with m.If(in_range & write & ~self.raw):
+            m.d.comb += self.activations.en.eq(1 << at.k[:2])
+        return m
+
+
+class PostProcessor(wiring.Component):
+    """Post-processes the tiles of the OAB: a job (a tile and its OAB
+    buffer) is accepted when the previous one's last element is counted;
+    `job_done` pulses with its last write, `idle` says no job is in the
+    pipeline. The layer registers must hold while a job runs."""
+
+    def __init__(self, config):
+        self._config = config
+        super().__init__({
+            "job": In(stream.Signature(job_layout(config.coord_bits))),
+            "job_done": Out(1),
+            "idle": Out(1),
+            "layer": In(PPU_REGISTERS),
+            "oab": In(oab_read_signature(config)),
+            "params": In(params_read_signature(config)),
+            "activations": In(activation_write_signature(config)),
+            "results": In(result_write_signature(config)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        config = self._config
+        # The golden model's timing counts these stages (hw/timing.py).
+        assert 1 + Requantizer.LATENCY == PPU_PIPELINE
+
+        m.submodules.reader = reader = TileReader(config)
+        m.submodules.requantizer = requantizer = Requantizer(config)
+        m.submodules.writer = writer = PoolWriter(config)
+        wiring.connect(m, wiring.flipped(self.job), reader.job)
+        wiring.connect(m, reader.oab, wiring.flipped(self.oab))
+        wiring.connect(m, reader.params, wiring.flipped(self.params))
+        wiring.connect(m, reader.element, requantizer.element)
+        wiring.connect(m, requantizer.code, writer.code)
+        wiring.connect(m, writer.activations, wiring.flipped(self.activations))
+        wiring.connect(m, writer.results, wiring.flipped(self.results))
+
+        layer = self.layer
+        m.d.comb += [reader.cout.eq(layer.cout), reader.param_base.eq(layer.param_base),
+                     requantizer.act_bits.eq(layer.act_bits), requantizer.req_shift.eq(layer.req_shift)]
+        for name in ("out_base", "out_w", "cout", "out_wb", "out_words", "pool", "raw", "res_base"):
+            m.d.comb += getattr(writer, name).eq(layer[name])
+        m.d.comb += [
+            self.job_done.eq(requantizer.code.valid & requantizer.code.p.at.last),
+            self.idle.eq(~reader.busy & ~requantizer.busy),
+        ]
+        return m

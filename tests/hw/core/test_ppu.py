@@ -39,22 +39,19 @@ def run_ppu(tiles, params, registers):
     sim.add_clock(1e-6)
     oab = {}
     act_writes, result_writes = [], []
+    col_bits = (C - 1).bit_length()
 
     async def testbench(ctx):
-        for name, value in registers.items():
-            ctx.set(getattr(ppu, name), value)
+        ctx.set(ppu.layer, registers)
         for number, (y, x0, ktile, acc) in enumerate(tiles):
             buffer = number % 2
             for r in range(R):
                 oab[buffer * R + r] = sum((int(v) & ((1 << A) - 1)) << (A * c)
                                           for c, v in enumerate(acc[r]))
-            ctx.set(ppu.job_y, y)
-            ctx.set(ppu.job_x0, x0)
-            ctx.set(ppu.job_ktile, ktile)
-            ctx.set(ppu.job_buffer, buffer)
-            ctx.set(ppu.job_valid, 1)
-            await ctx.tick().until(ppu.job_ready)
-            ctx.set(ppu.job_valid, 0)
+            ctx.set(ppu.job.payload, {"y": y, "x0": x0, "ktile": ktile, "buffer": buffer})
+            ctx.set(ppu.job.valid, 1)
+            await ctx.tick().until(ppu.job.ready)
+            ctx.set(ppu.job.valid, 0)
         await ctx.tick().until(ppu.idle)
 
     async def memories(ctx):
@@ -68,12 +65,14 @@ def run_ppu(tiles, params, registers):
                 ctx.set(ppu.params.data, PARAMETER.const({"bias": bias, "multiplier": mult}).as_bits())
 
     async def monitor(ctx):
-        async for _, _, a_en, bank, addr, slot, data, r_en, r_addr, r_data in ctx.tick().sample(
-                ppu.act_write_en, ppu.act_write_bank, ppu.act_write_addr, ppu.act_write_slot,
-                ppu.act_write_data, ppu.result_write_en, ppu.result_write_addr,
-                ppu.result_write_data):
+        async for _, _, a_en, a_addr, a_data, r_en, r_addr, r_data in ctx.tick().sample(
+                ppu.activations.en, ppu.activations.addr, ppu.activations.data,
+                ppu.results.en, ppu.results.addr, ppu.results.data):
             if a_en:
-                act_writes.append((bank, addr, slot, data))
+                # One 4-bit slot, its code on every slot of the word.
+                slot = a_en.bit_length() - 1
+                assert a_en == 1 << slot and a_data == (a_data & 15) * 0x1111
+                act_writes.append((a_addr & ((1 << col_bits) - 1), a_addr >> col_bits, slot, a_data & 15))
             if r_en:
                 result_writes.append((r_addr, r_data - ((r_data >> 31) << 32)))
 
