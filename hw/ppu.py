@@ -36,10 +36,15 @@ BIAS = PARAMETER["bias"].shape
 
 
 @functools.cache
+def tile_layout(coord_bits):
+    """A tile: output row y, first column x0, output-channel tile ktile (docs/isa.md, TILE)."""
+    return data.StructLayout({"y": coord_bits, "x0": coord_bits, "ktile": coord_bits})
+
+
+@functools.cache
 def job_layout(coord_bits):
-    """A finished tile for the PPU: where it goes (y, x0, output-channel tile)
-    and the OAB buffer that holds it."""
-    return data.StructLayout({"y": coord_bits, "x0": coord_bits, "ktile": coord_bits, "buffer": 1})
+    """A finished tile for the PPU: the tile and the OAB buffer that holds it."""
+    return data.StructLayout({**tile_layout(coord_bits).members, "buffer": 1})
 
 
 @functools.cache
@@ -325,17 +330,22 @@ class PoolWriter(wiring.Component):
             m.d.comb += [write.eq(1), x_out.eq(at.x), y_out.eq(at.y), value_out.eq(code)]
         in_range = self.code.valid & (at.k < self.cout) & (at.x < self.out_w)
 
+        # Each address only for the write that uses it: so Yosys' `share`
+        # sees the two multiplier chains as exclusive (raw or not) and
+        # builds one (iCE40: a DSP and about 35 LUTs fewer).
         word = self.out_base + (y_out * self.out_wb + (x_out >> col_bits)) * self.out_words + (at.k >> 2)
-        act_addr_bits = (config.act_depth - 1).bit_length()
-        m.d.comb += [
-            self.activations.addr.eq(Cat(x_out[:col_bits], word[:act_addr_bits])),
-            self.activations.data.eq(value_out.replicate(ACT_SLOTS_PER_WORD)),
-            self.results.addr.eq(self.res_base + (at.y * self.out_w + at.x) * self.cout + at.k),
-            self.results.data.eq(self.code.p.total),
-            self.results.en.eq(in_range & self.raw),
-        ]
         with m.If(in_range & write & ~self.raw):
-            m.d.comb += self.activations.en.eq(1 << at.k[:2])
+            m.d.comb += [
+                self.activations.addr.eq(Cat(x_out[:col_bits], word[:(config.act_depth - 1).bit_length()])),
+                self.activations.data.eq(value_out.replicate(ACT_SLOTS_PER_WORD)),
+                self.activations.en.eq(1 << at.k[:2]),
+            ]
+        with m.If(in_range & self.raw):
+            m.d.comb += [
+                self.results.addr.eq(self.res_base + (at.y * self.out_w + at.x) * self.cout + at.k),
+                self.results.data.eq(self.code.p.total),
+                self.results.en.eq(1),
+            ]
         return m
 
 
