@@ -15,10 +15,10 @@ core runs; register commands do not. An unknown command word sets the sticky
 """
 
 from amaranth.hdl import Array, Cat, Module, Mux, Signal
-from amaranth.lib import stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.isa import HOST_HEADER, HostCommand, HostRegister
+from hw.isa import HOST_HEADER, HostCommand, HostRegister, counter_register
 
 COMMANDS = {command.name: command.value for command in HostCommand}
 # CTRL bits the core sees (bit 0: start). Bit 1 (clear the protocol error)
@@ -36,9 +36,17 @@ class MemoryAccess(wiring.Signature):
 
     def __init__(self, addr_width, data_width):
         super().__init__({
-            "mem": Out(4), "bank": Out(8), "addr": Out(addr_width), "wdata": Out(data_width),
+            "mem": Out(HOST_HEADER["memory"].shape), "bank": Out(HOST_HEADER["bank"].shape),
+            "addr": Out(addr_width), "wdata": Out(data_width),
             "write": Out(1), "read": Out(1), "rdata": In(data_width),
         })
+
+
+def memory_access(config):
+    """The MemoryAccess of `config`'s memories."""
+    shapes = config.memory_shapes()
+    return MemoryAccess(max((depth - 1).bit_length() for _, _, _, depth in shapes.values()),
+                        max(width for _, _, width, _ in shapes.values()))
 
 
 class RegisterAccess(wiring.Signature):
@@ -47,20 +55,19 @@ class RegisterAccess(wiring.Signature):
 
     def __init__(self, write_bits):
         super().__init__({
-            "addr": Out(16), "wdata": Out(write_bits), "write": Out(1), "read": Out(1),
+            "addr": Out(HOST_HEADER["register"].shape), "wdata": Out(write_bits),
+            "write": Out(1), "read": Out(1),
             "rdata": In(32),
         })
 
 
 class HostInterface(wiring.Component):
     def __init__(self, config):
-        shapes = config.memory_shapes()
-        self._widths = {mem_id: width for mem_id, (_, _, width, _) in shapes.items()}
-        addr_width = max((depth - 1).bit_length() for _, _, _, depth in shapes.values())
+        self._widths = {mem_id: width for mem_id, (_, _, width, _) in config.memory_shapes().items()}
         super().__init__({
             "host_in": In(stream.Signature(32)),
             "host_out": Out(stream.Signature(32)),
-            "memory": Out(MemoryAccess(addr_width, max(self._widths.values()))),
+            "memory": Out(memory_access(config)),
             "registers": Out(RegisterAccess(CTRL_BITS)),
             "core_busy": In(1),
             "protocol_error": Out(1),
@@ -70,10 +77,7 @@ class HostInterface(wiring.Component):
         m = Module()
         words = max(words_per_entry(width) for width in self._widths.values())
 
-        command = Signal(4)
-        mem = Signal(4)
-        bank = Signal(8)
-        register = Signal(16)
+        command = Signal(HOST_HEADER)     # the header of the command being served
         addr = Signal.like(self.memory.addr)
         count = Signal(32)
         word = Signal(range(words + 1))
@@ -81,8 +85,8 @@ class HostInterface(wiring.Component):
         entry_table = Array(words_per_entry(self._widths.get(i, 32)) for i in range(16))
         buffer = Array(Signal(32, name=f"word{i}") for i in range(words))
 
-        m.d.comb += [self.memory.mem.eq(mem), self.memory.bank.eq(bank),
-                     self.memory.addr.eq(addr), self.registers.addr.eq(register)]
+        m.d.comb += [self.memory.mem.eq(command.memory), self.memory.bank.eq(command.bank),
+                     self.memory.addr.eq(addr), self.registers.addr.eq(command.register)]
 
         host_in, host_out = self.host_in, self.host_out
         with m.FSM(name="host"):
@@ -90,9 +94,7 @@ class HostInterface(wiring.Component):
                 m.d.comb += host_in.ready.eq(1)
                 with m.If(host_in.valid):
                     header = HOST_HEADER(host_in.payload)
-                    m.d.sync += [command.eq(header.command), mem.eq(header.memory),
-                                 bank.eq(header.bank), register.eq(header.register),
-                                 entry_words.eq(entry_table[header.memory])]
+                    m.d.sync += [command.eq(header), entry_words.eq(entry_table[header.memory])]
                     with m.Switch(header.command):
                         with m.Case(HostCommand.WRITE_MEM, HostCommand.READ_MEM):
                             m.next = "ADDRESS"
@@ -113,7 +115,7 @@ class HostInterface(wiring.Component):
                     m.d.sync += [count.eq(host_in.payload), word.eq(0)]
                     with m.If(host_in.payload == 0):
                         m.next = "HEADER"
-                    with m.Elif(command == HostCommand.WRITE_MEM):
+                    with m.Elif(command.command == HostCommand.WRITE_MEM):
                         m.next = "WRITE_DATA"
                     with m.Else():
                         m.next = "READ_ISSUE"
@@ -153,7 +155,7 @@ class HostInterface(wiring.Component):
                 m.d.comb += host_in.ready.eq(1)
                 with m.If(host_in.valid):
                     m.d.comb += [self.registers.write.eq(1), self.registers.wdata.eq(host_in.payload)]
-                    with m.If((register == HostRegister.CTRL) & host_in.payload[1]):
+                    with m.If((command.register == HostRegister.CTRL) & host_in.payload[1]):
                         m.d.sync += self.protocol_error.eq(0)
                     m.next = "HEADER"
             with m.State("REG_READ"):
@@ -164,4 +166,50 @@ class HostInterface(wiring.Component):
                 m.d.comb += [host_out.valid.eq(1), host_out.payload.eq(buffer[0])]
                 with m.If(host_out.ready):
                     m.next = "HEADER"
+        return m
+
+
+class HostRegisters(wiring.Component):
+    """The core's host-visible registers (docs/host.md, "Registers"): CTRL's
+    start bit (ignored while running), STATUS, ERROR_PC, INFO and the
+    counters' low and high words (a counter's high word reads 0 when it is
+    32 bits or narrower, an unbuilt counter's words read 0). Reads answer in
+    the same cycle."""
+
+    def __init__(self, config, counters):
+        """`counters`: how many counters the core builds (counter i at
+        counter_register(i))."""
+        self._config = config
+        super().__init__({
+            "bus": In(RegisterAccess(CTRL_BITS)),
+            "start": Out(1),
+            "running": In(1), "done": In(1), "error": In(1), "protocol_error": In(1),
+            "error_pc": In(32),
+            "counters": In(data.ArrayLayout(config.counter_width, counters)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        config = self._config
+        bus = self.bus
+        m.d.comb += self.start.eq(bus.write & (bus.addr == HostRegister.CTRL) & bus.wdata[0] & ~self.running)
+
+        info = Signal(32)
+        m.d.comb += info.eq(config.rows | (config.cols << 8) | (config.acc_width << 16))
+        status = Signal(32)
+        m.d.comb += status.eq(Cat(self.running, self.done, self.error, self.protocol_error))
+        with m.Switch(bus.addr):
+            with m.Case(HostRegister.STATUS):
+                m.d.comb += bus.rdata.eq(status)
+            with m.Case(HostRegister.ERROR_PC):
+                m.d.comb += bus.rdata.eq(self.error_pc)
+            with m.Case(HostRegister.INFO):
+                m.d.comb += bus.rdata.eq(info)
+            for index in range(len(self.counters)):
+                counter = self.counters[index]
+                with m.Case(counter_register(index, 0)):
+                    m.d.comb += bus.rdata.eq(counter[:32])
+                if len(counter) > 32:
+                    with m.Case(counter_register(index, 1)):
+                        m.d.comb += bus.rdata.eq(counter[32:])
         return m

@@ -162,7 +162,7 @@ class HostRegister(py_enum.IntEnum):
     """Host-visible registers, by their READ_REG/WRITE_REG number."""
     CTRL = 0           # write: bit 0 start, bit 1 clear protocol_error
     STATUS = 1         # read: busy, done, error, protocol_error (bits 0..3)
-    ERROR_PC = 2       # read: the address after a bad instruction
+    ERROR_PC = 2       # read: the address of the bad instruction
     INFO = 3           # read: rows 7:0, columns 15:8, accumulator width 23:16
     COUNTERS = 16      # read: counter i's low word at 16 + 2i, its high word at 17 + 2i
 

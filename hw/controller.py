@@ -1,0 +1,152 @@
+"""The controller: runs the program (docs/isa.md, "Program").
+
+It fetches and decodes instructions, keeps the layer registers and the
+tile, and for each ROUND waits for the tile's OAB buffer, starts the round
+engine, and when the engine is done has the round drained into the OAB.
+Its cycle-by-cycle behaviour is what the golden model's timing rules
+describe (hw/timing.py).
+"""
+
+from amaranth.hdl import Module, Signal
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.isa import INSTRUCTION, PAD_BITS, ROUND_FIELDS, Opcode, Register
+from hw.oab import DRAIN
+from hw.ppu import PPU_REGISTERS, tile_layout
+
+# The layer registers, each as wide as the datapath reads it: the round
+# engine the input map's (as wide as its ports), the PPU the output map's
+# (PPU_REGISTERS). SET writes the low bits of its 32-bit value.
+ENGINE_REGISTERS = {"in_base": 32, "in_base2": 32, "in_h": 16, "in_w": 16, "in_words": 16,
+                    "pad": PAD_BITS}
+LAYER_REGISTERS = data.StructLayout({
+    register.name.lower(): {**ENGINE_REGISTERS, **PPU_REGISTERS.members}[register.name.lower()]
+    for register in Register})
+
+
+class Controller(wiring.Component):
+    """Runs the program from address 0 on `start` until HALT or a bad opcode.
+
+    `program` reads the program memory; its data holds until the next
+    FETCH, so a ROUND's fields are read from it until the round is drained.
+    `round` starts the round engine (`round_done`: its last step is in the
+    array), `drain` has the OAB drain the array (`drained`: the last row is
+    in). `job_done` pulses when the PPU wrote a tile, `ppu_quiet` says no
+    tile waits for or is in the PPU: SET and HALT wait for it.
+    """
+
+    def __init__(self, config):
+        self._config = config
+        super().__init__({
+            "start": In(1),
+            "program": In(memory.ReadPort.Signature(addr_width=(config.program_depth - 1).bit_length(),
+                                                    shape=INSTRUCTION.size)),
+            "running": Out(1),
+            "done": Out(1),          # reached HALT or stopped on an error; cleared by start
+            "error": Out(1),         # stopped on a bad opcode
+            "error_pc": Out(32),     # its address
+            "layer": Out(LAYER_REGISTERS),
+            "tile": Out(tile_layout(config.coord_bits)),
+            "round": Out(stream.Signature(ROUND_FIELDS, always_ready=True)),
+            "round_done": In(1),
+            "drain": Out(stream.Signature(DRAIN, always_ready=True)),
+            "drained": In(1),
+            "job_done": In(1),
+            "ppu_quiet": In(1),
+            "stall": Out(1),         # a ROUND waits for its OAB buffer (a counter's event)
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        config = self._config
+        pc = Signal(range(config.program_depth))
+        # A plain signal viewed through the layout: a Signal(INSTRUCTION) would
+        # add a wire per field to the Verilog.
+        instruction_bits = Signal(INSTRUCTION.size, name="instruction")
+        m.d.comb += instruction_bits.eq(self.program.data)
+        instruction = INSTRUCTION(instruction_bits)
+        m.d.comb += self.program.en.eq(0)
+
+        # A tile's first round waits until the PPU has finished the tile that
+        # used the same OAB buffer (tile n - 2). config.narrow_counts: both
+        # counts modulo 4; their difference (at most 3) is exact.
+        tile_count_bits = 2 if config.narrow_counts else 32
+        tiles_started = Signal(tile_count_bits)   # first ROUNDs seen: the current tile's number + 1
+        jobs_done = Signal(tile_count_bits)
+        tile_buffer = Signal()                    # the current tile's OAB buffer
+        with m.If(self.job_done):
+            m.d.sync += jobs_done.eq(jobs_done + 1)
+        if config.narrow_counts:
+            blocked = instruction.round.first & ((tiles_started - jobs_done)[:2] == 3)
+        else:
+            blocked = instruction.round.first & (jobs_done + 2 < tiles_started)
+
+        m.d.comb += [
+            self.round.payload.eq(instruction.round),
+            self.drain.payload.buffer.eq(tile_buffer), self.drain.payload.shift.eq(instruction.round.shift),
+            self.drain.payload.first.eq(instruction.round.first),
+            self.drain.payload.last.eq(instruction.round.last),
+        ]
+        with m.FSM(name="controller"):
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [pc.eq(0), self.running.eq(1), self.done.eq(0), self.error.eq(0),
+                                 tiles_started.eq(0), jobs_done.eq(0)]
+                    m.next = "FETCH"
+            with m.State("FETCH"):
+                m.d.comb += [self.program.addr.eq(pc), self.program.en.eq(1)]
+                m.next = "DECODE"
+            with m.State("DECODE"):
+                m.d.sync += pc.eq(pc + 1)
+                with m.Switch(instruction.opcode):
+                    with m.Case(Opcode.HALT):
+                        m.next = "HALT"
+                    with m.Case(Opcode.SET):
+                        with m.If(self.ppu_quiet):
+                            self._set_register(m, instruction.set)
+                            m.next = "FETCH"
+                        with m.Else():
+                            m.next = "SET_WAIT"
+                    with m.Case(Opcode.TILE):
+                        m.d.sync += [self.tile.y.eq(instruction.tile.y), self.tile.x0.eq(instruction.tile.x0),
+                                     self.tile.ktile.eq(instruction.tile.ktile)]
+                        m.next = "FETCH"
+                    with m.Case(Opcode.ROUND):
+                        with m.If(instruction.round.first):
+                            m.d.sync += [tiles_started.eq(tiles_started + 1),
+                                         tile_buffer.eq(tiles_started[0])]
+                        m.next = "STALL"
+                    with m.Default():
+                        m.d.sync += [self.error.eq(1), self.done.eq(1), self.running.eq(0),
+                                     self.error_pc.eq(pc)]
+                        m.next = "IDLE"
+            with m.State("SET_WAIT"):
+                # SET is a barrier: the previous layer's tiles are all written
+                # before its registers change or the next layer reads them.
+                with m.If(self.ppu_quiet):
+                    self._set_register(m, instruction.set)
+                    m.next = "FETCH"
+            with m.State("STALL"):
+                m.d.comb += self.stall.eq(blocked)
+                with m.If(~blocked):
+                    m.d.comb += self.round.valid.eq(1)
+                    m.next = "RUN"
+            with m.State("RUN"):
+                with m.If(self.round_done):
+                    m.d.comb += self.drain.valid.eq(1)
+                    m.next = "DRAIN"
+            with m.State("DRAIN"):
+                with m.If(self.drained):
+                    m.next = "FETCH"
+            with m.State("HALT"):
+                with m.If(self.ppu_quiet):
+                    m.d.sync += [self.running.eq(0), self.done.eq(1)]
+                    m.next = "IDLE"
+        return m
+
+    def _set_register(self, m, operands):
+        with m.Switch(operands.register):
+            for register in Register:
+                with m.Case(register):
+                    m.d.sync += self.layer[register.name.lower()].eq(operands.value)
