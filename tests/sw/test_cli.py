@@ -196,7 +196,11 @@ def test_a_real_sigint_during_training_exits_130_and_keeps_the_checkpoint(tmp_pa
     process = subprocess.Popen(
         [sys.executable, "-m", "sw.cli", "train", "--epochs", "200", "--width", "0.25",
          "--limit-test", "32", "--device", "cpu", "--threads", "1", "--no-progress",
-         "--out", str(out)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         "--out", str(out)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # A job started in the background by a non-interactive shell (as CI may
+        # start the suite) inherits SIGINT ignored; Python then never raises
+        # KeyboardInterrupt. The test is about Ctrl-C, so give the child the default.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not (out / "log.jsonl").exists() and time.time() < deadline and process.poll() is None:
         time.sleep(0.05)
