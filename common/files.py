@@ -128,6 +128,24 @@ def _umask():
     return mask
 
 
+def check_output_file(path, command, recognise, *, force=False, option="-o"):
+    """Refuse to overwrite an existing `path` that `recognise(path)` does not
+    take for this command's own earlier output, unless `force`."""
+    path = pathlib.Path(path)
+    if path.is_dir():
+        raise UserError(f"{option} {path} is a directory; give a file path for the output")
+    if path.exists() and not force and not _recognised(recognise, path):
+        raise UserError(f"{option} {path}: the file exists and was not written by `mpq {command}`; "
+                        "give another file name, or pass --force to replace it")
+
+
+def _recognised(recognise, path):
+    try:
+        return bool(recognise(path))
+    except Exception:  # noqa: BLE001 - any file it cannot parse is not its own output
+        return False
+
+
 def write_atomically(path, data):
     """Write `data` (str or bytes) to `path` through a temporary file beside
     it, so `path` is the old content or the new, never a partial one."""

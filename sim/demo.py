@@ -72,7 +72,7 @@ def _train(out, precision, epochs, init=None, seed=0):
 def _export(checkpoint, path):
     from sw.quantize.commands import run_export
 
-    run_export(types.SimpleNamespace(checkpoint=str(checkpoint), out=str(path)))
+    run_export(types.SimpleNamespace(checkpoint=str(checkpoint), out=str(path), force=False))
 
 
 def _integer_accuracy(model_path):

@@ -117,10 +117,15 @@ def decode_output(output, config, entries):
 
 
 def write_cases(directory, cases, config):
-    from common.files import write_atomically
+    from common.files import check_output_file, write_atomically
     path = pathlib.Path(directory) / CASES_FILE
+    check_output_file(path, "fpga layers", _is_cases_file)
     write_atomically(path, json.dumps({"format": FORMAT, "config": config.name, "cases": cases}))
     return path
+
+
+def _is_cases_file(path):
+    return json.loads(pathlib.Path(path).read_text()).get("format") == FORMAT
 
 
 def read_cases(directory, count=None):

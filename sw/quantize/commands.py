@@ -85,6 +85,8 @@ def register(subparsers):
     parser.add_argument("checkpoint", help="a quantized checkpoint.pt from mpq train")
     parser.add_argument("-o", "--out", required=True,
                         help="model file to write (e.g. model.mpq), replaced atomically")
+    parser.add_argument("--force", action="store_true",
+                        help="replace -o even if it is not a model file")
     parser.set_defaults(run=run_export)
 
     parser = subparsers.add_parser(
@@ -106,6 +108,8 @@ def register(subparsers):
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="CPU threads (default: torch's choice)")
     parser.add_argument("--json", default=None, help="also write the result to this JSON file")
+    parser.add_argument("--force", action="store_true",
+                        help="replace --json even if it is not an earlier mpq eval result")
     parser.set_defaults(run=run_eval)
 
 
@@ -126,6 +130,7 @@ def run_train(args):
 
 
 def run_export(args):
+    from common.files import check_output_file
     from sw.quantize.convert import QuantNetwork
     from sw.quantize.export import write_model_file
     from sw.quantize.train import network_from_checkpoint
@@ -134,8 +139,10 @@ def run_export(args):
     if os.path.isdir(args.out):
         raise UserError(f"-o {args.out} is a directory; give the model file to write "
                         f"(e.g. {os.path.join(args.out, 'model.mpq')})")
-    if os.path.exists(args.out) and os.path.samefile(args.out, args.checkpoint):
+    if os.path.exists(args.out) and os.path.exists(args.checkpoint) and \
+            os.path.samefile(args.out, args.checkpoint):
         raise UserError(f"-o {args.out} is the checkpoint being exported; give another file name")
+    check_output_file(args.out, "export", _is_model_file, force=args.force)
     network, spec = network_from_checkpoint(args.checkpoint)
     if not isinstance(network, QuantNetwork):
         raise UserError(f"{args.checkpoint} is a float checkpoint; retrain it with a quantized "
@@ -147,11 +154,26 @@ def run_export(args):
     return 0
 
 
+def _is_model_file(path):
+    import zipfile
+    with zipfile.ZipFile(path) as archive:
+        return "header.json" in archive.namelist()
+
+
+def _is_eval_result(path):
+    with open(path) as f:
+        result = json.load(f)
+    return isinstance(result, dict) and {"model", "kind", "accuracy"} <= set(result)
+
+
 def run_eval(args):
     import torch
 
-    from common.files import write_atomically
+    from common.files import check_output_file, write_atomically
     from sw.quantize import data as data_module
+
+    if args.json:
+        check_output_file(args.json, "eval", _is_eval_result, force=args.force, option="--json")
     if args.threads:
         torch.set_num_threads(args.threads)
     dataset = data_module.load_dataset(args.dataset, args.data, args.download, None, args.limit_test)

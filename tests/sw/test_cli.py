@@ -280,3 +280,20 @@ def test_a_malformed_run_directory_is_named(tmp_path, capsys, text):
     assert main(["fpga", "run", str(tmp_path), "--simulate"]) == 2
     error = capsys.readouterr().err
     assert "fpga_cases.json" in error and "Traceback" not in error
+
+
+def test_single_file_outputs_never_overwrite_a_file_they_did_not_write(scratch, tmp_path, capsys):
+    # export -o, eval --json, fpga layers: an existing file of the user's is
+    # refused without --force; the command's own earlier output is replaced.
+    checkpoint = tmp_path / "missing.pt"
+    assert main(["export", str(checkpoint), "-o", "mine.txt"]) == 2
+    assert "not written by `mpq export`" in capsys.readouterr().err
+    assert main(["eval", "w4a4.mpq", "--limit-test", "8", "--json", "mine.txt"]) == 2
+    assert (scratch / "mine.txt").read_text() == "my notes"
+    assert main(["eval", "w4a4.mpq", "--limit-test", "8", "--json", "result.json"]) == 0
+    assert main(["eval", "w4a4.mpq", "--limit-test", "8", "--json", "result.json"]) == 0
+    assert main(["eval", "w4a4.mpq", "--limit-test", "8", "--json", "mine.txt", "--force"]) == 0
+    (scratch / "cases").mkdir()
+    (scratch / "cases" / "fpga_cases.json").write_text("my own file")
+    assert main(["fpga", "layers", "-o", "cases", "--count", "1"]) == 2
+    assert (scratch / "cases" / "fpga_cases.json").read_text() == "my own file"
