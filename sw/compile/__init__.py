@@ -3,7 +3,7 @@ and a manifest for the core of docs/isa.md (`compile_layer`), the golden
 model that executes them (`run_golden`, `execute`) and the plain numpy
 reference of the layer (`reference_layer`)."""
 
-import importlib
+from common.lazy import lazy_getattr
 
 _EXPORTS = {
     "Execution": "sw.compile.golden",
@@ -26,11 +26,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    # Re-exports load on first use (PEP 562), so that importing one module of
-    # this package (a command's parser, for `mpq --help`) loads nothing heavy.
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

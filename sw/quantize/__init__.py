@@ -9,7 +9,7 @@
     IntegerModel.load("model.mpq")(uint8_images)  # int64 logits
 """
 
-import importlib
+from common.lazy import lazy_getattr
 
 _EXPORTS = {
     "PrecisionConfig": "sw.quantize.config",
@@ -24,11 +24,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    # Re-exports load on first use (PEP 562), so that importing one module of
-    # this package (a command's parser, for `mpq --help`) loads nothing heavy.
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
