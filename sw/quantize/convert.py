@@ -197,6 +197,30 @@ def _input_norm_for(first_op, mean, std, input_shape):
     return scale, offset
 
 
+def check_input_normalisation(mean, std):
+    """Refuse normalisation constants in pixel units. `(x / 255 - mean) / std`
+    takes fractions of 255 (0.4914, not 125.3); with pixel-unit constants
+    the normalised input is almost the same for every pixel (about -2 on
+    CIFAR-10), and the network cannot learn, with no error anywhere. A pixel
+    fraction's mean lies in [0, 1] and its std in (0, 0.5], so anything
+    above 1 is pixel units."""
+    if (mean is None) != (std is None):
+        raise UserError("give both input_mean and input_std (fractions of 255), or neither")
+    if mean is None:
+        return
+    mean = torch.as_tensor(mean, dtype=torch.float64).reshape(-1)
+    std = torch.as_tensor(std, dtype=torch.float64).reshape(-1)
+    if not (torch.isfinite(mean).all() and torch.isfinite(std).all()) or (std <= 0).any():
+        raise UserError(f"input normalisation needs finite means and positive stds, got "
+                        f"mean {mean.tolist()}, std {std.tolist()}")
+    if (mean.abs() > 1).any() or (std > 1).any():
+        def listed(values):
+            return "[" + ", ".join(f"{value:.4g}" for value in values.tolist()) + "]"
+        raise UserError(f"input normalisation mean {listed(mean)}, std {listed(std)} looks like pixel "
+                        f"units; it is in fractions of 255: divide by 255 (mean {listed(mean / 255)}, "
+                        f"std {listed(std / 255)})")
+
+
 def quantize_network(model, precision, input_shape, input_mean=None, input_std=None):
     """The quantized form of `model` (a chain of supported modules) for
     retraining and export. `input_shape` is `(C, H, W)` of one raw image.
@@ -211,6 +235,7 @@ def quantize_network(model, precision, input_shape, input_mean=None, input_std=N
             raise UserError("the network starts with Normalize: do not also pass input_mean/input_std")
         input_mean, input_std = chain[0][3].mean, chain[0][3].std
         chain = chain[1:]
+    check_input_normalisation(input_mean, input_std)
     if input_mean is None:
         input_mean, input_std = 0.0, 1.0
     specs, pending_flatten = [], False

@@ -6,7 +6,7 @@ from torch import nn
 from common.errors import UserError
 from sw.quantize.config import parse_precision
 from sw.quantize.convert import quantize_network
-from sw.quantize.models import digits_cnn, vgg9
+from sw.quantize.models import Normalize, digits_cnn, vgg9
 
 W4A4 = parse_precision("w4a4")
 
@@ -90,3 +90,19 @@ def test_batch_norm_after_the_last_layer_is_folded():
     x = torch.randn(4, 144)
     last = network.layers[-1].op
     assert torch.allclose(last(x), model[4](model[3](x)), atol=1e-5)
+
+
+def test_pixel_unit_normalisation_is_refused_with_the_fractions_to_use():
+    """CIFAR-10's constants as many codebases write them (pixel units): the
+    network would see an almost constant input and never learn."""
+    with pytest.raises(UserError, match=r"pixel units.*divide by 255 \(mean \[0\.4914, 0\.4824, 0\.4467\]"):
+        quantize_network(CustomForward(), W4A4, (3, 8, 8), input_mean=[125.3, 123.0, 113.9],
+                         input_std=[63.0, 62.1, 66.7])
+    with pytest.raises(UserError, match="pixel units"):
+        quantize_network(nn.Sequential(Normalize(125.3, 63.0), CustomForward()), W4A4, (3, 8, 8))
+    with pytest.raises(UserError, match="positive stds"):
+        quantize_network(CustomForward(), W4A4, (3, 8, 8), input_mean=0.5, input_std=0.0)
+    with pytest.raises(UserError, match="both input_mean and input_std"):
+        quantize_network(CustomForward(), W4A4, (3, 8, 8), input_mean=0.5)
+    quantize_network(CustomForward(), W4A4, (3, 8, 8), input_mean=[0.4914, 0.4822, 0.4465],
+                     input_std=[0.247, 0.243, 0.261])
