@@ -89,26 +89,41 @@ def round_half_up(x):
     return math.floor(x + 0.5)
 
 
-def quantize_multipliers(reals):
+def quantize_multipliers(reals, ceiling=None):
     """Per-channel multipliers sharing one per-layer shift.
 
-    Returns `(multipliers, shift)`: a numpy int64 array with
-    `multipliers[i] / 2**shift ~= reals[i]`, and a Python int. The shift is the
-    one `quantize_multiplier` picks for the largest `|real|`, so that channel
-    keeps the full MULTIPLIER_BITS of precision and no multiplier overflows;
-    each multiplier is then rounded exactly as `quantize_multiplier` rounds.
+    Returns `(multipliers, shift, saturated)`: a numpy int64 array with
+    `multipliers[i] / 2**shift ~= reals[i]`, a Python int, and a boolean array
+    marking the channels whose multiplier saturated. The shift is the one
+    `quantize_multiplier` picks for the largest `|real|`, so that channel
+    keeps the full MULTIPLIER_BITS of precision; each multiplier is then
+    rounded exactly as `quantize_multiplier` rounds.
+
+    With `ceiling`, a `|real|` above it counts as `ceiling` when the shift is
+    picked, and a multiplier that then does not fit saturates at
+    MULTIPLIER_MIN or MULTIPLIER_MAX (at least `ceiling`'s own multiplier in
+    magnitude; twice it when `ceiling` is a power of two, whose multiplier is
+    2**(MULTIPLIER_BITS - 2)). One degenerate channel (batch norm's variance
+    near zero, a collapsed step) then neither makes the layer
+    unrepresentable nor takes every other channel's precision. Without a
+    ceiling, a layer that would need a negative shift raises ValueError.
     """
     import numpy as np
     reals = np.asarray(reals, dtype=np.float64)
     if not np.all(np.isfinite(reals)):
         raise ValueError("requantization scales must be finite")
-    largest = float(np.max(np.abs(reals))) if reals.size else 0.0
+    magnitudes = np.abs(reals)
+    if ceiling is not None:
+        magnitudes = np.minimum(magnitudes, float(ceiling))
+    largest = float(np.max(magnitudes)) if reals.size else 0.0
     if largest == 0.0:
-        return np.zeros(reals.shape, dtype=np.int64), 0
+        return np.zeros(reals.shape, dtype=np.int64), 0, np.zeros(reals.shape, dtype=bool)
     _, shift = quantize_multiplier(largest)
     # Scaling by a power of two is exact in float64; np.round rounds ties to
     # even exactly like Python's round() in quantize_multiplier.
-    multipliers = np.round(reals * float(1 << shift)).astype(np.int64)
-    if multipliers.max() > MULTIPLIER_MAX or multipliers.min() < MULTIPLIER_MIN:
+    exact = np.round(reals * float(1 << shift))
+    saturated = (exact > MULTIPLIER_MAX) | (exact < MULTIPLIER_MIN)
+    if ceiling is None and saturated.any():
         raise ValueError("requantization multiplier out of range")  # cannot happen
-    return multipliers, int(shift)
+    multipliers = np.clip(exact, MULTIPLIER_MIN, MULTIPLIER_MAX).astype(np.int64)
+    return multipliers, int(shift), saturated

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common import fixedpoint
-from sw.quantize.quantizers import MIN_STEP, ActivationQuantizer, WeightQuantizer, ste_replace
+from sw.quantize.quantizers import ActivationQuantizer, WeightQuantizer, ste_replace, step_size
 
 # Integer bias range (it fits the compiler's 32-bit bias registers).
 BIAS_MAX = (1 << 31) - 1
@@ -136,15 +136,39 @@ class QuantLayer(nn.Module):
         beta = bn.bias if bn.affine else torch.zeros_like(mean)
         return gamma / torch.sqrt(var + bn.eps), mean, beta
 
-    @staticmethod
-    def integer_requant(r, c):
+    def integer_requant(self, r, c):
         """Per-channel multiplier, per-layer shift and integer bias for the
-        real map `acc * r + c`: `(acc + bias) * multiplier >> shift`."""
+        real map `acc * r + c`: `(acc + bias) * multiplier >> shift`.
+
+        A channel steeper than `2**a` codes per accumulator unit (`a` the
+        output bits) is a step: its real map goes from 0 to the top code
+        between two neighbouring accumulators. Such a channel (batch norm's
+        variance near zero, a huge gamma, an activation step collapsed
+        towards zero in training) does not set the layer's shift, so the
+        other channels keep their precision, and its multiplier saturates at
+        the 16-bit limit, still at least `2**(a+1)` codes per unit: still a
+        step. Its bias is its real zero crossing, `c / r` rounded, so the
+        saturated channel differs from its real map at no more than one
+        accumulator value (where the real map passes through codes between 0
+        and the top); training, export and the integer reference all take
+        these integers, so they stay bit-exact with each other."""
         reals = r.detach().double().cpu().numpy()
-        multiplier, shift = fixedpoint.quantize_multipliers(reals)
         offset = c.detach().double().cpu().numpy()
+        broken = np.flatnonzero(~(np.isfinite(reals) & np.isfinite(offset)))
+        if broken.size:   # no integer stands for NaN: diverged training, not a degenerate channel
+            channel = int(broken[0])
+            raise ValueError(f"layer {self.name!r} channel {channel}: requantization scale "
+                             f"{reals[channel]} and offset {offset[channel]} are not finite (NaN or "
+                             f"infinite weights or batch-norm statistics: training diverged; lower "
+                             f"the learning rate or go back to an earlier checkpoint)")
+        multiplier, shift, saturated = fixedpoint.quantize_multipliers(
+            reals, ceiling=float(1 << self.act_quantizer.bits))
+        # The bias is the offset in accumulator units: divided by the scale
+        # the multiplier gives the channel, or by its real scale where the
+        # multiplier saturated (the saturated scale would move the step).
+        scale = np.where(saturated, reals, multiplier / float(1 << shift))
         with np.errstate(divide="ignore", invalid="ignore"):
-            bias = np.where(multiplier != 0, offset * float(1 << shift) / multiplier, 0.0)
+            bias = np.where(multiplier != 0, offset / scale, 0.0)
         bias = np.clip(fixedpoint.round_half_up(bias), -BIAS_MAX, BIAS_MAX).astype(np.int64)
         device = r.device
         return (torch.from_numpy(multiplier).to(device), shift, torch.from_numpy(bias).to(device))
@@ -215,7 +239,7 @@ class QuantLayer(nn.Module):
             fields.update(act_bits=None, requant_shift=None, pool=None,
                           output_step=float(acc_scale))
             return fields, arrays, None
-        step = self.act_quantizer.step.clamp(min=MIN_STEP)
+        step = step_size(self.act_quantizer.step)
         g, mean, beta = self._bn_affine()
         multiplier, shift, bias_int = self.integer_requant(acc_scale * g / step,
                                                            (g * (bias - mean) + beta) / step)

@@ -45,7 +45,7 @@ from common.errors import UserError
 from common.files import writing_file
 from sw.quantize import data as data_module
 from sw.quantize import groups
-from sw.quantize.quantizers import MIN_STEP, STEP_RULES, signed_range
+from sw.quantize.quantizers import STEP_RULES, signed_range, step_size
 
 # The hardware's group (hw/config.py GROUP_SIZE) and its per-group tag:
 # a 2-bit precision code and a 1-bit fold (the shift e of the coarse grid).
@@ -244,7 +244,7 @@ def error_reduction(layer, base_bits):
     Never negative: the fine grid holds every coarse level."""
     weight, _ = layer.folded_weight_bias()
     quantizer = layer.weight_quantizer
-    step = quantizer.step.clamp(min=MIN_STEP) * quantizer.step_unit
+    step = step_size(quantizer.step) * quantizer.step_unit
     u = weight.detach() / step
     low, high = signed_range(base_bits)
     coarse = 2 * fixedpoint.round_half_up(torch.clamp(u / 2, low, high))   # as WeightQuantizer rounds
@@ -528,7 +528,7 @@ class ThresholdLR:
             quantizer = layer.weight_quantizer
             weight, _ = layer.folded_weight_bias()
             low, high, unit = quantizer._ranges(weight.device)
-            step = quantizer.step.clamp(min=MIN_STEP) * quantizer.step_unit
+            step = step_size(quantizer.step) * quantizer.step_unit
             u = weight / (step * unit)
             result.append(lr_scale(threshold_distance(u, low, high), self.rule, self.lr_min, self.width))
         return result
@@ -562,7 +562,7 @@ class OscillationFreezer:
             new = (counter.frequency > self.threshold) & ~mask
             if new.any() and counter.level is not None:
                 quantizer = layer.weight_quantizer
-                step = quantizer.step.clamp(min=MIN_STEP) * quantizer.step_unit
+                step = step_size(quantizer.step) * quantizer.step_unit
                 value[new] = counter.level[new].to(value.dtype) * step
                 mask |= new
             if mask.any():

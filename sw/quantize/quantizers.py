@@ -81,6 +81,15 @@ def ste_replace(surrogate, value):
     return _Replace.apply(surrogate, value.detach().to(surrogate.dtype))
 
 
+def step_size(step):
+    """The step a learned step parameter stands for: its magnitude, at least
+    MIN_STEP. SGD with momentum can carry a small step through zero in one
+    update; the magnitude keeps it a step with a gradient, where clamping at
+    MIN_STEP would hold it there with none (every code saturated for the
+    rest of training). Positive steps are unchanged, gradient included."""
+    return step.abs().clamp(min=MIN_STEP)
+
+
 def signed_range(bits):
     return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
 
@@ -166,7 +175,7 @@ class WeightQuantizer(nn.Module):
                 self.step.copy_(step / self.step_unit)
         else:
             qmax = signed_range(self.max_bits)[1]
-            step = grad_scale(self.step.clamp(min=MIN_STEP), 1.0 / math.sqrt(weight.numel() * qmax))
+            step = grad_scale(step_size(self.step), 1.0 / math.sqrt(weight.numel() * qmax))
             step = step * self.step_unit
         low, high, unit = self._ranges(weight.device)
         q = round_ste(torch.clamp(weight / (step * unit), low, high))
@@ -200,7 +209,7 @@ class ActivationQuantizer(nn.Module):
 
     def scaled_step(self, features):
         """The step with LSQ's gradient scale for `features` values per sample."""
-        return grad_scale(self.step.clamp(min=MIN_STEP), 1.0 / math.sqrt(features * self.qmax))
+        return grad_scale(step_size(self.step), 1.0 / math.sqrt(features * self.qmax))
 
     def forward(self, x):
         """Returns `(codes, step)`: integer codes in `[0, 2**bits - 1]` (as

@@ -4,6 +4,7 @@ reference compute the same integers."""
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from sw.quantize.config import parse_precision
@@ -101,3 +102,59 @@ def test_requantized_codes_track_the_real_activation(make_cnn, synthetic_dataset
     # Equal except where the 16-bit multiplier moves a value across a rounding tie.
     assert (codes != expected).float().mean() < 0.01
     assert (codes - expected).abs().max() <= 1
+
+
+def _vgg_like(classes=4):
+    """The kind of network whose training once crashed (a plain VGG: conv with
+    bias, batch norm, ReLU, max-pooling, a linear classifier), in miniature."""
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(8 * 2 * 2, classes))
+
+
+@torch.no_grad()
+def _degenerate(network):
+    """Channels whose requantization scale is far beyond any 16-bit multiplier:
+    a huge gamma of either sign, a variance of 1e-12 with an eps as small, a
+    channel whose weights are all zero (its variance is exactly zero in
+    training)."""
+    first, second = network.layers[0], network.layers[1]
+    first.bn.weight[0], first.bn.weight[1] = 1e6, -1e6
+    second.bn.eps = 1e-12
+    second.bn.running_var[2] = 1e-12
+    second.op.weight[3] = 0.0
+    second.bn.running_var[3] = 1e-12
+
+
+def test_degenerate_channels_train_and_export_bit_exact(make_images, tmp_path):
+    images, labels = make_images(64, size=8)
+    torch.manual_seed(0)
+    network = quantize_network(_vgg_like(), parse_precision("w4a4", group_size=4), (3, 8, 8),
+                               input_mean=0.4, input_std=0.25)
+    calibrate(network, images)
+    _degenerate(network)
+    with torch.no_grad():   # an activation step that SGD has carried through zero
+        network.layers[1].act_quantizer.step.fill_(-1e-4)
+    optimizer = torch.optim.SGD(network.parameters(), lr=0.01, momentum=0.9)
+    network.train()
+    for _ in range(3):
+        loss = F.cross_entropy(network(images.float()), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        assert torch.isfinite(loss)
+        assert network.layers[1].act_quantizer.step.grad != 0     # the step can come back
+        optimizer.step()
+    network.eval()
+    _degenerate(network)
+    with torch.no_grad():
+        _, codes, logits_int = network(images.float(), return_codes=True)
+    path = tmp_path / "model.mpq"
+    write_model_file(network, str(path))
+    reference = IntegerModel.load(str(path))
+    ref_logits, ref_codes = reference(images, return_codes=True)
+    for layer, (fake, exact) in enumerate(zip(codes, ref_codes)):
+        assert torch.equal(fake, exact), f"activation codes differ after layer {layer}"
+    assert torch.equal(logits_int, ref_logits)
+    saturated = [set(layer.multiplier[:4].abs().tolist()) for layer in reference.layers[:2]]
+    assert saturated[0] & {32767, 32768} and saturated[1] & {32767, 32768}, saturated
