@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from common.errors import UserError
 from sw.quantize.config import parse_precision
 from sw.quantize.convert import calibrate, quantize_network
 from sw.quantize.export import write_model_file
@@ -158,3 +159,14 @@ def test_degenerate_channels_train_and_export_bit_exact(make_images, tmp_path):
     assert torch.equal(logits_int, ref_logits)
     saturated = [set(layer.multiplier[:4].abs().tolist()) for layer in reference.layers[:2]]
     assert saturated[0] & {32767, 32768} and saturated[1] & {32767, 32768}, saturated
+
+
+def test_a_diverged_channel_is_named_at_export(make_images, tmp_path):
+    """NaN has no integer: export names the layer and channel and what to do."""
+    network = quantize_network(_vgg_like(), parse_precision("w4a4", group_size=4), (3, 8, 8))
+    calibrate(network, make_images(16, size=8)[0])
+    with torch.no_grad():
+        network.layers[1].bn.running_var[5] = float("nan")
+    with pytest.raises(UserError, match=r"cannot export: layer '4' channel 5: .*not finite.*diverged"):
+        write_model_file(network, str(tmp_path / "model.mpq"))
+    assert not (tmp_path / "model.mpq").exists()
