@@ -76,6 +76,7 @@ def test_random_layers_on_verilator(rtl_build):
     check(layers, goldens, references, results)
 
 
+@pytest.mark.icarus
 def test_random_layers_on_icarus(rtl_build):
     config = get_config("small")
     layers, goldens, references = random_layers(config, 6, SEED + 1, max_channels=8, max_size=5)

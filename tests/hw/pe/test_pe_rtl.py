@@ -13,7 +13,7 @@ from sim.runner import run_bench
 pytestmark = pytest.mark.cocotb
 
 
-@pytest.mark.parametrize("simulator", ["verilator", "icarus"])
+@pytest.mark.parametrize("simulator", ["verilator", pytest.param("icarus", marks=pytest.mark.icarus)])
 @pytest.mark.parametrize("toplevel, testcase", [("fused_pe", "fused_pe_random"),
                                                 ("fixed_pe", "fixed_pe_random")])
 def test_pe_rtl_random_against_numpy(tmp_path_factory, simulator, toplevel, testcase):
