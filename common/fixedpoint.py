@@ -51,6 +51,56 @@ def requantize(acc, bias, multiplier, shift, act_bits):
     return clamp(scaled, 0, (1 << act_bits) - 1)
 
 
+def activation_range(act_bits, signed=False):
+    """`(low, high)` of `act_bits`-bit activation codes: unsigned after a ReLU
+    (the clamp at zero is the ReLU), two's complement for a layer without one
+    (a residual branch before the add)."""
+    if signed:
+        return -(1 << (act_bits - 1)), (1 << (act_bits - 1)) - 1
+    return 0, (1 << act_bits) - 1
+
+
+def requantize_sum(acc, bias, multiplier, shift, act_bits, residual=None,
+                   residual_multiplier=None, residual_shift=0, signed=False):
+    """Requantization with an optional residual branch added before rounding.
+
+    `((acc + bias) * multiplier + ((residual * residual_multiplier) << residual_shift)
+    + 2**(shift-1)) >> shift`, clamped to `activation_range(act_bits, signed)`.
+    Both branches are scaled to the output step by their own fixed-point
+    multiplier (`multiplier / 2**shift` and `residual_multiplier /
+    2**(shift - residual_shift)`), summed exactly, and rounded once, so the
+    residual add costs no extra rounding and no intermediate tensor. Without
+    `residual` this is `requantize` (with the signed clamp if `signed`).
+    """
+    scaled = (acc + bias) * multiplier
+    if residual is not None:
+        scaled = scaled + ((residual * residual_multiplier) << residual_shift)
+    low, high = activation_range(act_bits, signed)
+    return clamp(rounding_shift_right(scaled, shift), low, high)
+
+
+def quantize_residual_multipliers(reals, shift):
+    """`(multipliers, residual_shift)` for a residual branch whose real scale to
+    the output step is `reals` (per channel), under the layer's `shift`:
+    `multipliers / 2**(shift - residual_shift) ~= reals`, with the largest
+    `|real|` keeping the full MULTIPLIER_BITS (`residual_shift` = 0 when the
+    layer's shift leaves fewer). A scale too large for the multiplier even at
+    that precision saturates to the multiplier's range (a degenerate branch;
+    the export reports the error it makes)."""
+    import numpy as np
+    reals = np.asarray(reals, dtype=np.float64)
+    if not np.all(np.isfinite(reals)):
+        raise ValueError("residual scales must be finite")
+    largest = float(np.max(np.abs(reals))) if reals.size else 0.0
+    own = shift
+    if largest > 0.0:
+        exponent = math.frexp(largest)[1]
+        own = min(max(MULTIPLIER_BITS - 1 - exponent, 0), shift)
+    multipliers = np.round(reals * float(1 << own))
+    multipliers = np.clip(multipliers, MULTIPLIER_MIN, MULTIPLIER_MAX).astype(np.int64)
+    return multipliers, int(shift - own)
+
+
 def quantize_multiplier(real):
     """Nearest `(multiplier, shift)` with `multiplier / 2**shift ~= real`.
 

@@ -4,14 +4,14 @@ network to retrain and export.
     qnet = quantize_network(model, parse_precision("w4a4,first=w8,last=w8"),
                             input_shape=(3, 32, 32), input_mean=..., input_std=...)
 
-The network must be a chain (torch.fx traces it) of Conv2d / Linear layers,
-each optionally followed by BatchNorm, then ReLU (every layer but the last:
-activations are unsigned), then optionally MaxPool2d; Flatten (or
-`x.view(x.size(0), -1)`) between the convolutions and the linear layers;
-Dropout and Identity are dropped. A leading `Normalize` module (or
+`sw/quantize/graph.py` traces the network (torch.fx) and groups it into
+layers: Conv2d / Linear, each optionally followed by BatchNorm, a residual add,
+ReLU and MaxPool2d; flatten or global average pooling before linear layers.
+Plain chains (VGG) and residual networks (ResNet-8/20, torchvision's
+BasicBlock with `downsample`) take the same path; anything else raises
+`UserError` naming the module. A leading `Normalize` module (or
 `input_mean`/`input_std`) gives the input normalisation, which is folded into
-the first layer so the quantized network takes raw 0..255 pixels. Anything else
-raises `UserError` naming the module and its position.
+the first layer so the quantized network takes raw 0..255 pixels.
 
 The quantized layers wrap the user's modules (their weights train in place);
 batch norm after the last layer is folded into a copy of it.
@@ -20,119 +20,12 @@ batch norm after the last layer is folded into a copy of it.
 import copy
 
 import torch
-import torch.nn.functional as F
-from torch import fx, nn
+from torch import nn
 
 from common.errors import UserError
 from sw.quantize.config import INPUT_BITS, PrecisionConfig
+from sw.quantize.graph import IMAGE, plan_layers
 from sw.quantize.layers import QuantLayer
-from sw.quantize.models import Normalize
-
-_SUPPORTED = ("Conv2d, Linear, BatchNorm1d/2d, ReLU, MaxPool2d, Flatten, Dropout, Identity "
-              "and a leading Normalize")
-
-
-def _classify(node, modules):
-    """The op kind of one traced node, or None for bookkeeping nodes."""
-    if node.op == "call_module":
-        module = modules[node.target]
-        kinds = [(Normalize, "normalize"), (nn.Conv2d, "conv"), (nn.Linear, "linear"),
-                 (nn.BatchNorm2d, "bn2d"), (nn.BatchNorm1d, "bn1d"), (nn.ReLU, "relu"),
-                 (nn.MaxPool2d, "maxpool"), (nn.Flatten, "flatten"), (nn.Dropout, "skip"),
-                 (nn.Identity, "skip")]
-        for cls, kind in kinds:
-            if type(module) is cls:
-                return kind, module
-        return None, module
-    if node.op == "call_function":
-        if node.target in (F.relu, torch.relu):
-            return "relu", None
-        if node.target is torch.flatten:
-            return "flatten", None
-        if node.target in (F.dropout,):
-            return "skip", None
-        return None, None
-    if node.op == "call_method":
-        if node.target in ("relu",):
-            return "relu", None
-        if node.target in ("view", "reshape", "flatten"):
-            return "flatten", None
-        if node.target == "size":
-            return "aux", None
-        return None, None
-    return None, None
-
-
-def _describe(node, module):
-    if node.op == "call_module":
-        return f"`{node.target}` ({type(module).__name__})"
-    if node.op == "call_function":
-        return f"`{getattr(node.target, '__name__', node.target)}` (function)"
-    return f"`.{node.target}()` (method)"
-
-
-class _Tracer(fx.Tracer):
-    """torch.fx's tracer, keeping Normalize as one module."""
-
-    def is_leaf_module(self, module, qualified_name):
-        return isinstance(module, Normalize) or super().is_leaf_module(module, qualified_name)
-
-
-def trace_chain(model):
-    """The network as a list of `(position, kind, name, module)` in execution order."""
-    try:
-        graph = _Tracer().trace(model)
-    except Exception as error:  # fx raises many types for untraceable code
-        raise UserError(f"cannot trace the network with torch.fx ({type(error).__name__}: {error}); "
-                        f"the flow takes chains of {_SUPPORTED}") from None
-    modules = dict(model.named_modules())
-    chain, previous, position = [], None, 0
-    for node in graph.nodes:
-        if node.op == "placeholder":
-            if previous is not None:
-                raise UserError("the network must take one input (the image)")
-            previous = node
-            continue
-        if node.op == "output":
-            if node.args[0] is not previous:
-                raise UserError("the network's output must be its last layer's output")
-            continue
-        kind, module = _classify(node, modules)
-        if kind == "aux":
-            continue
-        position += 1
-        where = f"at position {position} ({_describe(node, module)})"
-        if kind is None:
-            raise UserError(f"cannot map {where}: the flow takes {_SUPPORTED}")
-        data_args = [a for a in node.args if isinstance(a, fx.Node) and
-                     not (a.op == "call_method" and a.target == "size")]
-        if not data_args or data_args[0] is not previous or len(data_args) > 1:
-            raise UserError(f"cannot map {where}: the flow takes a plain chain of layers "
-                            "(no branches, residual additions or concatenations)")
-        if kind == "flatten" and node.op == "call_function":
-            start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
-            if start != 1:
-                raise UserError(f"cannot map {where}: flatten must keep the batch axis (start_dim=1)")
-        name = node.target if node.op == "call_module" else f"{node.target}"
-        if not isinstance(name, str):
-            name = getattr(name, "__name__", str(name))
-        chain.append((position, kind, name, module, where))
-        previous = node
-    return chain
-
-
-def _check_module(kind, module, where):
-    if kind == "conv":
-        if module.groups != 1 or tuple(module.dilation) != (1, 1) or module.padding_mode != "zeros" \
-                or isinstance(module.padding, str):
-            raise UserError(f"cannot map {where}: only Conv2d with groups=1, dilation=1 and "
-                            "numeric zero padding is supported")
-    if kind == "maxpool":
-        if module.dilation not in (1, (1, 1)) or module.ceil_mode or module.return_indices:
-            raise UserError(f"cannot map {where}: only MaxPool2d without dilation, ceil_mode "
-                            "or return_indices is supported")
-    if kind in ("bn1d", "bn2d") and not module.track_running_stats:
-        raise UserError(f"cannot map {where}: batch norm needs running statistics to fold")
 
 
 def _fold_bn_into_linear(linear, bn):
@@ -151,26 +44,41 @@ def _fold_bn_into_linear(linear, bn):
 
 
 class QuantNetwork(nn.Module):
-    """A chain of QuantLayers taking raw 0..255 pixels (uint8 or float)."""
+    """A graph of QuantLayers taking raw 0..255 pixels (uint8 or float).
 
-    def __init__(self, layers, input_shape, precision):
+    `sources[i]` is `(input, residual)` of layer `i`: the index of the layer
+    whose output it reads (`graph.IMAGE` for the image) and of the layer whose
+    output it adds before its clamp (or None). Every source comes before the
+    layer that reads it; the last layer returns the logits."""
+
+    def __init__(self, layers, input_shape, precision, sources=None):
         super().__init__()
         self.layers = nn.ModuleList(layers)
         self.input_shape = tuple(int(d) for d in input_shape)
         self.precision = precision
+        self.sources = (list(sources) if sources is not None
+                        else [(i - 1 if i else IMAGE, None) for i in range(len(layers))])
+
+    def run(self, x):
+        """Yields `(index, layer, output)` layer by layer, where `output` is
+        `(codes, step)` for a hidden layer and `(logits, logits_int)` for the
+        last one."""
+        outputs = {IMAGE: (x.float(), torch.ones((), device=x.device))}
+        for index, (layer, (source, residual)) in enumerate(zip(self.layers, self.sources)):
+            codes, step = outputs[source]
+            output = layer(codes, step, outputs[residual] if residual is not None else None)
+            outputs[index] = output
+            yield index, layer, output
 
     def forward(self, x, return_codes=False):
         """Float logits for the loss (the integer logits times the last step).
-        With `return_codes`, also the int64 codes after every layer and the
-        integer logits."""
-        codes = x.float()
-        step = torch.ones((), device=codes.device)
+        With `return_codes`, also the int64 codes after every hidden layer
+        and the integer logits."""
         trace = []
-        for layer in self.layers[:-1]:
-            codes, step = layer(codes, step)
-            if return_codes:
-                trace.append(codes.detach().to(torch.int64))
-        logits, logits_int = self.layers[-1](codes, step)
+        for _, layer, output in self.run(x):
+            if return_codes and not layer.is_last:
+                trace.append(output[0].detach().to(torch.int64))
+        logits, logits_int = output
         if return_codes:
             return logits, trace, logits_int
         return logits
@@ -222,86 +130,40 @@ def check_input_normalisation(mean, std):
 
 
 def quantize_network(model, precision, input_shape, input_mean=None, input_std=None):
-    """The quantized form of `model` (a chain of supported modules) for
-    retraining and export. `input_shape` is `(C, H, W)` of one raw image.
+    """The quantized form of `model` for retraining and export. `input_shape`
+    is `(C, H, W)` of one raw image.
 
     Without a leading `Normalize` module and without `input_mean`/`input_std`
     the network is taken to expect pixels / 255."""
     if not isinstance(precision, PrecisionConfig) or precision.is_float:
         raise UserError("quantize_network needs a quantized precision such as w4a4, not float")
-    chain = trace_chain(model)
-    if chain and chain[0][1] == "normalize":
+    plans, normalize = plan_layers(model, input_shape)
+    if normalize is not None:
         if input_mean is not None or input_std is not None:
             raise UserError("the network starts with Normalize: do not also pass input_mean/input_std")
-        input_mean, input_std = chain[0][3].mean, chain[0][3].std
-        chain = chain[1:]
+        input_mean, input_std = normalize.mean, normalize.std
     check_input_normalisation(input_mean, input_std)
     if input_mean is None:
         input_mean, input_std = 0.0, 1.0
-    specs, pending_flatten = [], False
-    for position, kind, name, module, where in chain:
-        _check_module(kind, module, where)
-        current = specs[-1] if specs else None
-        if kind == "normalize":
-            raise UserError(f"cannot map {where}: Normalize must be the network's first module")
-        if kind == "skip":
-            continue
-        if kind in ("conv", "linear"):
-            if current is not None and not current["relu"]:
-                raise UserError(f"cannot map {where}: the layer before it (`{current['name']}`) has no "
-                                "ReLU; activations between layers are unsigned, so every layer but "
-                                "the last must end in ReLU")
-            if kind == "conv" and (pending_flatten or (current and current["kind"] == "linear")):
-                raise UserError(f"cannot map {where}: a convolution cannot follow a flatten or a linear layer")
-            if kind == "linear" and current is not None and current["kind"] == "conv" and not pending_flatten:
-                raise UserError(f"cannot map {where}: flatten the convolution output before a linear layer")
-            specs.append({"kind": kind, "op": module, "name": name, "bn": None, "relu": False,
-                          "pool": None, "flatten": pending_flatten, "where": where})
-            pending_flatten = False
-            continue
-        if current is None:
-            raise UserError(f"cannot map {where}: it comes before the first Conv2d or Linear layer")
-        if kind in ("bn1d", "bn2d"):
-            wanted = "bn2d" if current["kind"] == "conv" else "bn1d"
-            if kind != wanted or current["bn"] is not None or current["relu"] or pending_flatten:
-                raise UserError(f"cannot map {where}: batch norm must directly follow its "
-                                "Conv2d (BatchNorm2d) or Linear (BatchNorm1d)")
-            if module.num_features != current["op"].weight.shape[0]:
-                raise UserError(f"cannot map {where}: batch norm size does not match `{current['name']}`")
-            current["bn"] = module
-        elif kind == "relu":
-            if current["relu"] or current["pool"] is not None or pending_flatten:
-                raise UserError(f"cannot map {where}: ReLU must follow a layer (and its batch norm), "
-                                "before max-pooling")
-            current["relu"] = True
-        elif kind == "maxpool":
-            if current["kind"] != "conv" or not current["relu"] or current["pool"] is not None:
-                raise UserError(f"cannot map {where}: max-pooling must follow a convolution's ReLU "
-                                "(Conv2d, BatchNorm2d, ReLU, MaxPool2d)")
-            current["pool"] = module
-        elif kind == "flatten":  # flattening a linear layer's output is a no-op
-            pending_flatten = pending_flatten or current["kind"] == "conv"
-    if not specs:
-        raise UserError("the network has no Conv2d or Linear layer")
-    last = specs[-1]
-    if last["relu"] or last["pool"] is not None:
-        raise UserError(f"cannot map the last layer {last['where']}: it must return logits, "
-                        "without ReLU or pooling after it")
-    if last["bn"] is not None:
-        if last["kind"] != "linear":
-            raise UserError(f"cannot map {last['where']}: batch norm after a last convolution")
-        last["op"], last["bn"] = _fold_bn_into_linear(last["op"], last["bn"]), None
-    if pending_flatten:
-        raise UserError("the network ends with a flatten: it must end with a Linear or Conv2d layer")
-    layers, input_bits = [], INPUT_BITS
-    for index, spec in enumerate(specs):
-        bits = precision.layer(index, spec["name"], len(specs))
-        norm = _input_norm_for(spec["op"], input_mean, input_std, input_shape) if index == 0 else None
-        layers.append(QuantLayer(spec["op"], spec["bn"], spec["pool"], bits.weight_bits,
-                                 bits.act_bits, precision.group_size, input_bits,
-                                 flatten_input=spec["flatten"], input_norm=norm, name=spec["name"]))
-        input_bits = bits.act_bits
-    network = QuantNetwork(layers, input_shape, precision)
+    last = plans[-1]
+    if last.bn is not None:
+        if last.kind != "linear":
+            raise UserError(f"cannot map {last.where}: batch norm after a last convolution")
+        last.op, last.bn = _fold_bn_into_linear(last.op, last.bn), None
+    layers, act_bits = [], []
+    for index, plan in enumerate(plans):
+        bits = precision.layer(index, plan.name, len(plans))
+        norm = _input_norm_for(plan.op, input_mean, input_std, input_shape) if index == 0 else None
+        layers.append(QuantLayer(plan.op, plan.bn, plan.pool, bits.weight_bits,
+                                 bits.act_bits, precision.group_size,
+                                 INPUT_BITS if plan.input == IMAGE else act_bits[plan.input],
+                                 flatten_input=plan.flatten, input_norm=norm, name=plan.name,
+                                 relu=plan.relu or index == len(plans) - 1,
+                                 residual=plan.residual is not None,
+                                 global_pool_area=plan.global_pool_area))
+        act_bits.append(bits.act_bits)
+    network = QuantNetwork(layers, input_shape, precision,
+                           [(plan.input, plan.residual) for plan in plans])
     for layer in layers:
         weight, _ = layer.folded_weight_bias()
         layer.weight_quantizer.init_step(weight.detach())
@@ -314,25 +176,12 @@ def calibrate(network, images):
     real pre-quantization activations), layer by layer."""
     was_training = network.training
     network.eval()
-    codes = images.float()
-    step = torch.ones((), device=codes.device)
-    for layer in network.layers[:-1]:
-        if layer.flatten_input:
-            codes = codes.flatten(1)
-        weight, bias = layer.folded_weight_bias()
-        w_int, w_step = layer.weight_quantizer(weight)
-        acc, _ = layer.accumulate(codes, w_int)
-        shape = layer._channel_shape()
-        y = acc * (step * w_step) + bias.reshape(shape)
-        if layer.bn is not None:
-            dims = [d for d in range(y.dim()) if d != 1]
-            mean, var = y.mean(dim=dims), y.var(dim=dims, unbiased=False)
-            bn = layer.bn
-            g = (bn.weight if bn.affine else 1.0) / torch.sqrt(var + bn.eps)
-            y = (y - mean.reshape(shape)) * g.reshape(shape)
-            if bn.affine:
-                y = y + bn.bias.reshape(shape)
-        layer.act_quantizer.init_step(y.clamp(min=0))
-        codes, step = layer(codes, step)
+    outputs = {IMAGE: (images.float(), torch.ones((), device=images.device))}
+    for index, (layer, (source, residual)) in enumerate(zip(network.layers, network.sources)):
+        codes, step = outputs[source]
+        branch = outputs[residual] if residual is not None else None
+        if not layer.is_last:
+            layer.act_quantizer.init_step(layer.real_output(codes, step, branch))
+        outputs[index] = layer(codes, step, branch)
     network.train(was_training)
     return network

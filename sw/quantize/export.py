@@ -1,7 +1,9 @@
-"""The integer model file (format `mpq-model`, version 1; docs/model_format.md).
+"""The integer model file (format `mpq-model`, version 2; docs/model_format.md).
 
 One zip archive: `header.json` (format, version, input, group definition and
-per-layer fields) and one `.npy` array per layer field, `layers/<i>/<field>.npy`.
+per-layer fields, each layer naming its inputs) and one `.npy` array per layer
+field, `layers/<i>/<field>.npy`. Version 1 files (chains, no `inputs`) still
+load: `layer_sources` reads both.
 Arrays are read with `allow_pickle=False`; every field is checked on loading
 and a bad file raises `UserError` naming the field.
 """
@@ -25,7 +27,10 @@ from sw.quantize import groups
 from sw.quantize.config import ACT_BITS, INPUT_BITS, WEIGHT_BITS
 
 FORMAT = "mpq-model"
-VERSION = 1
+VERSION = 2
+VERSIONS = (1, 2)          # what this reader takes
+IMAGE_NAME = "input"       # what `inputs` calls the image
+IMAGE = -1                 # ... and `layer_sources`
 HEADER = "header.json"
 MAX_WEIGHT_SHIFT = 7  # q << e must fit the 8-bit weight path
 # Bounds that keep every size in int64 (far above any real network): a group
@@ -40,6 +45,7 @@ ARRAYS = {
     "weight_shift": (np.uint8, True, True),
     "bias": (np.int32, True, True),
     "requant_multiplier": (np.int16, False, True),
+    "residual_multiplier": (np.int16, False, False),   # a layer with a residual input only
 }
 
 
@@ -56,9 +62,16 @@ def network_integers(network):
     """`(header, arrays)` of a QuantNetwork (put in eval mode)."""
     network.eval()
     layers, arrays = [], []
-    step = torch.ones(())
-    for layer in network.layers:
-        fields, layer_arrays, step = layer.cpu().export(step)
+    steps = {IMAGE: torch.ones(())}
+    names = {IMAGE: IMAGE_NAME}
+    for index, (layer, (source, residual)) in enumerate(zip(network.layers, network.sources)):
+        if layer.name == IMAGE_NAME or layer.name in names.values():
+            raise UserError(f"cannot export: two layers (or a layer and the image) are named "
+                            f"{layer.name!r}; rename the module")
+        fields, layer_arrays, step = layer.cpu().export(
+            steps[source], steps[residual] if residual is not None else None)
+        fields["inputs"] = [names[source]] + ([names[residual]] if residual is not None else [])
+        steps[index], names[index] = step, layer.name
         layers.append(fields)
         arrays.append({key: value.cpu().numpy().astype(ARRAYS[key][0])
                        for key, value in layer_arrays.items()})
@@ -73,6 +86,21 @@ def network_integers(network):
         "layers": layers,
     }
     return header, arrays
+
+
+def layer_sources(header):
+    """`(input, residual)` per layer of a validated header: the index of the
+    layer whose output it reads (`IMAGE` for the image) and of the layer it
+    adds before its clamp (or None). Version 1 files are chains."""
+    if header["version"] == 1:
+        return [(index - 1 if index else IMAGE, None) for index in range(len(header["layers"]))]
+    index_of = {IMAGE_NAME: IMAGE}
+    sources = []
+    for index, layer in enumerate(header["layers"]):
+        inputs = [index_of[name] for name in layer["inputs"]]
+        sources.append((inputs[0], inputs[1] if len(inputs) > 1 else None))
+        index_of[layer["name"]] = index
+    return sources
 
 
 def write_model_file(network, path, metadata=None):
@@ -269,10 +297,11 @@ def _check_header_top(header, path):
         _fail(path, "version", "is missing")
     version = header["version"]
     if isinstance(version, bool) or not isinstance(version, int):
-        _fail(path, "version", f"must be the integer {VERSION}, got {_show(version)}")
-    if version != VERSION:
-        _fail(path, "version", f"is {_show(version)}; this mpq reads version {VERSION}: export the "
-                               "model again with this mpq")
+        _fail(path, "version", f"must be an integer ({VERSION}), got {_show(version)}")
+    if version not in VERSIONS:
+        _fail(path, "version", f"is {_show(version)}; this mpq reads versions "
+                               f"{', '.join(map(str, VERSIONS))}: export the model again with "
+                               "this mpq")
     if "layers" not in header:
         _fail(path, "layers", "is missing")
     if not isinstance(header["layers"], list) or not header["layers"]:
@@ -321,6 +350,190 @@ def _check_array(path, arrays, key, where, shape):
     return value
 
 
+class _Tensor:
+    """A tensor of the model as validation tracks it."""
+
+    def __init__(self, shape, bits, signed, label, trail):
+        self.shape, self.bits, self.signed, self.label, self.trail = shape, bits, signed, label, trail
+
+
+def _inputs_field(path, layer, where, tensors):
+    field = f"{where}.inputs"
+    if "inputs" not in layer:
+        _fail(path, field, "is missing")
+    inputs = layer["inputs"]
+    if (not isinstance(inputs, list) or not 1 <= len(inputs) <= 2
+            or not all(isinstance(name, str) for name in inputs)):
+        _fail(path, field, f"must be a list of one or two names (the input, then the residual "
+                           f"shortcut), got {_show(inputs)}")
+    for name in inputs:
+        if name not in tensors:
+            _fail(path, field, f"names {_show(name)}, which is neither the model input "
+                               f"({IMAGE_NAME!r}) nor an earlier layer")
+    if len(inputs) == 2 and inputs[1] == IMAGE_NAME:
+        _fail(path, field, "names the model input as a residual shortcut; a shortcut is a layer's "
+                           "output")
+    return inputs
+
+
+def _bool_field(path, record, key, where, default):
+    value = record.get(key, default)
+    if not isinstance(value, bool):
+        _fail(path, f"{where}.{key}", f"must be true or false, got {_show(value)}")
+    return value
+
+
+def _check_layer(path, layer, layer_arrays, where, inputs, group_size, is_last):
+    """Check one layer against its input tensors; returns its output `_Tensor`."""
+    source = inputs[0]
+    kind = layer["kind"]
+    if kind not in ("conv2d", "linear"):
+        _fail(path, f"{where}.kind", f"must be 'conv2d' or 'linear', got {_show(kind)}")
+    current, trail = list(source.shape), list(source.trail)
+    flatten = _bool_field(path, layer, "flatten_input", where, False)
+    global_pool = _bool_field(path, layer, "global_pool_input", where, False)
+    if source.signed:
+        _fail(path, f"{where}.inputs", f"reads {source.label}, whose codes are signed; a layer "
+                                       "takes unsigned activations (signed codes are only a "
+                                       "residual shortcut)")
+    if flatten and global_pool:
+        _fail(path, f"{where}.global_pool_input", "and flatten_input cannot both be true")
+    if global_pool:
+        if kind != "linear" or len(current) != 3:
+            _fail(path, f"{where}.global_pool_input", "is true for a linear layer on a (C, H, W) "
+                                                      "map only")
+        current = [current[0]]
+        trail.append(f"pooled {_dims(current)}")
+    if flatten:
+        current = [math.prod(current)]
+        trail.append(f"flattened {_dims(current)}")
+    in_channels = _int_field(path, layer, "in_channels", where, low=1)
+    out_channels = _int_field(path, layer, "out_channels", where, low=1)
+    input_bits = _int_field(path, layer, "input_bits", where, allowed=sorted({INPUT_BITS, *ACT_BITS}))
+    if input_bits != source.bits:
+        _fail(path, f"{where}.input_bits", f"is {input_bits} but its input ({source.label}) has "
+                                           f"{source.bits} bits")
+    if current[0] != in_channels:
+        _fail(path, f"{where}.in_channels", f"is {in_channels} but its input ({source.label}) has "
+                                            f"{current[0]} "
+                                            f"{'features' if len(current) == 1 else 'channels'}"
+                                            f"; shapes: {' -> '.join(trail)}")
+    convolution = None
+    if kind == "conv2d":
+        if len(current) != 3:
+            _fail(path, f"{where}.kind", f"is conv2d but its input ({source.label}) is flat")
+        kernel = _pair_field(path, layer, "kernel_size", where, 1)
+        stride = _pair_field(path, layer, "stride", where, 1)
+        padding = _pair_field(path, layer, "padding", where, 0)
+        padded = [current[1 + i] + 2 * padding[i] for i in range(2)]
+        if max(padded) > MAX_EXTENT:
+            _fail(path, f"{where}.padding", f"is {padding}: the padded input {_dims(padded)} "
+                                            f"is larger than {MAX_EXTENT} a side")
+        for key, value in (("kernel_size", kernel), ("stride", stride)):
+            if any(value[i] > padded[i] for i in range(2)):
+                _fail(path, f"{where}.{key}", f"is {value}, larger than the padded input "
+                                              f"{_dims(padded)} ({source.label}, padding "
+                                              f"{padding}); shapes: {' -> '.join(trail)}")
+        size = [(padded[i] - kernel[i]) // stride[i] + 1 for i in range(2)]
+        convolution = f"kernel {kernel}, stride {stride}, padding {padding}"
+        weight_shape = (out_channels, in_channels, kernel[0], kernel[1])
+        current = [out_channels] + size
+    else:
+        if len(current) != 1:
+            _fail(path, f"{where}.flatten_input", "must be true: a linear layer takes a flat input")
+        weight_shape = (out_channels, in_channels)
+        current = [out_channels]
+    trail.append(f"{where} {_dims(current)}")
+    _check_weights(path, layer_arrays, where, weight_shape, group_size)
+    _check_array(path, layer_arrays, "bias", where, (out_channels,))
+    for key in ("weight_step", "output_step"):
+        if key not in layer:
+            _fail(path, f"{where}.{key}", "is missing")
+        step = layer[key]
+        if isinstance(step, bool) or not isinstance(step, (int, float)) or not math.isfinite(step):
+            _fail(path, f"{where}.{key}", f"must be a finite number, got {_show(step)}")
+    label = f"the output of {where}"
+    if is_last:
+        for key in ("act_bits", "requant_shift", "pool", "act_signed", "residual_shift"):
+            if layer.get(key) is not None or (key in ("act_bits", "requant_shift", "pool")
+                                              and key not in layer):
+                _fail(path, f"{where}.{key}", "must be null in the last layer (it returns logits)")
+        for key in ("requant_multiplier", "residual_multiplier"):
+            if key in layer_arrays:
+                _fail(path, f"{where}.{key}", "must be absent in the last layer")
+        if len(inputs) > 1:
+            _fail(path, f"{where}.inputs", "has a residual shortcut in the last layer (it returns "
+                                           "logits)")
+        return _Tensor(current, None, False, label, trail)
+    act_bits = _int_field(path, layer, "act_bits", where, allowed=ACT_BITS)
+    shift = _int_field(path, layer, "requant_shift", where, low=0, high=fixedpoint.SHIFT_MAX)
+    _check_array(path, layer_arrays, "requant_multiplier", where, (out_channels,))
+    signed = _bool_field(path, layer, "act_signed", where, False)
+    _check_residual(path, layer, layer_arrays, where, inputs, current, shift)
+    current, trail = _check_pool(path, layer, where, kind, current, trail, convolution, signed)
+    return _Tensor(current, act_bits, signed, label, trail)
+
+
+def _check_weights(path, layer_arrays, where, weight_shape, group_size):
+    weight = _check_array(path, layer_arrays, "weight", where, weight_shape)
+    group_dims = groups.group_shape(weight_shape, group_size)
+    bits = _check_array(path, layer_arrays, "weight_bits", where, group_dims)
+    shift = _check_array(path, layer_arrays, "weight_shift", where, group_dims)
+    if not np.isin(bits, WEIGHT_BITS).all():
+        _fail(path, f"{where}.weight_bits", f"must hold values in {WEIGHT_BITS}")
+    if (shift > MAX_WEIGHT_SHIFT).any():
+        _fail(path, f"{where}.weight_shift", f"must hold values in [0, {MAX_WEIGHT_SHIFT}]")
+    per_weight = groups.expand_to_weights(torch.from_numpy(bits.astype(np.int64)), weight_shape,
+                                          group_size).numpy()
+    low, high = -(1 << (per_weight - 1)), (1 << (per_weight - 1)) - 1
+    if ((weight < low) | (weight > high)).any():
+        _fail(path, f"{where}.weight", "holds a value outside its group's weight_bits range")
+
+
+def _check_residual(path, layer, layer_arrays, where, inputs, current, shift):
+    """The residual shortcut: same shape as the convolution's output, its
+    multiplier and shift (absent without one)."""
+    if len(inputs) == 1:
+        if layer.get("residual_shift") is not None:
+            _fail(path, f"{where}.residual_shift", "must be null without a residual input")
+        if "residual_multiplier" in layer_arrays:
+            _fail(path, f"{where}.residual_multiplier", "must be absent without a residual input")
+        return
+    shortcut = inputs[1]
+    if shortcut.shape != current:
+        _fail(path, f"{where}.inputs", f"adds {shortcut.label} of shape {_dims(shortcut.shape)} "
+                                       f"to an output of shape {_dims(current)}; a residual add "
+                                       "needs equal shapes")
+    _int_field(path, layer, "residual_shift", where, low=0, high=shift)
+    _check_array(path, layer_arrays, "residual_multiplier", where, (current[0],))
+
+
+def _check_pool(path, layer, where, kind, current, trail, convolution, signed):
+    pool = layer.get("pool", "missing")
+    if pool == "missing":
+        _fail(path, f"{where}.pool", "is missing")
+    if pool is None:
+        return current, trail
+    if kind != "conv2d" or not isinstance(pool, dict) or signed:
+        _fail(path, f"{where}.pool", "must be null or an object (conv2d layers with unsigned "
+                                     "outputs only)")
+    kernel = _pair_field(path, pool, "kernel_size", f"{where}.pool", 1)
+    stride = _pair_field(path, pool, "stride", f"{where}.pool", 1)
+    padding = _pair_field(path, pool, "padding", f"{where}.pool", 0)
+    if any(2 * padding[i] > kernel[i] for i in range(2)):
+        _fail(path, f"{where}.pool.padding", f"is {padding}, must be at most half the "
+                                             f"kernel {kernel}")
+    padded = [current[1 + i] + 2 * padding[i] for i in range(2)]
+    for key, value in (("kernel_size", kernel), ("stride", stride)):
+        if any(value[i] > padded[i] for i in range(2)):
+            _fail(path, f"{where}.pool.{key}", f"is {value}, larger than its padded input "
+                                               f"{_dims(padded)} (the output of {where}'s "
+                                               f"convolution: {convolution}); shapes: "
+                                               f"{' -> '.join(trail)}")
+    current = [current[0]] + [(padded[i] - kernel[i]) // stride[i] + 1 for i in range(2)]
+    return current, trail + [f"pooled {_dims(current)}"]
+
+
 def validate(header, arrays, path="model"):
     """Check every field of a model (header dict and per-layer arrays)."""
     _check_header_top(header, path)
@@ -347,115 +560,32 @@ def validate(header, arrays, path="model"):
     layers = header["layers"]
     if len(arrays) != len(layers):
         _fail(path, "layers", f"has {len(layers)} entries but {len(arrays)} sets of arrays")
-    current = list(shape)            # (C, H, W) or (F,)
-    trail = [f"input {_dims(current)}"]  # the shapes so far, for messages
-    bits_in = INPUT_BITS
+    # Every tensor so far: name -> its shape, bits, signedness, and how to name it.
+    tensors = {IMAGE_NAME: _Tensor(list(shape), INPUT_BITS, False, "the model input",
+                                   [f"input {_dims(shape)}"])}
+    previous = IMAGE_NAME
     for index, (layer, layer_arrays) in enumerate(zip(layers, arrays)):
         where = f"layers[{index}]"
-        source = "the model input" if index == 0 else f"the output of layers[{index - 1}]"
-        is_last = index == len(layers) - 1
         if not isinstance(layer, dict):
             _fail(path, where, "must be an object")
         for key in ("name", "kind", "flatten_input"):
             if key not in layer:
                 _fail(path, f"{where}.{key}", "is missing")
-        if not isinstance(layer["name"], str):
-            _fail(path, f"{where}.name", f"must be a string, got {_show(layer['name'])}")
-        kind = layer["kind"]
-        if kind not in ("conv2d", "linear"):
-            _fail(path, f"{where}.kind", f"must be 'conv2d' or 'linear', got {_show(kind)}")
-        if not isinstance(layer["flatten_input"], bool):
-            _fail(path, f"{where}.flatten_input", f"must be true or false, got {_show(layer['flatten_input'])}")
-        if layer["flatten_input"]:
-            current = [math.prod(current)]
-            trail.append(f"flattened {_dims(current)}")
-        in_channels = _int_field(path, layer, "in_channels", where, low=1)
-        out_channels = _int_field(path, layer, "out_channels", where, low=1)
-        input_bits = _int_field(path, layer, "input_bits", where, allowed=sorted({INPUT_BITS, *ACT_BITS}))
-        if input_bits != bits_in:
-            _fail(path, f"{where}.input_bits", f"is {input_bits} but its input ({source}) has "
-                                               f"{bits_in} bits")
-        if current[0] != in_channels:
-            _fail(path, f"{where}.in_channels", f"is {in_channels} but its input ({source}) has "
-                                                f"{current[0]} {'features' if len(current) == 1 else 'channels'}"
-                                                f"; shapes: {' -> '.join(trail)}")
-        if kind == "conv2d":
-            if len(current) != 3:
-                _fail(path, f"{where}.kind", f"is conv2d but its input ({source}) is flat")
-            kernel = _pair_field(path, layer, "kernel_size", where, 1)
-            stride = _pair_field(path, layer, "stride", where, 1)
-            padding = _pair_field(path, layer, "padding", where, 0)
-            padded = [current[1 + i] + 2 * padding[i] for i in range(2)]
-            if max(padded) > MAX_EXTENT:
-                _fail(path, f"{where}.padding", f"is {padding}: the padded input {_dims(padded)} "
-                                                f"is larger than {MAX_EXTENT} a side")
-            for key, value in (("kernel_size", kernel), ("stride", stride)):
-                if any(value[i] > padded[i] for i in range(2)):
-                    _fail(path, f"{where}.{key}", f"is {value}, larger than the padded input "
-                                                  f"{_dims(padded)} ({source}, padding {padding}); "
-                                                  f"shapes: {' -> '.join(trail)}")
-            size = [(padded[i] - kernel[i]) // stride[i] + 1 for i in range(2)]
-            convolution = f"kernel {kernel}, stride {stride}, padding {padding}"
-            weight_shape = (out_channels, in_channels, kernel[0], kernel[1])
-            current = [out_channels] + size
+        name = layer["name"]
+        if not isinstance(name, str):
+            _fail(path, f"{where}.name", f"must be a string, got {_show(name)}")
+        if header["version"] == 1:
+            inputs, name = [previous], f"{where}"   # names need not be unique in version 1
         else:
-            if len(current) != 1:
-                _fail(path, f"{where}.flatten_input", "must be true: a linear layer takes a flat input")
-            weight_shape = (out_channels, in_channels)
-            current = [out_channels]
-        trail.append(f"{where} {_dims(current)}")
-        weight = _check_array(path, layer_arrays, "weight", where, weight_shape)
-        group_dims = groups.group_shape(weight_shape, group_size)
-        bits = _check_array(path, layer_arrays, "weight_bits", where, group_dims)
-        shift = _check_array(path, layer_arrays, "weight_shift", where, group_dims)
-        if not np.isin(bits, WEIGHT_BITS).all():
-            _fail(path, f"{where}.weight_bits", f"must hold values in {WEIGHT_BITS}")
-        if (shift > MAX_WEIGHT_SHIFT).any():
-            _fail(path, f"{where}.weight_shift", f"must hold values in [0, {MAX_WEIGHT_SHIFT}]")
-        per_weight = groups.expand_to_weights(torch.from_numpy(bits.astype(np.int64)), weight_shape,
-                                              group_size).numpy()
-        low, high = -(1 << (per_weight - 1)), (1 << (per_weight - 1)) - 1
-        if ((weight < low) | (weight > high)).any():
-            _fail(path, f"{where}.weight", "holds a value outside its group's weight_bits range")
-        _check_array(path, layer_arrays, "bias", where, (out_channels,))
-        for key in ("weight_step", "output_step"):
-            if key not in layer:
-                _fail(path, f"{where}.{key}", "is missing")
-            step = layer[key]
-            if (isinstance(step, bool) or not isinstance(step, (int, float))
-                    or not math.isfinite(step)):
-                _fail(path, f"{where}.{key}", f"must be a finite number, got {_show(step)}")
-        if is_last:
-            for key in ("act_bits", "requant_shift", "pool"):
-                if layer.get(key, "missing") is not None:
-                    _fail(path, f"{where}.{key}", "must be null in the last layer (it returns logits)")
-            if "requant_multiplier" in layer_arrays:
-                _fail(path, f"{where}.requant_multiplier", "must be absent in the last layer")
-            continue
-        bits_in = _int_field(path, layer, "act_bits", where, allowed=ACT_BITS)
-        _int_field(path, layer, "requant_shift", where, low=0, high=fixedpoint.SHIFT_MAX)
-        _check_array(path, layer_arrays, "requant_multiplier", where, (out_channels,))
-        pool = layer.get("pool", "missing")
-        if pool == "missing":
-            _fail(path, f"{where}.pool", "is missing")
-        if pool is not None:
-            if kind != "conv2d" or not isinstance(pool, dict):
-                _fail(path, f"{where}.pool", "must be null or an object (conv2d layers only)")
-            kernel = _pair_field(path, pool, "kernel_size", f"{where}.pool", 1)
-            stride = _pair_field(path, pool, "stride", f"{where}.pool", 1)
-            padding = _pair_field(path, pool, "padding", f"{where}.pool", 0)
-            if any(2 * padding[i] > kernel[i] for i in range(2)):
-                _fail(path, f"{where}.pool.padding", f"is {padding}, must be at most half the "
-                                                     f"kernel {kernel}")
-            padded = [current[1 + i] + 2 * padding[i] for i in range(2)]
-            for key, value in (("kernel_size", kernel), ("stride", stride)):
-                if any(value[i] > padded[i] for i in range(2)):
-                    _fail(path, f"{where}.pool.{key}", f"is {value}, larger than its padded input "
-                                                       f"{_dims(padded)} (the output of {where}'s "
-                                                       f"convolution: {convolution}); shapes: "
-                                                       f"{' -> '.join(trail)}")
-            current = [current[0]] + [(padded[i] - kernel[i]) // stride[i] + 1 for i in range(2)]
-            trail.append(f"pooled {_dims(current)}")
+            if name in tensors:
+                _fail(path, f"{where}.name", f"is {_show(name)}, which names an earlier layer or "
+                                             "the model input; names must be unique")
+            inputs = _inputs_field(path, layer, where, tensors)
+        output = _check_layer(path, layer, layer_arrays, where, [tensors[n] for n in inputs],
+                              group_size, is_last=index == len(layers) - 1)
+        tensors[name] = output
+        previous = name
+    current = output.shape
     if "num_classes" in header:
         num_classes = _int_field(path, header, "num_classes", None, low=1)
         if num_classes != current[0]:

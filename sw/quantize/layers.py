@@ -51,7 +51,8 @@ class QuantLayer(nn.Module):
     """One layer of the integer contract, wrapping the user's float modules."""
 
     def __init__(self, op, bn, pool, weight_bits, act_bits, group_size, input_bits,
-                 flatten_input=False, input_norm=None, name=""):
+                 flatten_input=False, input_norm=None, name="", relu=True, residual=False,
+                 global_pool_area=None):
         super().__init__()
         self.op = op            # nn.Conv2d or nn.Linear (the user's module, trained in place)
         self.bn = bn            # nn.BatchNorm1d/2d or None
@@ -59,6 +60,11 @@ class QuantLayer(nn.Module):
         self.name = name
         self.is_conv = isinstance(op, nn.Conv2d)
         self.flatten_input = bool(flatten_input)
+        # Global average pooling before a linear layer: the input map's H*W,
+        # summed in integers; the 1/(H*W) lives in the accumulator's scale.
+        self.global_pool_area = None if global_pool_area is None else int(global_pool_area)
+        self.relu = bool(relu)           # False: signed output codes (a residual branch)
+        self.residual = bool(residual)   # a second input added in requantization
         self.input_bits = int(input_bits)
         # Input normalisation folded into this layer: x_norm = x * scale - offset,
         # per input channel (conv) or per input feature (linear).
@@ -72,7 +78,8 @@ class QuantLayer(nn.Module):
             self.input_scale = None
             self.input_offset = None
         self.weight_quantizer = WeightQuantizer(op.weight.shape, weight_bits, group_size, step_unit)
-        self.act_quantizer = ActivationQuantizer(act_bits) if act_bits is not None else None
+        self.act_quantizer = (ActivationQuantizer(act_bits, signed=not self.relu)
+                              if act_bits is not None else None)
 
     @property
     def is_last(self):
@@ -93,7 +100,7 @@ class QuantLayer(nn.Module):
     # -- accumulation --------------------------------------------------------
     def accumulator_bound(self):
         """Largest |acc| the shapes and precisions allow."""
-        fan_in = self.op.weight[0].numel()
+        fan_in = self.op.weight[0].numel() * (self.global_pool_area or 1)
         quantizer = self.weight_quantizer
         weight_max = 1 << int((quantizer.group_bits - 1 + quantizer.group_shift).max())
         return fan_in * ((1 << self.input_bits) - 1) * weight_max
@@ -179,12 +186,31 @@ class QuantLayer(nn.Module):
         return values.clamp(-BIAS_MAX, BIAS_MAX).to(torch.int64)
 
     # -- forward ---------------------------------------------------------------
-    def forward(self, codes, in_step):
-        """`codes`: integer input codes (float tensor); `in_step`: their step.
-        Returns `(codes, step)` for a hidden layer, `(logits, logits_int)` for
-        the last one."""
+    def _pool_input(self, codes, in_step):
+        """Flatten, or sum over the map (global average pooling: the codes'
+        sum is exact, and dividing the step by H*W makes it the mean)."""
+        if self.global_pool_area is not None:
+            if codes.dim() != 4 or codes.shape[2] * codes.shape[3] != self.global_pool_area:
+                raise ValueError(f"layer {self.name}: global pooling of a {tuple(codes.shape[1:])} "
+                                 f"input, expected {self.global_pool_area} pixels")
+            return codes.sum(dim=(2, 3)), in_step / self.global_pool_area
         if self.flatten_input:
-            codes = codes.flatten(1)
+            return codes.flatten(1), in_step
+        return codes, in_step
+
+    def residual_requant(self, shift, step, residual_step, channels):
+        """Multiplier and shift of the residual branch: its codes times
+        `residual_step / step`, under the layer's `shift`."""
+        ratio = (residual_step / step).detach().double().cpu().reshape(1).expand(channels)
+        multiplier, residual_shift = fixedpoint.quantize_residual_multipliers(ratio.numpy(), shift)
+        return torch.from_numpy(multiplier), residual_shift
+
+    def forward(self, codes, in_step, residual=None):
+        """`codes`: integer input codes (float tensor); `in_step`: their step;
+        `residual`: `(codes, step)` of the branch added before the clamp (a
+        residual layer only). Returns `(codes, step)` for a hidden layer,
+        `(logits, logits_int)` for the last one."""
+        codes, in_step = self._pool_input(codes, in_step)
         weight, bias = self.folded_weight_bias()
         w_int, w_step = self.weight_quantizer(weight)
         acc, acc_int = self.accumulate(codes, w_int)
@@ -203,19 +229,55 @@ class QuantLayer(nn.Module):
         r = acc_scale * g / step
         c = (g * (bias - mean) + beta) / step
         multiplier, shift, bias_int = self.integer_requant(r, c)
-        codes_int = fixedpoint.requantize(acc_int, bias_int.reshape(shape), multiplier.reshape(shape),
-                                          shift, self.act_quantizer.bits)
-        surrogate = (acc * r.reshape(shape) + c.reshape(shape)).clamp(0, self.act_quantizer.qmax)
+        quantizer = self.act_quantizer
+        real = acc * r.reshape(shape) + c.reshape(shape)
+        branch = {}
+        if self.residual:
+            res_codes, res_step = residual
+            res_multiplier, res_shift = self.residual_requant(shift, step, res_step, len(r))
+            branch = dict(residual=res_codes.detach().to(torch.int64),
+                          residual_multiplier=res_multiplier.to(acc.device).reshape(shape),
+                          residual_shift=res_shift)
+            real = real + res_codes * (res_step / step)
+        codes_int = fixedpoint.requantize_sum(acc_int, bias_int.reshape(shape),
+                                              multiplier.reshape(shape), shift, quantizer.bits,
+                                              signed=quantizer.signed, **branch)
+        surrogate = real.clamp(quantizer.qmin, quantizer.qmax)
         out = ste_replace(surrogate, codes_int)
         if self.pool is not None:
             out = F.max_pool2d(out, self.pool.kernel_size, self.pool.stride, self.pool.padding)
         return out, step
 
+    @torch.no_grad()
+    def real_output(self, codes, in_step, residual=None):
+        """The real activations before quantization, batch norm on the batch's
+        own statistics (without updating the running ones): what calibration
+        sets the initial activation step from."""
+        codes, in_step = self._pool_input(codes, in_step)
+        weight, bias = self.folded_weight_bias()
+        w_int, w_step = self.weight_quantizer(weight)
+        acc, _ = self.accumulate(codes, w_int)
+        shape = self._channel_shape()
+        y = acc * (in_step * w_step) + bias.reshape(shape)
+        if self.bn is not None:
+            dims = [d for d in range(y.dim()) if d != 1]
+            mean, var = y.mean(dim=dims), y.var(dim=dims, unbiased=False)
+            bn = self.bn
+            g = (bn.weight if bn.affine else 1.0) / torch.sqrt(var + bn.eps)
+            y = (y - mean.reshape(shape)) * g.reshape(shape)
+            if bn.affine:
+                y = y + bn.bias.reshape(shape)
+        if residual is not None:
+            y = y + residual[0] * residual[1]
+        return y.clamp(min=0) if self.relu else y
+
     # -- export ------------------------------------------------------------------
     @torch.no_grad()
-    def export(self, in_step):
+    def export(self, in_step, residual_step=None):
         """The layer's integers (eval mode: running BN statistics), and the
         step of its output activations. Same functions as `forward`."""
+        if self.global_pool_area is not None:
+            in_step = in_step / self.global_pool_area
         weight, bias = self.folded_weight_bias()
         q, group_bits, group_shift = self.weight_quantizer.export(weight)
         _, w_step = self.weight_quantizer(weight)
@@ -228,6 +290,7 @@ class QuantLayer(nn.Module):
             "in_channels": int(op.weight.shape[1]),
             "out_channels": int(op.weight.shape[0]),
             "flatten_input": self.flatten_input,
+            "global_pool_input": self.global_pool_area is not None,
             "input_bits": self.input_bits,
             "weight_step": float(w_step),
         }
@@ -244,6 +307,11 @@ class QuantLayer(nn.Module):
         multiplier, shift, bias_int = self.integer_requant(acc_scale * g / step,
                                                            (g * (bias - mean) + beta) / step)
         arrays.update(bias=bias_int, requant_multiplier=multiplier)
+        fields.update(act_signed=not self.relu, residual_shift=None)
+        if self.residual:
+            res_multiplier, res_shift = self.residual_requant(shift, step, residual_step, len(bias_int))
+            arrays["residual_multiplier"] = res_multiplier
+            fields["residual_shift"] = int(res_shift)
         pool = None
         if self.pool is not None:
             pool = {"kernel_size": list(_pair(self.pool.kernel_size)),

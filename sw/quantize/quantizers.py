@@ -16,7 +16,8 @@ Every rule lives here once:
 
 Weights are signed: a group of precision `p` and shift `e` takes the values
 `q << e` with `q` in `[-2**(p-1), 2**(p-1) - 1]` (see `groups.py`).
-Activations are unsigned: `[0, 2**a - 1]`; the clamp at zero is the ReLU.
+Activations are unsigned: `[0, 2**a - 1]`; the clamp at zero is the ReLU (a
+residual branch without ReLU: signed, `[-2**(a-1), 2**(a-1) - 1]`).
 """
 
 import math
@@ -191,16 +192,23 @@ class WeightQuantizer(nn.Module):
 
 
 class ActivationQuantizer(nn.Module):
-    """Unsigned `bits`-bit activations with a learned per-layer step."""
+    """`bits`-bit activations with a learned per-layer step: unsigned after a
+    ReLU, signed (two's complement) for a layer without one, whose output is
+    only ever a residual branch (`fixedpoint.activation_range`)."""
 
-    def __init__(self, bits):
+    def __init__(self, bits, signed=False):
         super().__init__()
         self.bits = int(bits)
+        self.signed = bool(signed)
         self.step = nn.Parameter(torch.tensor(1.0))
 
     @property
+    def qmin(self):
+        return fixedpoint.activation_range(self.bits, self.signed)[0]
+
+    @property
     def qmax(self):
-        return unsigned_range(self.bits)[1]
+        return fixedpoint.activation_range(self.bits, self.signed)[1]
 
     @torch.no_grad()
     def init_step(self, x):
@@ -212,8 +220,8 @@ class ActivationQuantizer(nn.Module):
         return grad_scale(step_size(self.step), 1.0 / math.sqrt(features * self.qmax))
 
     def forward(self, x):
-        """Returns `(codes, step)`: integer codes in `[0, 2**bits - 1]` (as
-        floats) and the step; the real activations are `codes * step`."""
+        """Returns `(codes, step)`: integer codes in `[qmin, qmax]` (as floats)
+        and the step; the real activations are `codes * step`."""
         step = self.scaled_step(x[0].numel())
-        codes = round_ste(torch.clamp(x / step, 0, self.qmax))
+        codes = round_ste(torch.clamp(x / step, self.qmin, self.qmax))
         return codes, step

@@ -2,7 +2,9 @@
 
 This is the ground truth for the compiler and the RTL. No float tensor appears
 in the forward pass: convolutions are im2col plus int64 matrix products,
-requantization is `common.fixedpoint.requantize`, max-pooling works on the codes.
+requantization (with a residual branch where the layer has one) is
+`common.fixedpoint.requantize_sum`, max-pooling works on the codes, global
+average pooling is an integer sum (its 1/(H*W) is in the multiplier).
 """
 
 import numpy as np
@@ -12,7 +14,7 @@ import torch.nn.functional as F
 from common import fixedpoint
 from common.errors import UserError
 from sw.quantize import groups
-from sw.quantize.export import read_model_file
+from sw.quantize.export import IMAGE, layer_sources, read_model_file
 
 
 class IntegerLayer:
@@ -30,9 +32,16 @@ class IntegerLayer:
             self.multiplier = torch.from_numpy(arrays["requant_multiplier"].astype(np.int64))
             self.shift = fields["requant_shift"]
             self.act_bits = fields["act_bits"]
+            self.signed = bool(fields.get("act_signed", False))
+            self.residual_shift = fields.get("residual_shift")
+            if self.residual_shift is not None:
+                self.residual_multiplier = torch.from_numpy(
+                    arrays["residual_multiplier"].astype(np.int64))
         self.pool = fields.get("pool")
 
     def accumulate(self, x):
+        if self.fields.get("global_pool_input"):
+            x = x.sum(dim=(2, 3))
         if self.fields["flatten_input"]:
             x = x.flatten(1)
         if self.kind == "linear":
@@ -46,13 +55,18 @@ class IntegerLayer:
         acc = patches @ self.matrix                                  # (N*OH*OW, O)
         return acc.reshape(n, oh, ow, -1).permute(0, 3, 1, 2)
 
-    def __call__(self, x):
+    def __call__(self, x, residual=None):
         acc = self.accumulate(x)
         shape = (1, -1, 1, 1) if acc.dim() == 4 else (1, -1)
         if self.is_last:
             return acc + self.bias.reshape(shape)
-        codes = fixedpoint.requantize(acc, self.bias.reshape(shape), self.multiplier.reshape(shape),
-                                      self.shift, self.act_bits)
+        branch = {}
+        if self.residual_shift is not None:
+            branch = dict(residual=residual, residual_shift=self.residual_shift,
+                          residual_multiplier=self.residual_multiplier.reshape(shape))
+        codes = fixedpoint.requantize_sum(acc, self.bias.reshape(shape),
+                                          self.multiplier.reshape(shape), self.shift,
+                                          self.act_bits, signed=self.signed, **branch)
         if self.pool is not None:
             codes = F.max_pool2d(codes, self.pool["kernel_size"], self.pool["stride"],
                                  self.pool["padding"])
@@ -67,6 +81,7 @@ class IntegerModel:
         self.input_shape = tuple(header["input"]["shape"])
         self.layers = [IntegerLayer(fields, layer_arrays, header["group_size"])
                        for fields, layer_arrays in zip(header["layers"], arrays)]
+        self.sources = layer_sources(header)
 
     @classmethod
     def load(cls, path):
@@ -78,10 +93,11 @@ class IntegerModel:
         if tuple(images.shape[1:]) != self.input_shape:
             raise UserError(f"the model takes images of shape {self.input_shape}, got "
                             f"{tuple(images.shape[1:])}")
-        x = images.to(torch.int64)
+        outputs = {IMAGE: images.to(torch.int64)}
         trace = []
-        for layer in self.layers:
-            x = layer(x)
+        for index, (layer, (source, residual)) in enumerate(zip(self.layers, self.sources)):
+            x = layer(outputs[source], outputs[residual] if residual is not None else None)
+            outputs[index] = x
             if return_codes and not layer.is_last:
                 trace.append(x)
         return (x, trace) if return_codes else x

@@ -27,7 +27,7 @@ def model_file(make_cnn, synthetic_dataset, tmp_path):
 def test_round_trip(model_file, synthetic_dataset):
     path, network = model_file
     header, arrays = read_model_file(path)
-    assert header["format"] == "mpq-model" and header["version"] == 1
+    assert header["format"] == "mpq-model" and header["version"] == 2
     assert header["input"] == {"shape": [3, 8, 8], "bits": 8, "signed": False}
     assert [layer["kind"] for layer in header["layers"]] == ["conv2d", "conv2d", "linear", "linear"]
     assert header["layers"][1]["pool"] == {"kernel_size": [2, 2], "stride": [2, 2], "padding": [0, 0]}
@@ -72,9 +72,9 @@ def _expect(path, *fragments):
 def test_wrong_version(model_file):
     path, _ = model_file
     header = _header(path)
-    header["version"] = 2
+    header["version"] = 3
     _rewrite(path, header)
-    _expect(path, "`version`", "2")
+    _expect(path, "`version`", "3", "reads versions 1, 2")
 
 
 def test_missing_header_field(model_file):
@@ -249,7 +249,7 @@ def test_hostile_json(model_file):
     with zipfile.ZipFile(path) as archive:
         members = {name: archive.read(name) for name in archive.namelist()}
     for text in (b"[" * 100_000 + b"]" * 100_000,
-                 members["header.json"].replace(b'"version": 1', b'"version": 1' + b"0" * 5000),
+                 members["header.json"].replace(b'"version": 2', b'"version": 2' + b"0" * 5000),
                  b"\xff\xfe\x00 not utf-8"):
         with zipfile.ZipFile(path, "w") as archive:
             for name, data in dict(members, **{"header.json": text}).items():
@@ -268,13 +268,13 @@ def test_fortran_order_arrays_still_read(model_file):
 def test_string_version_says_it_must_be_the_integer(model_file):
     path, _ = model_file
     header = _header(path)
-    header["version"] = "1"
+    header["version"] = "2"
     _rewrite(path, header)
-    message = _read_error(path, "`version` must be the integer 1, got '1'")
+    message = _read_error(path, "`version` must be an integer (2), got '2'")
     assert "reads version" not in message
-    header["version"] = 1.0                  # == 1 in Python, but not the integer the format says
+    header["version"] = 2.0                  # == 2 in Python, but not the integer the format says
     _rewrite(path, header)
-    _read_error(path, "`version` must be the integer 1, got 1.0")
+    _read_error(path, "`version` must be an integer (2), got 2.0")
 
 
 def test_missing_format_says_missing(model_file):

@@ -224,8 +224,8 @@ def hostile_header_text(rng, model):
         b'{"a": ' * 50_000 + b"1" + b"}" * 50_000,
         b"\xef\xbb\xbf" + valid,                                       # a UTF-8 byte order mark
         valid.decode().encode("utf-16"),                               # reads: JSON allows it
-        valid.replace(b'"version": 1', b'"version": 1' + b"0" * 5000),  # too many digits for int()
-        valid.replace(b'"version": 1', b'"version": 1e999'),
+        valid.replace(b'"version": 2', b'"version": 2' + b"0" * 5000),  # too many digits for int()
+        valid.replace(b'"version": 2', b'"version": 1e999'),
         valid.replace(b'"bits": 8', b'"bits": NaN'),
         valid[:int(rng.integers(len(valid)))],
     ]
