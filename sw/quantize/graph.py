@@ -55,6 +55,10 @@ _METHOD_KINDS = {"relu": "relu", "relu_": "relu", "view": "flatten", "reshape": 
                  "add": "add", "add_": "add", "mean": "mean"}
 
 
+_STEP_NAMES = {"acc": "convolution", "bn": "batch norm", "add": "residual add", "relu": "ReLU",
+               "pool": "max-pooling"}
+
+
 @dataclasses.dataclass
 class LayerPlan:
     """One accelerator layer: its modules and where its inputs come from."""
@@ -165,8 +169,7 @@ class _Planner:
                 self._output(node)
                 continue
             kind, module = _classify(node, self.modules)
-            inputs = [a for a in list(node.args) + list(node.kwargs.values())
-                      if isinstance(a, fx.Node) and a in self.values]
+            inputs = [a for a in node.all_input_nodes if a in self.values]
             if not inputs and node.op != "call_module":
                 continue            # constants: no tensor of ours
             if kind == "aux":
@@ -205,7 +208,8 @@ class _Planner:
                              f"before this {what}; the flow fuses a layer's {what} into it, so "
                              "branches must start after it")
         if layer.stage not in allowed:
-            self.fail(where, f"{what} cannot come after `{layer.name}`'s {layer.stage}; the order "
+            self.fail(where, f"{what} cannot come after `{layer.name}`'s "
+                             f"{_STEP_NAMES[layer.stage]}; the order "
                              "is Conv2d/Linear, BatchNorm, residual add, ReLU, MaxPool2d")
         layer.stage = stage
         return dataclasses.replace(value, stage=stage)
@@ -216,8 +220,10 @@ class _Planner:
             return
         layer = self.layers[value.layer]
         if value.stage != layer.stage:
-            self.fail(where, f"it reads `{layer.name}` before its {layer.stage}, which another "
-                             "branch also fuses into it")
+            self.fail(where, f"it reads the output of `{layer.name}` before its "
+                             f"{_STEP_NAMES[layer.stage]}, which another branch fuses into it; a "
+                             "layer's batch norm, residual add, ReLU and pooling are part of it, "
+                             "so branches must start after them")
         layer.closed = True
         layer.consumers += 1
         if not layer.relu and not as_residual:

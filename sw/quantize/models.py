@@ -1,6 +1,7 @@
-"""Networks: VGG-9 for CIFAR-10 and a small CNN for scikit-learn's 8x8 digits.
+"""Networks: VGG-9 for CIFAR-10, a small CNN for scikit-learn's 8x8 digits,
+and the residual networks of `resnet.py` (ResNet-8, ResNet-20).
 
-Both are plain `nn.Sequential` chains of the modules `convert.py` maps, behind
+VGG-9 and the digits CNN are plain `nn.Sequential` chains of the modules `convert.py` maps, behind
 a `Normalize` module, so they take raw 0..255 pixels as floats in float
 training and are converted by the same path as a user's own network.
 """
@@ -62,7 +63,18 @@ def digits_cnn(width=1.0, num_classes=10, in_channels=1):
     return nn.Sequential(*layers)
 
 
-MODELS = {"vgg9": vgg9, "digits-cnn": digits_cnn}
+def _resnet(name):
+    def build(**options):
+        from sw.quantize import resnet
+        return getattr(resnet, name)(**options)
+    build.__doc__ = f"sw.quantize.resnet.{name}"
+    return build
+
+
+MODELS = {"vgg9": vgg9, "digits-cnn": digits_cnn, "resnet8": _resnet("resnet8"),
+          "resnet20": _resnet("resnet20")}
+# Models for 32x32 images (CIFAR-10).
+CIFAR_MODELS = ("vgg9", "resnet8", "resnet20")
 
 
 def build_model(name, width, dataset_info):
@@ -70,8 +82,8 @@ def build_model(name, width, dataset_info):
     classes and normalisation."""
     if name not in MODELS:
         raise UserError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
-    if name == "vgg9" and tuple(dataset_info.input_shape[1:]) != (32, 32):
-        raise UserError("vgg9 takes 32x32 images (CIFAR-10)")
+    if name in CIFAR_MODELS and tuple(dataset_info.input_shape[1:]) != (32, 32):
+        raise UserError(f"{name} takes 32x32 images (CIFAR-10)")
     if name == "digits-cnn" and tuple(dataset_info.input_shape[1:]) != (8, 8):
         raise UserError("digits-cnn takes 8x8 images (scikit-learn digits)")
     body = MODELS[name](width=width, num_classes=dataset_info.num_classes,
