@@ -88,4 +88,5 @@ def build_model(name, width, dataset_info):
         raise UserError("digits-cnn takes 8x8 images (scikit-learn digits)")
     body = MODELS[name](width=width, num_classes=dataset_info.num_classes,
                         in_channels=dataset_info.input_shape[0])
-    return nn.Sequential(Normalize(dataset_info.mean, dataset_info.std), *body)
+    layers = list(body) if isinstance(body, nn.Sequential) else [body]
+    return nn.Sequential(Normalize(dataset_info.mean, dataset_info.std), *layers)

@@ -10,7 +10,7 @@ import math
 
 from common.errors import UserError
 
-MODELS = ("vgg9", "digits-cnn")
+MODELS = ("vgg9", "digits-cnn", "resnet8", "resnet20")
 DATASETS = ("digits", "cifar10")
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("cosine", "step", "constant")

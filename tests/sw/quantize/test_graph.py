@@ -293,3 +293,12 @@ def test_global_pooling_forms_agree(tmp_path):
         _, path = _agree(network, images, tmp_path)
         outputs.append(IntegerModel.load(str(path))(images))
     assert torch.equal(outputs[0], outputs[1])
+
+
+def test_the_compiler_names_what_the_core_cannot_run_yet(resnet_file):
+    from hw.config import get_config
+    from sw.compile.network import compile_network
+
+    header, arrays = read_model_file(str(resnet_file))
+    with pytest.raises(UserError, match=r"layers\[2\] \('layer1.0.conv2'\): adds a residual"):
+        compile_network(header, arrays, get_config("small"))
