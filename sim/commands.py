@@ -29,30 +29,66 @@ def test_images(manifest, count, input_shape, data_path=None, dataset=None):
     return dataset.test_x[:count], dataset.test_y[:count], dataset.source
 
 
+# What a report says about how long a run took and how it was spread, not
+# about what it found. Two runs of the same images agree on everything else,
+# however they were sharded (the rule `comparable` applies).
+RUN_FIELDS = ("wall_s", "build_s", "check_s", "sim_s_per_inference", "load_s_total", "run")
+
+
+def comparable(report):
+    """`report` without its RUN_FIELDS: what every run of the same images,
+    in one process or in shards anywhere, must report identically."""
+    return {key: value for key, value in report.items() if key not in RUN_FIELDS}
+
+
 def simulate(directory, count, *, simulator="verilator", data_path=None, dataset=None, seed=1,
-             stall=0.1, build_dir="build/sim/network", progress=print):
+             stall=0.1, build_dir="build/sim/network", jobs=1, scheduler=None, progress=None):
     """Run `count` test images; returns the report dict (also written to
-    DIR/sim_report.json)."""
+    DIR/sim_report.json).
+
+    `jobs` simulations run side by side on one build of the core (None: one
+    per usable core), on this machine or on the Dask cluster whose scheduler
+    is at `scheduler` (sim/shards.py). `progress(text)` hears what is
+    happening, about every second while the images run."""
     import numpy as np
 
     from common.files import write_atomically
     from hw.pe import PeMode
+    from sim.core_sim import build_core
     from sim.network_sim import first_mismatch, run_network_on_rtl
+    from sim.shards import connect, rtl_status
     from sw.compile.artifacts import read_compiled
     from sw.quantize.reference import IntegerModel
 
+    progress = progress or (lambda text: None)
     directory = pathlib.Path(directory)
+    progress(f"reading {directory}")
     network, manifest, _ = read_compiled(directory)
     model = IntegerModel.load(directory / "model.mpq")
     images, labels, source = test_images(manifest, count, model.input_shape, data_path, dataset)
     names = [spec.label for spec in network.specs]
-    progress(f"simulating {count} images on {simulator} ({manifest['config']})")
+    build_dir = pathlib.Path(build_dir)
     started = time.perf_counter()
-    results = run_network_on_rtl(network, [x.numpy() for x in images], simulator=simulator,
-                                 build_dir=pathlib.Path(build_dir) / manifest["config"],
-                                 seed=seed, stall=stall)
-    wall = time.perf_counter() - started
-
+    # The cluster first: a wrong address is found before a minute of building.
+    if scheduler:
+        progress(f"connecting to the Dask scheduler at {scheduler}")
+    client = connect(scheduler) if scheduler else None
+    try:
+        progress(f"building the core's {simulator} model ({manifest['config']})")
+        core = build_core(network.config, build_dir, simulator)
+        build_s = time.perf_counter() - started
+        images_np = [x.numpy() for x in images]
+        progress(f"0/{count} images")
+        ran = time.perf_counter()
+        results = run_network_on_rtl(
+            network, images_np, core=core, jobs=jobs, client=client, seed=seed, stall=stall,
+            progress=lambda done, cycles: progress(rtl_status(done, count, cycles,
+                                                              time.perf_counter() - ran)))
+    finally:
+        if client:
+            client.close()
+    checked = time.perf_counter()
+    progress(f"{count}/{count} images; checking them against the integer reference")
     mismatches, correct = [], 0
     for index, (result, x, label) in enumerate(zip(results, images, labels)):
         logits, trace = model(x[None], return_codes=True)
@@ -63,6 +99,8 @@ def simulate(directory, count, *, simulator="verilator", data_path=None, dataset
         if problem:
             mismatches.append({"image": index, "problem": problem})
         correct += int(np.argmax(result["outputs"][-1].reshape(-1)) == int(label))
+    check_s = time.perf_counter() - checked
+    wall = time.perf_counter() - started
 
     cycles = [r["counters"]["cycles"] for r in results]
     peak = network.config.rows * network.config.cols
@@ -87,26 +125,39 @@ def simulate(directory, count, *, simulator="verilator", data_path=None, dataset
         "cycles_per_inference": int(np.mean(cycles)) if cycles else 0,
         "counters_per_inference": results[0]["counters"] if results else {},
         "layers": layers,
-        "wall_s": wall, "sim_s_per_inference": float(np.mean([r["run_s"] for r in results])),
+        "wall_s": wall, "build_s": build_s, "check_s": check_s,
+        "sim_s_per_inference": float(np.mean([r["run_s"] for r in results])),
         "load_s_total": float(sum(r["load_s"] for r in results)),
+        "run": {"shards": 1 + max(r["shard"] for r in results), "scheduler": scheduler,
+                "model_built": core.built, "build_dir": str(core.directory)},
     }
     write_atomically(directory / "sim_report.json", json.dumps(report, indent=1, default=int) + "\n")
     if mismatches:
         # A waveform of the first failing image, for whoever debugs it.
+        # Named and stalled as in the run, it runs exactly as it did there.
         first = mismatches[0]["image"]
-        wave_dir = pathlib.Path(build_dir) / f"{manifest['config']}-waves"
+        wave_dir = (build_dir / "waveforms" / f"image{first}").resolve()
         try:
-            run_network_on_rtl(network, [images[first].numpy()], simulator=simulator,
-                               build_dir=wave_dir, seed=seed, stall=stall, waves=True)
+            run_network_on_rtl(network, [images_np[first]], first_index=first,
+                               simulator=simulator, build_dir=build_dir, seed=seed, stall=stall,
+                               waves=True, work_root=wave_dir)
         except UserError:
             pass  # the failing image is reported either way; the waveform is a bonus
-        report["waveform_dir"] = str(wave_dir.resolve())
+        report["waveform_dir"] = str(wave_dir)
     return report
 
 
 def run_sim(args):
-    report = simulate(args.directory, args.images, simulator=args.simulator,
-                      data_path=args.data, dataset=args.dataset, seed=args.seed, stall=args.stall)
+    from common.progress import Progress
+
+    with Progress("mpq sim") as progress:
+        report = simulate(args.directory, args.images, simulator=args.simulator,
+                          data_path=args.data, dataset=args.dataset, seed=args.seed,
+                          stall=args.stall, jobs=args.jobs, scheduler=args.scheduler,
+                          progress=progress.status)
+    where = f"the Dask cluster at {args.scheduler}" if args.scheduler else "this machine"
+    print(f"{report['images']} images in {report['run']['shards']} simulations on {where}, "
+          f"{report['wall_s']:.0f} s")
     print(f"{report['images']} images on {report['simulator']}: bit-exact "
           f"{'yes' if report['bit_exact'] else 'NO'}, accuracy {report['accuracy']:.2%}, "
           f"{report['cycles_per_inference']:,} cycles per inference, "
@@ -134,4 +185,14 @@ def register(subparsers):
     parser.add_argument("--seed", type=int, default=1, help="seed of the host-stream stalls")
     parser.add_argument("--stall", type=probability, default=0.1,
                         help="probability that the host stream stalls a cycle (default 0.1)")
+    parser.add_argument("--jobs", type=positive_int, default=None,
+                        help="simulations side by side, each on a share of the images, all on "
+                             "one build of the core; the report is the same for any number "
+                             "(default: one per usable core, or with --scheduler one per "
+                             "worker thread)")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="run the simulations on the Dask distributed cluster whose "
+                             "scheduler is at ADDRESS (e.g. tcp://head:8786); its workers "
+                             "need this project and the build directory at the same path "
+                             "(docs/sim.md)")
     parser.set_defaults(run=run_sim)

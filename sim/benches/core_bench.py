@@ -15,7 +15,11 @@ command words and compares what comes back. Environment:
   MPQ_CORE_RESULTS JSON file written by the bench: per case
                    {"name", "status", "counters", "readback": [[entries], ...], "wait_cycles",
                     "load_words", "load_s", "run_s", "readback_s"} (wall seconds)
-  MPQ_SEED         seed of the stalls and back-pressure (default 1)
+  MPQ_CORE_PROGRESS  text file (optional): a line "<case name> <cycles>" is appended
+                   as each case finishes, for whoever follows the run
+  MPQ_SEED         seed of the stalls and back-pressure (default 1); each case's come
+                   from (seed, case name), so a case sees the same stalls whichever run,
+                   and whichever place in it, it is in
   MPQ_STALL        probability of a stall cycle on each stream (default 0.2)
 """
 
@@ -84,14 +88,16 @@ async def run_cases(dut):
               if "MPQ_CONFIG_JSON" in os.environ else get_config(os.environ.get("MPQ_CONFIG", "small")))
     shapes = config.memory_shapes()
     cases = json.load(open(os.environ["MPQ_CORE_CASES"]))
-    rng = random.Random(int(os.environ.get("MPQ_SEED", "1")))
+    seed = int(os.environ.get("MPQ_SEED", "1"))
     stall = float(os.environ.get("MPQ_STALL", "0.2"))
+    progress = os.environ.get("MPQ_CORE_PROGRESS")
     # The clock toggles in the simulator's C++ (GPI), not in a Python
     # coroutine: while the core runs, no Python executes at all.
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns", impl="gpi").start())
-    link = HostLink(dut, rng, stall)
+    link = HostLink(dut, None, stall)
     results = []
     for case in cases:
+        link.rng = random.Random(f"{seed}/{case['name']}")
         dut.rst.value = 1
         await ClockCycles(dut.clk, 2)
         dut.rst.value = 0
@@ -129,5 +135,8 @@ async def run_cases(dut):
                         "load_words": load_words, "load_s": load_s,
                         "run_s": run_s, "readback_s": time.perf_counter() - ran})
         dut._log.info("%s: %s, %d cycles", case["name"], status, counters["cycles"])
+        if progress:
+            with open(progress, "a") as file:
+                file.write(f"{case['name']} {counters['cycles']}\n")
     with open(os.environ["MPQ_CORE_RESULTS"], "w") as file:
         json.dump(results, file)

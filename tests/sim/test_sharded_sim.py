@@ -1,0 +1,93 @@
+"""A compiled network's images in shards of one build: in one simulation, in
+two side by side, and on a Dask cluster of two worker processes, the report
+is the same apart from timings; results come back in image order under
+their global indices; host-stream stalls change nothing."""
+
+import logging
+import socket
+
+import pytest
+
+from common.errors import UserError
+from hw.config import get_config
+from sim.commands import RUN_FIELDS, comparable, simulate
+from sim.core_sim import PROGRESS_FILE, CoreBuild, build_core, finished_cases, run_built
+from sim.network_sim import run_network_on_rtl
+from sim.shards import shard_ranges
+from sw.compile.artifacts import read_compiled, write_compiled
+from sw.quantize.data import load_digits
+from tests.sim.conftest import make_model_file
+
+IMAGES = 6
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("sharded")
+    model = make_model_file(directory / "w4a4.mpq")
+    images = load_digits().test_x[:1].numpy()
+    write_compiled(model, "small", directory / "compiled", images)
+    return directory / "compiled"
+
+
+def test_shards_cover_the_cases_in_order_and_never_empty():
+    assert shard_ranges(6, 1) == [(0, 6)]
+    assert shard_ranges(7, 3) == [(0, 3), (3, 5), (5, 7)]
+    assert shard_ranges(2, 8) == [(0, 1), (1, 2)]
+    for count in range(1, 12):
+        for shards in range(1, 6):
+            ranges = shard_ranges(count, shards)
+            assert [start for start, _ in ranges[1:]] == [stop for _, stop in ranges[:-1]]
+            assert ranges[0][0] == 0 and ranges[-1][1] == count
+            assert all(stop > start for start, stop in ranges)
+
+
+def test_progress_counts_only_whole_lines(tmp_path):
+    (tmp_path / PROGRESS_FILE).write_text("image0 41018\nimage1 41018\nimage2 410")
+    assert finished_cases(tmp_path) == [("image0", 41018), ("image1", 41018)]
+    assert finished_cases(tmp_path / "not-started") == []
+
+
+def test_a_machine_that_cannot_see_the_build_says_so(tmp_path):
+    core = CoreBuild("verilator", tmp_path / "elsewhere" / "verilator", {})
+    with pytest.raises(UserError, match=f"{socket.gethostname()}: .*elsewhere.* same path"):
+        run_built(core, [], tmp_path / "work")
+
+
+@pytest.mark.cocotb
+@pytest.mark.slow
+def test_one_two_and_dask_processes_report_the_same(compiled, rtl_build):
+    from dask.distributed import LocalCluster
+
+    heard = []
+    one = simulate(compiled, IMAGES, build_dir=rtl_build, jobs=1)
+    two = simulate(compiled, IMAGES, build_dir=rtl_build, jobs=2, progress=heard.append)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None, silence_logs=logging.ERROR) as cluster:
+        dask = simulate(compiled, IMAGES, build_dir=rtl_build, jobs=2,
+                        scheduler=cluster.scheduler_address)
+    assert one["bit_exact"] and one["images"] == IMAGES
+    assert comparable(two) == comparable(one)
+    assert comparable(dask) == comparable(one)
+    assert set(one) - set(comparable(one)) == set(RUN_FIELDS)
+    assert [r["run"]["shards"] for r in (one, two, dask)] == [1, 2, 2]
+    assert dask["run"]["scheduler"] == cluster.scheduler_address
+    # The model was built once (or by an earlier test) and then only reused.
+    assert not two["run"]["model_built"] and not dask["run"]["model_built"]
+    assert any(f"{IMAGES}/{IMAGES} images" in text and "M cycles/s" in text for text in heard)
+
+
+@pytest.mark.cocotb
+def test_results_come_back_in_order_with_global_names_whatever_the_stalls(compiled, rtl_build):
+    network, _, _ = read_compiled(compiled)
+    images = load_digits().test_x[:4].numpy()
+    core = build_core(get_config("small"), rtl_build)
+    whole = run_network_on_rtl(network, images, core=core, jobs=1, seed=1, stall=0.1)
+    # Three shards of a run that starts at image 10, with other stalls.
+    cut = run_network_on_rtl(network, images, core=core, jobs=3, first_index=10, seed=7,
+                             stall=0.4)
+    assert [r["name"] for r in cut] == [f"image{10 + i}" for i in range(4)]
+    assert [r["shard"] for r in cut] == [0, 0, 1, 2]
+    for a, b in zip(whole, cut):
+        assert a["counters"] == b["counters"] and a["status"] == b["status"]
+        assert a["readback"] == b["readback"]
