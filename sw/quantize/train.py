@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from common.errors import UserError
 from common.files import write_atomically, writing_file
+from common.progress import Progress
 from sw.quantize import data as data_module
 from sw.quantize.config import parse_precision
 from sw.quantize.convert import QuantNetwork, calibrate, quantize_network
@@ -221,8 +222,9 @@ def _resume_config_check(saved, config):
 
 
 # -- the loop --------------------------------------------------------------------------------
-def train(config):
-    """Train as `config` says; returns the list of per-epoch log entries."""
+def train(config, on_step=None):
+    """Train as `config` says; returns the list of per-epoch log entries.
+    `on_step(epoch, step, steps_per_epoch)` (1-based) after every step."""
     config.check()
     checkpoint_path = os.path.join(config.out, CHECKPOINT)
     if config.resume and not os.path.isfile(checkpoint_path):
@@ -281,11 +283,11 @@ def train(config):
         model.train()
         total_loss, total_correct, total_count = 0.0, 0, 0
         batches = data_module.epoch_batches(dataset, config.batch_size, epoch, config.seed, rank, world)
-        if config.progress and rank == 0:
-            from tqdm import tqdm
-            batches = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
-                           leave=False, file=sys.stderr, disable=None)
-        for images, labels in batches:
+        # A bar on a terminal, a line every few seconds in a log; the epoch's
+        # summary line below replaces it.
+        bar = Progress(f"epoch {epoch + 1}/{config.epochs}", steps_per_epoch, "batch",
+                       leave=False) if config.progress and rank == 0 else None
+        for step, (images, labels) in enumerate(batches, 1):
             images, labels = images.to(device).float(), labels.to(device)
             logits = model(images)
             loss = F.cross_entropy(logits, labels)
@@ -296,6 +298,12 @@ def train(config):
             total_loss += loss.item() * len(labels)
             total_correct += (logits.argmax(1) == labels).sum().item()
             total_count += len(labels)
+            if bar:
+                bar.update()
+            if on_step:
+                on_step(epoch + 1, step, steps_per_epoch)
+        if bar:
+            bar.close()
         seconds = time.time() - began
         test_loss, test_accuracy = evaluate(network, dataset, device)
         entry = {"epoch": epoch + 1, "train_loss": total_loss / max(total_count, 1),

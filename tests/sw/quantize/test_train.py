@@ -144,3 +144,22 @@ def test_cli_on_cifar_layout(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "m.mpq"), "--dataset", "cifar10", "--data",
                  str(tmp_path / "cifar")]) == 0
     assert json.loads(capsys.readouterr().out)["images"] == 16
+
+
+def test_progress_reaches_a_log_as_lines_and_every_step_is_reported(tmp_path, capsys, monkeypatch):
+    """Not a terminal (captured stderr): whole lines while an epoch runs, no
+    carriage returns; `on_step` hears every step."""
+    monkeypatch.setattr("common.progress.LINE_INTERVAL", 0.01)
+    heard = []
+
+    def on_step(*position):
+        heard.append(position)
+        time.sleep(0.02)    # a step long enough for the progress line to come round
+
+    train(_config(tmp_path / "run", epochs=2, progress=True), on_step=on_step)
+    assert heard == [(epoch, step, 6) for epoch in (1, 2) for step in range(1, 7)]  # 192 / 32
+    error = capsys.readouterr().err
+    assert "\r" not in error
+    lines = error.splitlines()
+    assert any(line.startswith("epoch 1/2: ") and "/6 [" in line for line in lines)
+    assert any(line.startswith("epoch 2/2: loss") for line in lines)
