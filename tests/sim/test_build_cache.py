@@ -39,6 +39,7 @@ endmodule
 
 
 @pytest.mark.cocotb
+@pytest.mark.icarus
 def test_a_build_is_skipped_when_its_inputs_are_unchanged(tmp_path):
     source = tmp_path / "counter.v"
     source.write_text(COUNTER.format(step=1))
