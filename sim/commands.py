@@ -29,6 +29,9 @@ def test_images(manifest, count, input_shape, data_path=None, dataset=None):
     return dataset.test_x[:count], dataset.test_y[:count], dataset.source
 
 
+# Images the integer reference runs at once when checking the RTL's outputs.
+CHECK_BATCH = 100
+
 # What a report says about how long a run took and how it was spread, not
 # about what it found. Two runs of the same images agree on everything else,
 # however they were sharded (the rule `comparable` applies).
@@ -90,15 +93,17 @@ def simulate(directory, count, *, simulator="verilator", data_path=None, dataset
     checked = time.perf_counter()
     progress(f"{count}/{count} images; checking them against the integer reference")
     mismatches, correct = [], 0
-    for index, (result, x, label) in enumerate(zip(results, images, labels)):
-        logits, trace = model(x[None], return_codes=True)
-        expected = [t[0].numpy() for t in trace] + [logits[0].numpy()]
-        problem = first_mismatch(result["outputs"], expected, names)
-        if not result["status"]["done"] or result["status"]["error"]:
-            problem = f"core status {result['status']}"
-        if problem:
-            mismatches.append({"image": index, "problem": problem})
-        correct += int(np.argmax(result["outputs"][-1].reshape(-1)) == int(label))
+    for start in range(0, count, CHECK_BATCH):
+        logits, trace = model(images[start:start + CHECK_BATCH], return_codes=True)
+        for offset, (result, label) in enumerate(zip(results[start:start + CHECK_BATCH],
+                                                     labels[start:start + CHECK_BATCH])):
+            expected = [t[offset].numpy() for t in trace] + [logits[offset].numpy()]
+            problem = first_mismatch(result["outputs"], expected, names)
+            if not result["status"]["done"] or result["status"]["error"]:
+                problem = f"core status {result['status']}"
+            if problem:
+                mismatches.append({"image": start + offset, "problem": problem})
+            correct += int(np.argmax(result["outputs"][-1].reshape(-1)) == int(label))
     check_s = time.perf_counter() - checked
     wall = time.perf_counter() - started
 
