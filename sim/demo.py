@@ -14,6 +14,12 @@ checkpoint: its integer accuracy and its storage against uniform W4
 MPQ model when it compiles (the product), else the W4A4 model; the report says
 which. Energy per inference prices the RTL's counters (sw/energy), beside the
 same network in uniform 4-bit storage (Bit Fusion-style, fixed 4-bit array).
+
+Every model is trained again on every run; what depends only on the hardware
+is kept: the generated Verilog (sim/verilog_cache.py) and the core's
+Verilator build (build/sim/demo), made again only when the hardware's source
+changes. The images run in shards on every core (sim/shards.py), and the
+progress shows, on a terminal or in a log, which step and how far it is.
 """
 
 import json
@@ -29,6 +35,9 @@ from common.arguments import add_force, positive_int
 from hw.config import CONFIGS, get_config
 
 WIDTH_NOTE = "digits CNN at width 1.0 (the embedded default)"
+# The core's Verilator build, kept between runs (built again only when its
+# Verilog changes).
+BUILD_DIR = pathlib.Path("build/sim/demo")
 
 
 def git_revision():
@@ -40,32 +49,44 @@ def git_revision():
 
 
 class Steps:
-    """Progress of the demo's steps, one line each with its time."""
+    """The demo's steps on one progress report: which step, and inside a long
+    one how far it is (a terminal bar, or a line every few seconds when the
+    output is a log: common/progress.py). Keeps each step's seconds."""
 
     def __init__(self, total):
-        from tqdm import tqdm
-        self.bar = tqdm(total=total, desc="demo", unit="step", disable=None)
+        from common.progress import Progress
+        self.progress = Progress("mpq demo", total, "step",
+                                 bar_format="{desc}: step {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
         self.started = time.perf_counter()
         self.times = {}
+        self.current = None
 
     def run(self, name, function, *args, **kwargs):
-        self.bar.set_postfix_str(name)
+        self.current = name
+        self.progress.status(name)
         started = time.perf_counter()
         result = function(*args, **kwargs)
         self.times[name] = time.perf_counter() - started
-        self.bar.update()
+        self.progress.update()
         return result
 
+    def detail(self, text):
+        """How far the current step is."""
+        self.progress.status(f"{self.current}: {text}")
+
     def close(self):
-        self.bar.close()
-        return time.perf_counter() - self.started
+        self.progress.close()
 
 
-def _train(out, precision, epochs, init=None, seed=0):
+def _train(out, precision, epochs, init=None, seed=0, detail=None):
     from sw.quantize.train import TrainConfig, train
+
+    def on_step(epoch, step, steps):
+        detail(f"epoch {epoch}/{epochs}, batch {step}/{steps}")
+
     log = train(TrainConfig(model="digits-cnn", dataset="digits", precision=precision,
                             epochs=epochs, init=init, seed=seed, out=str(out), device="cpu",
-                            progress=False))
+                            progress=False), on_step=on_step if detail else None)
     return log[-1]
 
 
@@ -82,17 +103,30 @@ def _integer_accuracy(model_path):
     return IntegerModel.load(model_path).accuracy(data.test_x, data.test_y)
 
 
-def _mpq_retrain(float_checkpoint, model_path, epochs, seed):
+def _mpq_retrain(float_checkpoint, model_path, epochs, seed, detail):
     """MPQ from the float checkpoint, `mpq.DEMO_CONFIG`: base 2-bit plus the
     extra bit per group of 16, the hardware-friendly setting of
     bench/mpq_paper.py (bench/results/mpq_paper.md says where it stands)."""
+    import math
+
     from sw.quantize import mpq
     from sw.quantize.data import load_digits
     from sw.quantize.export import read_model_file, write_model_file
     data = load_digits()
     config = mpq.DEMO_CONFIG
     network = mpq.network_from_float(float_checkpoint, data, config, seed)
-    mpq.retrain(network, data, config, epochs, lr=0.01, seed=seed)
+    batch_size = 64
+    steps, position = math.ceil(len(data.train_y) / batch_size), {"epoch": 1, "step": 0}
+
+    def on_step():
+        position["step"] += 1
+        detail(f"epoch {position['epoch']}/{epochs}, batch {position['step']}/{steps}")
+
+    def on_epoch(entry):
+        position["epoch"], position["step"] = entry["epoch"] + 1, 0
+
+    mpq.retrain(network, data, config, epochs, lr=0.01, batch_size=batch_size, seed=seed,
+                on_step=on_step, progress=on_epoch)
     write_model_file(network, str(model_path), {"model": "digits-cnn", "dataset": "digits",
                                                 "mpq": repr(config)})
     header, arrays = read_model_file(str(model_path))
@@ -100,32 +134,54 @@ def _mpq_retrain(float_checkpoint, model_path, epochs, seed):
     return compression, storage
 
 
+def _write_verilog(config, directory):
+    """Every design's Verilog (as `mpq verilog` writes it), generated once per
+    configuration and generator source (sim/verilog_cache.py)."""
+    from hw.generate import designs
+    from sim.verilog_cache import design_verilog
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in designs():
+        # As `mpq verilog`: memories without an initial value (hw/generate.py).
+        (directory / f"{name}.v").write_text(design_verilog(name, config, zero_memories=False))
+
+
 def run_demo(out_dir, config_name="default", images=None, epochs=15, seed=0, force=False):
+    from common.files import check_output_directory
+
+    config = get_config(config_name)
+    out_dir = pathlib.Path(out_dir)
+    check_output_directory(out_dir, "demo", force=force, option="--out")  # before the work
+    steps = Steps(10)
+    try:
+        return _run_steps(steps, out_dir, config, images, epochs, seed, force)
+    finally:
+        steps.close()
+
+
+def _run_steps(steps, out_dir, config, images, epochs, seed, force):
     from common.errors import UserError
-    from common.files import check_output_directory, replacing_directory
-    from hw.generate import write_verilog
+    from common.files import replacing_directory
     from sim.commands import simulate
     from sw.compile.artifacts import write_compiled
     from sw.compile.commands import golden_inputs
     from sw.energy.summary import energy_summary
     from sw.quantize.export import read_model_file
 
-    config = get_config(config_name)
-    out_dir = pathlib.Path(out_dir)
-    check_output_directory(out_dir, "demo", force=force, option="--out")  # before the work
-    steps = Steps(11)
+    config_name = config.name
     with replacing_directory(out_dir, "demo", force=force, option="--out") as staging:
         work = staging / "work"
-        float_log = steps.run("float training", _train, work / "float", "float", epochs, seed=seed)
+        float_log = steps.run("float training", _train, work / "float", "float", epochs, seed=seed,
+                              detail=steps.detail)
         precision = "w4a4,first=w8,last=w8"
         steps.run("W4A4 retraining", _train, work / "w4a4", precision, epochs,
-                  init=work / "float" / "checkpoint.pt", seed=seed)
+                  init=work / "float" / "checkpoint.pt", seed=seed, detail=steps.detail)
         model = work / "w4a4.mpq"
         steps.run("export", _export, work / "w4a4" / "checkpoint.pt", model)
         w4a4_accuracy = steps.run("integer accuracy", _integer_accuracy, model)
         mpq_model = work / "mpq.mpq"
         compression, storage = steps.run("MPQ retraining", _mpq_retrain, work / "float" / "checkpoint.pt",
-                                         mpq_model, epochs, seed)
+                                         mpq_model, epochs, seed, steps.detail)
         mpq_accuracy = steps.run("MPQ integer accuracy", _integer_accuracy, mpq_model)
         compiled = staging / "compiled"
         rtl_model = "mpq"
@@ -140,10 +196,11 @@ def run_demo(out_dir, config_name="default", images=None, epochs=15, seed=0, for
             header, _ = read_model_file(model)
             network = steps.run("compile", write_compiled, model, config_name, compiled,
                                 golden_inputs(header, 4))
-        steps.run("verilog", write_verilog, config, staging / "verilog")
+        steps.run("verilog", _write_verilog, config, staging / "verilog")
         count = images if images is not None else 360
+        # Every core: the images are cut into shards of one build (sim/shards.py).
         sim = steps.run("RTL simulation", simulate, compiled, count, dataset="digits",
-                        build_dir=pathlib.Path("build/sim/demo").resolve(), progress=lambda _: None)
+                        build_dir=BUILD_DIR.resolve(), jobs=None, progress=steps.detail)
         simulated = mpq_model if rtl_model == "mpq" else model
         energy = steps.run("energy", energy_summary, *read_model_file(simulated), network,
                            sim["counters_per_inference"])
@@ -169,7 +226,7 @@ def run_demo(out_dir, config_name="default", images=None, epochs=15, seed=0, for
             "mismatches": sim["mismatches"],
             "step_seconds": steps.times,
         }
-        report["wall_s"] = steps.close()
+        report["wall_s"] = time.perf_counter() - steps.started
         _write_report(staging, report, sim)
     return report
 
