@@ -72,6 +72,11 @@ class AcceleratorConfig:
     # and shifts its buffers by one element per step, instead of by the
     # mode's lane count (1, 2 or 4). The same steps and timing.
     permuted_buffers: bool = False
+    # False: the core runs stride-1 convolutions only and writes every map
+    # in column order (STRIDE2 and OUT_SPLIT read as 0; the compiler refuses
+    # stride-2 layers). The iCE40 saves about 80 LUTs (96 logic cells),
+    # without which its build misses the board's 12 MHz (docs/fpga.md).
+    stride2: bool = True
 
     def __post_init__(self):
         for field in ("rows", "cols"):
@@ -88,7 +93,7 @@ class AcceleratorConfig:
             raise ValueError(f"counter_width must be an int in [16, {COUNTER_WIDTH}], "
                              f"got {self.counter_width!r}")
         for field in ("counters", "ppu_barrel_shift", "narrow_counts", "shared_bank_address",
-                      "ppu_hold_registers", "permuted_buffers"):
+                      "ppu_hold_registers", "permuted_buffers", "stride2"):
             if not isinstance(getattr(self, field), bool):
                 raise ValueError(f"{field} must be a bool, got {getattr(self, field)!r}")
         if not isinstance(self.coord_bits, int) or not 8 <= self.coord_bits <= 16:
@@ -155,14 +160,14 @@ CONFIGS = {config.name: config for config in [
     # buffer; a 1-row array needs twice the instructions, so the program
     # memory is the largest), 24-bit accumulators (an 8-bit first layer
     # needs them), only the cycle counter (32 bits), the PPU's clamped
-    # shift. The core's fixed logic still exceeds the logic cells
-    # (docs/fpga.md).
+    # shift, stride 1 only. The core's fixed logic still exceeds the logic
+    # cells (docs/fpga.md).
     AcceleratorConfig("ice40", rows=1, cols=2, program_depth=1024,
                       chunk_depth=256, wptr_depth=256, param_depth=256, weight_depth=512,
                       act_depth=256, result_depth=256, counter_width=32,
                       counters=False, ppu_barrel_shift=False, coord_bits=10,
                       narrow_counts=True, shared_bank_address=True,
-                      ppu_hold_registers=False, permuted_buffers=True),
+                      ppu_hold_registers=False, permuted_buffers=True, stride2=False),
     # The LFE5U-85F (ULX3S 85F, OrangeCrab 85F): 84k LUTs, 208 18-kbit block RAMs.
     AcceleratorConfig("ecp5", rows=8, cols=8, program_depth=2048, chunk_depth=2048,
                       wptr_depth=256, param_depth=1024, weight_depth=4096, act_depth=4096,

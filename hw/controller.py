@@ -19,7 +19,7 @@ from hw.ppu import PPU_REGISTERS, tile_layout
 # engine the input map's (as wide as its ports), the PPU the output map's
 # (PPU_REGISTERS). SET writes the low bits of its 32-bit value.
 ENGINE_REGISTERS = {"in_base": 32, "in_base2": 32, "in_h": 16, "in_w": 16, "in_words": 16,
-                    "pad": PAD_BITS}
+                    "pad": PAD_BITS, "stride2": 1}
 LAYER_REGISTERS = data.StructLayout({
     register.name.lower(): {**ENGINE_REGISTERS, **PPU_REGISTERS.members}[register.name.lower()]
     for register in Register})

@@ -72,6 +72,8 @@ class Register(py_enum.IntEnum):
     RAW = 14           # 1: write acc + bias to the result memory instead
     PARAM_BASE = 15    # parameter entry of output channel 0
     RES_BASE = 16      # result memory base
+    STRIDE2 = 17       # 1: stride-2 convolution, reading a parity-split input map
+    OUT_SPLIT = 18     # 0: output columns in order; n > 0: parity-split, even columns from n
 
 
 # ---- instructions (memory PROGRAM): operands in the low bits, opcode in 63:60.

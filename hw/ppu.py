@@ -31,6 +31,7 @@ from hw.timing import PPU_PIPELINE
 PPU_REGISTERS = data.StructLayout({
     "out_base": 32, "out_w": 16, "cout": 16, "out_wb": 16, "out_words": 16, "pool": 1,
     "act_bits": 3, "req_shift": 6, "raw": 1, "param_base": 32, "res_base": 32,
+    "out_split": 16,
 })
 BIAS = PARAMETER["bias"].shape
 
@@ -281,13 +282,15 @@ class Requantizer(wiring.Component):
 
 
 class PoolWriter(wiring.Component):
-    """S5: writes each code as a 4-bit activation slot (bank x mod C, word
-    out_base + (y * out_wb + x div C) * out_words + k div 4, slot k mod 4),
-    or with `pool` the maximum of each 2x2 window at (x/2, y/2): the even
-    column's code waits in a register, the even row's pair maxima in a line
-    buffer (the row pair is two consecutive tiles). A raw layer writes
-    `total` to result res_base + (y * out_w + x) * cout + k. Nothing is
-    written for k >= cout or x >= out_w."""
+    """S5: writes each code as a 4-bit activation slot (bank p mod C, word
+    out_base + (y * out_wb + p div C) * out_words + k div 4, slot k mod 4,
+    where p is column x's position: x, or with `out_split` n > 0 (a
+    parity-split map) x div 2, plus n when x is even), or with `pool` the
+    maximum of each 2x2 window at (x/2, y/2): the even column's code waits
+    in a register, the even row's pair maxima in a line buffer (the row
+    pair is two consecutive tiles). A raw layer writes `total` to result
+    res_base + (y * out_w + x) * cout + k. Nothing is written for k >= cout
+    or x >= out_w. (config.stride2 False: `out_split` is ignored.)"""
 
     def __init__(self, config):
         self._config = config
@@ -295,6 +298,7 @@ class PoolWriter(wiring.Component):
             "code": In(stream.Signature(code_layout(config), always_ready=True)),
             "out_base": In(32), "out_w": In(16), "cout": In(16), "out_wb": In(16),
             "out_words": In(16), "pool": In(1), "raw": In(1), "res_base": In(32),
+            "out_split": In(16),
             "activations": In(activation_write_signature(config)),
             "results": In(result_write_signature(config)),
         })
@@ -316,7 +320,7 @@ class PoolWriter(wiring.Component):
         odd_column = at.c[0]
         odd_row = at.y[0]
         write = Signal()
-        x_out = Signal(16)
+        x_out = Signal(config.coord_bits)
         y_out = Signal(16)
         value_out = Signal(4)
         with m.If(self.code.valid & ~odd_column):
@@ -329,14 +333,20 @@ class PoolWriter(wiring.Component):
         with m.Else():
             m.d.comb += [write.eq(1), x_out.eq(at.x), y_out.eq(at.y), value_out.eq(code)]
         in_range = self.code.valid & (at.k < self.cout) & (at.x < self.out_w)
+        position = Signal(config.coord_bits)
+        if config.stride2:
+            m.d.comb += position.eq(Mux(self.out_split == 0, x_out,
+                                        (x_out >> 1) + Mux(x_out[0], 0, self.out_split)))
+        else:
+            m.d.comb += position.eq(x_out)
 
         # Each address only for the write that uses it: so Yosys' `share`
         # sees the two multiplier chains as exclusive (raw or not) and
         # builds one (iCE40: a DSP and about 35 LUTs fewer).
-        word = self.out_base + (y_out * self.out_wb + (x_out >> col_bits)) * self.out_words + (at.k >> 2)
+        word = self.out_base + (y_out * self.out_wb + (position >> col_bits)) * self.out_words + (at.k >> 2)
         with m.If(in_range & write & ~self.raw):
             m.d.comb += [
-                self.activations.addr.eq(Cat(x_out[:col_bits], word[:(config.act_depth - 1).bit_length()])),
+                self.activations.addr.eq(Cat(position[:col_bits], word[:(config.act_depth - 1).bit_length()])),
                 self.activations.data.eq(value_out.replicate(ACT_SLOTS_PER_WORD)),
                 self.activations.en.eq(1 << at.k[:2]),
             ]
@@ -388,7 +398,8 @@ class PostProcessor(wiring.Component):
         layer = self.layer
         m.d.comb += [reader.cout.eq(layer.cout), reader.param_base.eq(layer.param_base),
                      requantizer.act_bits.eq(layer.act_bits), requantizer.req_shift.eq(layer.req_shift)]
-        for name in ("out_base", "out_w", "cout", "out_wb", "out_words", "pool", "raw", "res_base"):
+        for name in ("out_base", "out_w", "cout", "out_wb", "out_words", "pool", "raw", "res_base",
+                     "out_split"):
             m.d.comb += getattr(writer, name).eq(layer[name])
         m.d.comb += [
             self.job_done.eq(requantizer.code.valid & requantizer.code.p.at.last),

@@ -327,14 +327,21 @@ class ChunkAddresser(wiring.Component):
     shared_bank_address) and whether it is read, which columns' pixels lie
     inside the map (`pad` around the `in_h` x `in_w` map), and how far the
     columns' pixels are from their banks. The layer registers are the
-    core's, read while a request is offered."""
+    core's, read while a request is offered.
+
+    With `stride2`, column c reads input pixel (2y + ky - pad, 2(x0 + c) +
+    kx - pad) of a parity-split map (docs/isa.md, "Activations"): for one
+    kx the columns' pixels all have the parity of kx - pad and lie at C
+    consecutive positions, x0 + c + (kx - pad) div 2, plus in_w div 2 for
+    even ones; so the banks see them as a stride-1 chunk starting at that
+    position. (config.stride2 False: `stride2` is ignored.)"""
 
     def __init__(self, config):
         self._config = config
         super().__init__({
             "requests": In(stream.Signature(request_layout(config))),
             "in_base": In(32), "in_base2": In(32), "in_h": In(16), "in_w": In(16),
-            "in_words": In(16), "pad": In(PAD_BITS),
+            "in_words": In(16), "pad": In(PAD_BITS), "stride2": In(1),
             "jobs": Out(stream.Signature(job_layout(config))),
         })
 
@@ -355,22 +362,30 @@ class ChunkAddresser(wiring.Component):
 
         y_in = Signal(signed(18))
         offset = Signal(signed(18))      # kx - pad: how far the columns' pixels move
-        m.d.comb += [y_in.eq(request.y + chunk.ky - self.pad), offset.eq(chunk.kx - self.pad)]
+        x_0 = Signal(signed(18))         # column 0's pixel
+        position = Signal(signed(18))    # how far the columns' positions in the map move
+        stride2 = self.stride2 if config.stride2 else 0
+        m.d.comb += [
+            y_in.eq(Mux(stride2, request.y << 1, request.y) + chunk.ky - self.pad),
+            offset.eq(chunk.kx - self.pad),
+            x_0.eq(Mux(stride2, request.x0 << 1, request.x0) + offset),
+            position.eq(Mux(stride2, (offset >> 1) + Mux(offset[0], 0, self.in_w >> 1), offset)),
+        ]
         row_inside = (y_in >= 0) & (y_in < self.in_h)
         column_inside = []
         for c in range(cols):
             x_c = Signal(signed(18), name=f"x_col{c}")
-            m.d.comb += x_c.eq(request.x0 + c + offset)
+            m.d.comb += x_c.eq(x_0 + Mux(stride2, 2 * c, c))
             column_inside.append(row_inside & (x_c >= 0) & (x_c < self.in_w))
             m.d.comb += plan.inside[c].eq(column_inside[c])
         m.d.comb += [
             banks.base.eq(Mux(request.input2, self.in_base2, self.in_base)),
             banks.in_w.eq(self.in_w), banks.in_words.eq(self.in_words),
-            banks.y_in.eq(y_in), banks.x.eq(request.x0 + offset), banks.block.eq(chunk.block),
-            plan.rotate.eq(offset),
+            banks.y_in.eq(y_in), banks.x.eq(request.x0 + position), banks.block.eq(chunk.block),
+            plan.rotate.eq(position),
         ]
         for bank in range(cols):
-            column = (bank - offset) & (cols - 1)      # the column whose pixel bank `bank` holds
+            column = (bank - position) & (cols - 1)    # the column whose pixel bank `bank` holds
             m.d.comb += [plan.banks[bank].addr.eq(banks.addr[bank]),
                          plan.banks[bank].read.eq(Array(column_inside)[column])]
         return m
@@ -777,7 +792,7 @@ class RoundEngine(wiring.Component):
             "x0": In(16),
             # Layer registers this engine reads.
             "in_base": In(32), "in_base2": In(32), "in_h": In(16), "in_w": In(16),
-            "in_words": In(16), "pad": In(PAD_BITS),
+            "in_words": In(16), "pad": In(PAD_BITS), "stride2": In(1),
 
             "done": Out(1),
             "busy": Out(1),
@@ -828,7 +843,7 @@ class RoundEngine(wiring.Component):
         # The engine's ports.
         for port in ("start", "chunk_start", "chunk_count", "wptr_index", "input2", "y", "x0"):
             m.d.comb += getattr(reader, port).eq(getattr(self, port))
-        for port in ("in_base", "in_base2", "in_h", "in_w", "in_words", "pad"):
+        for port in ("in_base", "in_base2", "in_h", "in_w", "in_words", "pad", "stride2"):
             m.d.comb += getattr(addresser, port).eq(getattr(self, port))
         m.d.comb += [
             emitter.start.eq(self.start), emitter.chunk_count.eq(self.chunk_count),

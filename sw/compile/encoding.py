@@ -269,9 +269,29 @@ def map_words_per_bank(height, width, channels, cols):
     return height * (-(-width // cols)) * padded_channels(channels) // ACT_SLOTS_PER_WORD
 
 
-def act_address(y, x, channel, base, width, channels, cols):
-    """`(bank, word, slot)` of pixel (y, x), channel `channel` (numpy-friendly)."""
+def even_start(width):
+    """Where a parity-split map of `width` columns keeps its even columns:
+    after its width div 2 odd ones (a power-of-two shift of the width, no
+    adder, in the core)."""
+    return width // 2
+
+
+def column_position(x, width, split=False):
+    """The position of column `x` in a map row of `width` columns: `x`, or
+    in a parity-split map (the input of a stride-2 layer: odd columns
+    first, then even) `x div 2` for an odd column and `even_start(width) +
+    x div 2` for an even one (numpy-friendly)."""
+    if not split:
+        return x
+    return x // 2 + (1 - x % 2) * even_start(width)
+
+
+def act_address(y, x, channel, base, width, channels, cols, split=False):
+    """`(bank, word, slot)` of pixel (y, x), channel `channel` of a map of
+    `width` columns, parity-split or not (numpy-friendly)."""
     wb = -(-width // cols)
     words = padded_channels(channels) // ACT_SLOTS_PER_WORD
-    return (x % cols, base + (y * wb + x // cols) * words + channel // ACT_SLOTS_PER_WORD,
+    position = column_position(x, width, split)
+    return (position % cols,
+            base + (y * wb + position // cols) * words + channel // ACT_SLOTS_PER_WORD,
             channel % ACT_SLOTS_PER_WORD)

@@ -238,17 +238,19 @@ class _Core:
         C, regs = self.C, self.regs
         y, x0, _ = self.tile
         height, width, pad = regs["IN_H"], regs["IN_W"], regs["PAD"]
-        yy = y + ky - pad                                                   # (N,)
-        xx = x0 + np.arange(C)[None, :] + kx[:, None] - pad                # (N, C)
+        stride = 2 if regs["STRIDE2"] & 1 else 1
+        yy = stride * y + ky - pad                                          # (N,)
+        xx = stride * (x0 + np.arange(C)[None, :]) + kx[:, None] - pad     # (N, C)
         inside = ((yy >= 0) & (yy < height))[:, None] & (xx >= 0) & (xx < width)
         if not self.compute:
             return None, inside
         base = regs["IN_BASE2"] if input2 else regs["IN_BASE"]
         wb = -(-width // C)
-        address = (base + (yy[:, None] * wb + xx // C) * regs["IN_WORDS"]
+        position = enc.column_position(xx, width, split=stride == 2)       # (N, C)
+        address = (base + (yy[:, None] * wb + position // C) * regs["IN_WORDS"]
                    + block[:, None] * CHUNK_ACT_WORDS)                      # (N, C)
         address = address[:, :, None] + np.arange(CHUNK_ACT_WORDS)           # (N, C, 4)
-        bank = np.broadcast_to((xx % C)[:, :, None], address.shape)
+        bank = np.broadcast_to((position % C)[:, :, None], address.shape)
         words = np.where(inside[:, :, None],
                          self.mem[Memory.ACTIVATIONS][bank, address % self.config.act_depth], 0)
         slots = (words[..., None] >> (4 * np.arange(ACT_SLOTS_PER_WORD))) & 15
@@ -326,8 +328,10 @@ class _Core:
         if not self.compute:
             return
         regs, C = self.regs, self.C
-        bank = np.broadcast_to(xs % C, ok.shape)
-        word = (regs["OUT_BASE"] + (ys * regs["OUT_WB"] + xs // C)[None, :] * regs["OUT_WORDS"]
+        even_start = regs["OUT_SPLIT"]
+        position = np.where(even_start, xs // 2 + (1 - xs % 2) * even_start, xs)
+        bank = np.broadcast_to(position % C, ok.shape)
+        word = (regs["OUT_BASE"] + (ys * regs["OUT_WB"] + position // C)[None, :] * regs["OUT_WORDS"]
                 + (k // ACT_SLOTS_PER_WORD)[:, None]) % self.config.act_depth
         slot = np.broadcast_to((k % ACT_SLOTS_PER_WORD)[:, None], ok.shape)
         for s in range(ACT_SLOTS_PER_WORD):   # one slot position at a time: no clashes

@@ -37,8 +37,12 @@ class LayerSpec:
     act_bits_out: int | None        # 2, 3, 4 (None for a raw layer)
     input_shape: tuple              # (Cin, H, W); (Cin, 1, 1) for linear
     padding: int = 0
+    stride: int = 1                 # the convolution's stride, both axes
     pool: bool = False              # 2x2 max-pool, stride 2, floor
     raw: bool = False               # last layer: output acc + bias
+    # Store the output map parity-split (docs/isa.md, "Activations"): its
+    # consumer is a stride-2 layer.
+    split_output: bool = False
     name: str = "layer"
     index: int | None = None        # position in the model file's `layers` (for messages)
 
@@ -61,8 +65,10 @@ class LayerSpec:
         if self.kind == "linear" and len(self.input_shape) == 1:
             self.input_shape = (self.input_shape[0], 1, 1)
         self.padding = int(self.padding)
+        self.stride = int(self.stride)
         self.pool = bool(self.pool)
         self.raw = bool(self.raw)
+        self.split_output = bool(self.split_output)
         self.validate()
 
     # -- derived shapes --
@@ -96,7 +102,8 @@ class LayerSpec:
     @property
     def conv_output_hw(self):
         (_, h, w), (kh, kw) = self.input_shape, self.kernel
-        return h + 2 * self.padding - kh + 1, w + 2 * self.padding - kw + 1
+        p, s = self.padding, self.stride
+        return (h + 2 * p - kh) // s + 1, (w + 2 * p - kw) // s + 1
 
     @property
     def output_shape(self):
@@ -130,18 +137,23 @@ class LayerSpec:
                        f"the weights take {cin}")
         if self.kind == "linear" and self.input_shape[1:] != (1, 1):
             self._fail(f"a linear layer takes a (Cin, 1, 1) input, got {self.input_shape}")
-        if self.kind == "linear" and (self.padding or self.pool):
-            self._fail("a linear layer has no padding and no pooling")
+        if self.kind == "linear" and (self.padding or self.pool or self.stride != 1):
+            self._fail("a linear layer has no padding, no stride and no pooling")
         if self.padding < 0:
             self._fail(f"padding must be >= 0, got {self.padding}")
-        ho, wo = self.conv_output_hw
-        if ho < 1 or wo < 1:
+        if self.stride < 1:
+            self._fail(f"stride must be >= 1, got {self.stride}")
+        (_, h, w), (kh, kw) = self.input_shape, self.kernel
+        if h + 2 * self.padding < kh or w + 2 * self.padding < kw:
             self._fail(f"the {self.kernel} kernel does not fit the input {self.input_shape} "
                        f"with padding {self.padding}")
+        ho, wo = self.conv_output_hw
         if self.pool and (ho < 2 or wo < 2):
             self._fail(f"2x2 pooling of a {ho}x{wo} output leaves nothing")
         if self.raw and self.pool:
             self._fail("a raw (logits) layer cannot pool: the PPU pools activations only")
+        if self.raw and self.split_output:
+            self._fail("a raw (logits) layer writes results, not a map to split")
         if self.act_bits_in not in INPUT_ACT_BITS:
             self._fail(f"input activation bits {self.act_bits_in} not supported "
                        f"(limit: one of {INPUT_ACT_BITS})")
@@ -239,10 +251,13 @@ def random_groups(rng, shape, style):
 
 
 def random_layer_spec(rng, *, kind=None, in_channels=None, out_channels=None, height=None,
-                      width=None, kernel=None, padding=None, pool=None, raw=None,
-                      act_bits_in=None, act_bits_out=None, style=None, max_channels=40,
-                      max_size=9, name="random"):
-    """A random valid LayerSpec; any argument left None is drawn from `rng`."""
+                      width=None, kernel=None, padding=None, stride=None, pool=None, raw=None,
+                      split_output=None, act_bits_in=None, act_bits_out=None, style=None,
+                      max_channels=40, max_size=9, name="random"):
+    """A random valid LayerSpec; any argument left None is drawn from `rng`.
+    A quarter of the convolutions have stride 2 (mostly the 3x3 and 1x1
+    kernels of residual networks), a quarter of the layers with an output
+    map store it parity-split."""
     kind = kind or ("linear" if rng.random() < 0.2 else "conv")
     cin = in_channels or int(rng.integers(1, max_channels + 1))
     cout = out_channels or int(rng.integers(1, max_channels + 1))
@@ -251,16 +266,20 @@ def random_layer_spec(rng, *, kind=None, in_channels=None, out_channels=None, he
     if act_bits_in is None:
         act_bits_in = int(rng.choice([2, 3, 4, 8], p=[0.3, 0.2, 0.3, 0.2]))
     if kind == "linear":
-        kernel, padding, pool, height, width = 1, 0, False, 1, 1
+        kernel, padding, stride, pool, height, width = 1, 0, 1, False, 1, 1
     else:
+        stride = stride or (2 if rng.random() < 0.25 else 1)
         kernel = kernel or int(rng.choice([1, 3, 2, 5], p=[0.35, 0.45, 0.1, 0.1]))
         padding = int(rng.integers(0, 2)) if padding is None else padding
         pool = (not raw and rng.random() < 0.3) if pool is None else pool
         if raw:  # logits go to the small result memory
             max_size = min(max_size, 4)
-        low = max(kernel - 2 * padding + (1 if pool else 0), 1)
+        # The smallest input with an output of one pixel, two when pooling.
+        low = max(kernel - 2 * padding + (stride if pool else 0), 1)
         height = height or int(rng.integers(low, max(low, max_size) + 1))
         width = width or int(rng.integers(low, max(low, max_size) + 1))
+    if split_output is None:
+        split_output = not raw and rng.random() < 0.25
     wshape = (cout, cin) if kind == "linear" else (cout, cin, kernel, kernel)
     gshape = group_shape(wshape, GROUP_SIZE)
     precision, shift = random_groups(rng, gshape, style)
@@ -278,7 +297,7 @@ def random_layer_spec(rng, *, kind=None, in_channels=None, out_channels=None, he
     probe = LayerSpec(kind=kind, weights=weights, precision=precision, shift=shift,
                       bias=np.zeros(cout, np.int64), multiplier=None, requant_shift=None,
                       act_bits_in=act_bits_in, act_bits_out=None, input_shape=(cin, height, width),
-                      padding=padding, raw=True, name=name)
+                      padding=padding, stride=stride, raw=True, name=name)
     acc = reference_accumulator(probe, rng.integers(0, 1 << act_bits_in, (cin, height, width)))
     acc = acc.reshape(cout, -1)
     spread = max(1.0, float(acc.std()))
@@ -294,7 +313,8 @@ def random_layer_spec(rng, *, kind=None, in_channels=None, out_channels=None, he
     return LayerSpec(kind=kind, weights=weights, precision=precision, shift=shift, bias=bias,
                      multiplier=multiplier, requant_shift=requant_shift, act_bits_in=act_bits_in,
                      act_bits_out=act_bits_out, input_shape=(cin, height, width),
-                     padding=padding, pool=pool, raw=raw, name=name)
+                     padding=padding, stride=stride, pool=pool, raw=raw,
+                     split_output=split_output, name=name)
 
 
 def random_input(rng, spec):

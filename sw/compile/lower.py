@@ -26,6 +26,13 @@ How a layer is cut (all choices of the compiler, none of the hardware's):
   each round group as one ROUND with shift `s + input shift`. The weights of
   a round group are stored once and re-read by every tile and pass of the
   ktile (the wptr entry resets the row pointers).
+* Stride 2 (ResNet's down-sampling convolutions): a tile is still C
+  consecutive output pixels of one row, and column c reads input column
+  2 * (x0 + c) + kx - pad. The layer's input map is stored parity-split
+  (even columns, then odd: `split_output` of the layer that writes it, or
+  the host's image for the network input), so for each kx those columns
+  are C consecutive positions, one in every bank: a chunk costs the same
+  reads and cycles as at stride 1 (docs/dataflow.md, "Stride 2").
 * Tiles: ktile outermost, then output rows, then x0 = 0, C, 2C, ...; with
   pooling the rows go in pairs (y even, y + 1) for each (x0, ktile) and the
   last odd row and column, which floor pooling drops, are not computed
@@ -46,6 +53,9 @@ from sw.compile.images import empty_images, merge_images, read_entry
 
 PASSES_8BIT_INPUT = ((False, 4), (True, 0))   # (input2, shift): high nibbles, then low
 PASS_PLAIN_INPUT = ((False, 0),)
+# Convolution strides the core runs (STRIDE2); a stride-2 layer reads its
+# input parity-split.
+STRIDES = (1, 2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,7 +139,7 @@ class CompiledLayer:
         else:
             maps = ((x, self.placement.in_base),)
         for codes, base in maps:
-            _write_map(images[Memory.ACTIVATIONS], codes, base, cols)
+            _write_map(images[Memory.ACTIVATIONS], codes, base, cols, split=spec.stride == 2)
         return images
 
     def memories(self, x):
@@ -149,10 +159,13 @@ class CompiledLayer:
                         out[k, y, x] = enc.decode_result(
                             read_entry(bank, regs["RES_BASE"] + (y * wo + x) * cout + k))
             return out
-        return _read_map(memories[Memory.ACTIVATIONS], (cout, ho, wo), regs["OUT_BASE"], cols)
+        return _read_map(memories[Memory.ACTIVATIONS], (cout, ho, wo), regs["OUT_BASE"], cols,
+                         split=spec.split_output)
 
 
-def _write_map(banks, codes, base, cols):
+def _write_map(banks, codes, base, cols, split=False):
+    """Write a (channels, height, width) map at `base` (docs/isa.md,
+    "Activations"; parity-split for a stride-2 reader)."""
     channels, height, width = codes.shape
     cp = enc.padded_channels(channels)
     padded = np.zeros((cp, height, width), dtype=np.int64)
@@ -163,19 +176,20 @@ def _write_map(banks, codes, base, cols):
     wb = -(-width // cols)
     for y in range(height):
         for x in range(width):
-            address = base + (y * wb + x // cols) * words
-            bank = banks[x % cols]
+            position = enc.column_position(x, width, split)
+            address = base + (y * wb + position // cols) * words
+            bank = banks[position % cols]
             for j in range(words):
                 bank[address + j] = int(packed[j, y, x])
 
 
-def _read_map(banks, shape, base, cols):
+def _read_map(banks, shape, base, cols, split=False):
     channels, height, width = shape
     out = np.zeros(shape, dtype=np.int64)
     for k in range(channels):
         for y in range(height):
             for x in range(width):
-                bank, word, slot = enc.act_address(y, x, k, base, width, channels, cols)
+                bank, word, slot = enc.act_address(y, x, k, base, width, channels, cols, split)
                 out[k, y, x] = (read_entry(banks[bank], word) >> (4 * slot)) & 15
     return out
 
@@ -315,6 +329,12 @@ def _check_geometry(spec, config):
                     f"{enc.CHUNK_KERNEL_LIMIT} limit")
     if spec.padding >= enc.PAD_LIMIT:
         _fail(spec, f"padding {spec.padding} exceeds the limit (PAD < {enc.PAD_LIMIT})")
+    if spec.stride not in STRIDES:
+        _fail(spec, f"stride {spec.stride} is not supported (limit: stride 1 or 2)")
+    if not config.stride2 and (spec.stride == 2 or spec.split_output):
+        what = "stride 2" if spec.stride == 2 else "a parity-split output (for a stride-2 reader)"
+        _fail(spec, f"{what} needs a configuration with stride2; {config.name!r} runs stride 1 "
+                    f"only (limit: stride 1)")
     if blocks > enc.CHUNK_BLOCK_LIMIT:
         _fail(spec, f"{cin} input channels make {blocks} blocks, above the limit of "
                     f"{enc.CHUNK_BLOCK_LIMIT} (block < {enc.CHUNK_BLOCK_LIMIT})")
@@ -474,6 +494,8 @@ def _registers(spec, config, placement, geometry, maps):
         "POOL": int(spec.pool), "ACT_BITS": 0 if spec.raw else spec.act_bits_out,
         "REQ_SHIFT": 0 if spec.raw else spec.requant_shift, "RAW": int(spec.raw),
         "PARAM_BASE": placement.param_base, "RES_BASE": placement.res_base,
+        "STRIDE2": int(spec.stride == 2),
+        "OUT_SPLIT": enc.even_start(out_wm) if spec.split_output else 0,
     }
 
 
@@ -553,7 +575,9 @@ def _manifest(compiled, bound, in_words, out_words, fill, chunk_end, wptr_end, i
         "conv_output_shape": [spec.out_channels, *spec.conv_output_hw],
         "kernel": list(spec.kernel),
         "padding": spec.padding,
+        "stride": spec.stride,
         "pool": spec.pool,
+        "split_output": spec.split_output,
         "raw": spec.raw,
         "act_bits_in": spec.act_bits_in,
         "act_bits_out": spec.act_bits_out,

@@ -13,6 +13,12 @@ Activations stay on chip: every layer's output has its own region of the
 activation memory, so after a run every layer's output can be read back and
 compared with the PyTorch integer reference.
 
+A stride-2 convolution reads its input map parity-split (docs/isa.md,
+"Activations"): the layer before it writes its output so
+(`LayerSpec.split_output`), and for a first layer at stride 2 the host's
+input image is (`CompiledLayer.input_image`). A chain gives every map one
+reader, so one layout per map suffices.
+
 Two model-file conventions differ from the hardware's and are converted
 here: a linear layer that flattens a (C, H, W) map is an H x W convolution
 without padding on that map (same weights, same order); and its groups,
@@ -33,7 +39,7 @@ from sw.compile import encoding as enc
 from sw.compile.golden import execute
 from sw.compile.images import empty_images, merge_images, sparse
 from sw.compile.layer import LayerSpec
-from sw.compile.lower import Placement, compile_layer
+from sw.compile.lower import STRIDES, Placement, compile_layer
 from sw.quantize import groups
 
 MANIFEST_VERSION = 1
@@ -95,10 +101,15 @@ def layer_specs(header, arrays):
                                  or list(pool["padding"]) != [0, 0]):
             raise UserError(f"{where}: the hardware pools 2x2 with stride 2 and no padding, the "
                             f"model asks for {pool}")
+        stride = 1
         if fields["kind"] == "conv2d":
-            if list(fields["stride"]) != [1, 1]:
-                raise UserError(f"{where}: the hardware runs stride 1 convolutions, the model "
-                                f"asks for stride {fields['stride']}")
+            sh, sw = fields["stride"]
+            if sh != sw:
+                raise UserError(f"{where}: the hardware strides both axes alike, the model asks "
+                                f"for stride {fields['stride']}")
+            if sh not in STRIDES:
+                raise UserError(f"{where}: stride {sh} is not supported (limit: stride 1 or 2)")
+            stride = sh
             kh, kw = fields["kernel_size"]
             ph, pw = fields["padding"]
             if ph != pw:
@@ -136,8 +147,11 @@ def layer_specs(header, arrays):
                         else layer["requant_multiplier"].astype(np.int64)),
             requant_shift=0 if last else int(fields["requant_shift"]),
             act_bits_in=int(fields["input_bits"]), act_bits_out=0 if last else int(fields["act_bits"]),
-            padding=int(padding), pool=pool is not None, raw=last, input_shape=tuple(input_shape),
-            name=name, index=index)
+            padding=int(padding), stride=stride, pool=pool is not None, raw=last,
+            input_shape=tuple(input_shape), name=name, index=index)
+        if specs and stride == 2:
+            # A stride-2 layer reads its input parity-split: its producer writes it so.
+            specs[-1] = dataclasses.replace(specs[-1], split_output=True)
         specs.append(spec)
         names.append(name)
         out_channels, out_h, out_w = spec.output_shape
@@ -292,6 +306,7 @@ def _manifest(network, header, out_bases):
         "layers": [{
             "name": spec.name, "kind": spec.kind, "input_shape": list(spec.input_shape),
             "output_shape": list(spec.output_shape), "raw": spec.raw, "pool": spec.pool,
+            "stride": spec.stride, "split_output": spec.split_output,
             "out_base": out_bases[i], "expected_counters": compiled.expected_counters,
             "precision_histogram": compiled.manifest.get("precision_histogram"),
         } for i, (spec, compiled) in enumerate(zip(network.specs, network.layers))],

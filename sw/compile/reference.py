@@ -1,7 +1,7 @@
 """Plain numpy integer reference of one layer: what the layer computes, with no
 knowledge of the hardware (no tiles, chunks, passes or memories).
 
-Convolution with zero padding and stride 1 in int64, then either `acc + bias`
+Convolution with zero padding and the layer's stride in int64, then either `acc + bias`
 (raw layer) or `common.fixedpoint.requantize` per output channel, then 2x2
 stride-2 max-pooling with floor.
 """
@@ -16,13 +16,13 @@ def reference_accumulator(spec, x):
     x = np.asarray(x, dtype=np.int64).reshape(spec.input_shape)
     w = spec.conv_weights
     kh, kw = spec.kernel
-    p = spec.padding
+    p, s = spec.padding, spec.stride
     padded = np.pad(x, ((0, 0), (p, p), (p, p)))
     ho, wo = spec.conv_output_hw
     acc = np.zeros((spec.out_channels, ho, wo), dtype=np.int64)
     for ky in range(kh):
         for kx in range(kw):
-            window = padded[:, ky:ky + ho, kx:kx + wo]              # (Cin, Ho, Wo)
+            window = padded[:, ky:ky + s * (ho - 1) + 1:s, kx:kx + s * (wo - 1) + 1:s]  # (Cin, Ho, Wo)
             acc += np.tensordot(w[:, :, ky, kx], window, axes=(1, 0))
     return acc
 

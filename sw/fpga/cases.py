@@ -10,7 +10,8 @@ A case is a dict (JSON-ready):
                        segments to load (host_word_stream) before starting the core and
                        waiting for done; memories keep their contents between phases
     outputs            [{"name", "memory": "activations" | "results", "base": int,
-                         "shape": [channels, height, width], "expected": nested lists}]
+                         "shape": [channels, height, width], "expected": nested lists,
+                         "split": the map's columns parity-split (docs/isa.md; absent: false)}]
     expected_counters  the golden model's counters summed over the phases (optional)
 
 Two sources of cases: a directory written by `mpq compile MODEL -o DIR`
@@ -49,7 +50,8 @@ def output_of(compiled, expected, name=None):
     shape = [int(d) for d in spec.output_shape]
     return {"name": name or spec.name, "memory": "results" if raw else "activations",
             "base": int(regs["RES_BASE"] if raw else regs["OUT_BASE"]), "shape": shape,
-            "expected": np.asarray(expected, dtype=np.int64).reshape(shape).tolist()}
+            "expected": np.asarray(expected, dtype=np.int64).reshape(shape).tolist(),
+            "split": bool(spec.split_output)}
 
 
 def case_from_layer(compiled, x, *, name=None, golden=None):
@@ -111,7 +113,7 @@ def decode_output(output, config, entries):
                         output["base"] + (y * width + x) * channels + k, 0))
                 else:
                     bank, word, slot = act_address(y, x, k, output["base"], width, channels,
-                                                   config.cols)
+                                                   config.cols, output.get("split", False))
                     out[k, y, x] = (banks[(Memory.ACTIVATIONS, bank)].get(word, 0) >> (4 * slot)) & 15
     return out
 

@@ -48,10 +48,12 @@ def _run_layers(args):
     from sw.fpga.cases import case_from_layer, write_cases
     config = get_config(args.config)
     rng = np.random.default_rng(args.seed)
+    # A configuration without stride2 (the iCE40's) runs stride 1 only.
+    strides = {} if config.stride2 else {"stride": 1, "split_output": False}
     cases = []
     for index in range(args.count):
         spec = random_layer_spec(rng, name=f"layer{index}", max_channels=args.max_channels,
-                                 max_size=args.max_size)
+                                 max_size=args.max_size, **strides)
         compiled = compile_layer(spec, config)
         cases.append(case_from_layer(compiled, random_input(rng, spec)))
     path = write_cases(args.output, cases, config)

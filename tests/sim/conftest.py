@@ -1,22 +1,30 @@
 """Model files the network tests make themselves: the digits CNN at a quarter
 width, quantized and calibrated on the embedded digits (no training, so a
-model takes a second), uniform or with mixed per-group precisions."""
+model takes a second), uniform or with mixed per-group precisions; and two
+small chains with stride-2 convolutions (the down-sampling of residual
+networks) on the same digits."""
 
 import pytest
 import torch
+from torch import nn
 
 from sw.quantize.config import parse_precision
 from sw.quantize.convert import calibrate, quantize_network
 from sw.quantize.data import load_digits
 from sw.quantize.export import write_model_file
-from sw.quantize.models import build_model
+from sw.quantize.models import Normalize, build_model
 
 
-def make_model_file(path, precision="w4a4,first=w8,last=w8", mixed=False, seed=0, group_size=16):
+def make_model_file(path, precision="w4a4,first=w8,last=w8", mixed=False, seed=0, group_size=16,
+                    body=None):
+    """`body`: a function of nothing giving the float layers after
+    `Normalize` (default: the digits CNN at a quarter width)."""
     torch.manual_seed(seed)
     data = load_digits()
-    network = quantize_network(build_model("digits-cnn", 0.25, data),
-                               parse_precision(precision, group_size=group_size), data.input_shape)
+    model = (build_model("digits-cnn", 0.25, data) if body is None
+             else nn.Sequential(Normalize(data.mean, data.std), *body()))
+    network = quantize_network(model, parse_precision(precision, group_size=group_size),
+                               data.input_shape)
     if mixed:  # MPQ-style groups: coarse 2-bit (shift 1), fine 3-bit, some 4-bit
         generator = torch.Generator().manual_seed(seed + 1)
         for layer in network.layers[1:-1]:
@@ -40,3 +48,32 @@ def digits_models(tmp_path_factory):
 def per_weight_model(tmp_path_factory):
     return make_model_file(tmp_path_factory.mktemp("models") / "per_weight.mpq",
                            precision="w4a4,first=w8,last=w8", mixed=True, group_size=1)
+
+
+def conv(cin, cout, kernel, stride, padding, pool=False):
+    block = [nn.Conv2d(cin, cout, kernel, stride, padding, bias=False), nn.BatchNorm2d(cout),
+             nn.ReLU()]
+    return block + ([nn.MaxPool2d(2)] if pool else [])
+
+
+def stride2_first():
+    """8x8 -> 3x3 (stride 2, no padding: the 8-bit image read parity-split,
+    an odd map) -> 2x2 (3x3 stride 2) -> 2x2 (stride 1, written split) ->
+    1x1 (1x1 stride 2 projection) -> logits."""
+    return (conv(1, 8, 3, 2, 0) + conv(8, 20, 3, 2, 1) + conv(20, 16, 3, 1, 1)
+            + conv(16, 24, 1, 2, 0) + [nn.Flatten(), nn.Linear(24, 10)])
+
+
+def stride2_middle():
+    """8x8 (two tiles a row on 4 columns, written split) -> 4x4 (3x3 stride
+    2) -> 4x4 pooled to 2x2 (written split) -> 1x1 (1x1 stride 2) -> logits."""
+    return (conv(1, 12, 3, 1, 1) + conv(12, 16, 3, 2, 1) + conv(16, 20, 3, 1, 1, pool=True)
+            + conv(20, 24, 1, 2, 0) + [nn.Flatten(), nn.Linear(24, 10)])
+
+
+@pytest.fixture(scope="session")
+def strided_models(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("strided")
+    return {"first": make_model_file(directory / "first.mpq", body=stride2_first),
+            "middle": make_model_file(directory / "middle.mpq", precision="w4a2", mixed=True,
+                                      body=stride2_middle)}

@@ -49,6 +49,36 @@ def test_network_on_verilator_is_bit_exact(digits_models, kind, rtl_build):
         assert result["counters"] == network.run_golden(x)[1]
 
 
+@pytest.mark.parametrize("kind", ["first", "middle"])
+def test_stride2_networks_golden_model_equals_the_integer_reference(strided_models, kind):
+    """Stride-2 convolutions (3x3 padding 1 and 0, 1x1 projections), first
+    and inside the chain: each stride-2 layer's input map is parity-split."""
+    header, arrays = read_model_file(strided_models[kind])
+    network = compile_network(header, arrays, get_config("small"))
+    strides = [spec.stride for spec in network.specs]
+    assert strides == ([2, 2, 1, 2, 1] if kind == "first" else [1, 2, 1, 2, 1])
+    assert [spec.split_output for spec in network.specs] == [s == 2 for s in strides[1:]] + [False]
+    assert network.layers[0].registers["STRIDE2"] == (kind == "first")
+    images = load_digits().test_x[:4].numpy()
+    for x, expected in zip(images, reference_outputs(strided_models[kind], images)):
+        outputs, _ = network.run_golden(x)
+        assert first_mismatch(outputs, expected, [s.label for s in network.specs]) is None
+
+
+@pytest.mark.cocotb
+@pytest.mark.parametrize("kind", ["first", "middle"])
+def test_stride2_networks_on_verilator_are_bit_exact(strided_models, kind, rtl_build):
+    header, arrays = read_model_file(strided_models[kind])
+    network = compile_network(header, arrays, get_config("small"))
+    images = load_digits().test_x[:2].numpy()
+    results = run_network_on_rtl(network, images, build_dir=rtl_build, stall=0.3)
+    names = [spec.name for spec in network.specs]
+    for x, result, expected in zip(images, results, reference_outputs(strided_models[kind], images)):
+        assert result["status"]["done"] and not result["status"]["error"]
+        assert first_mismatch(result["outputs"], expected, names) is None
+        assert result["counters"] == network.run_golden(x)[1]
+
+
 def test_a_network_whose_weights_do_not_fit_runs_in_phases(digits_models):
     header, arrays = read_model_file(digits_models["uniform"])
     tight = AcceleratorConfig("tight", rows=4, cols=4, weight_depth=256, chunk_depth=2048,
@@ -76,8 +106,11 @@ def test_compile_is_deterministic(digits_models, tmp_path):
 
 def test_unsupported_layers_are_named(digits_models):
     header, arrays = read_model_file(digits_models["uniform"])
-    header["layers"][1]["stride"] = [2, 2]
-    with pytest.raises(UserError, match=r"layers\[1\] \('.*'\): .*stride"):
+    header["layers"][1]["stride"] = [2, 1]
+    with pytest.raises(UserError, match=r"layers\[1\] \('.*'\): .*strides both axes alike"):
+        layer_specs(header, arrays)
+    header["layers"][1]["stride"] = [3, 3]
+    with pytest.raises(UserError, match=r"layers\[1\] \('.*'\): stride 3 .*limit: stride 1 or 2"):
         layer_specs(header, arrays)
     header["layers"][1]["stride"] = [1, 1]
     header["layers"][1]["pool"] = {"kernel_size": [3, 3], "stride": [3, 3], "padding": [0, 0]}

@@ -2,7 +2,9 @@
 
 Every layer's output is compared bit for bit with the compiler's golden
 model and with a plain numpy integer layer, and every counter with the
-golden model's prediction. MPQ_CORE_LAYERS sets the number of random layers
+golden model's prediction. The random layers include stride-2
+convolutions (parity-split inputs) and parity-split outputs
+(`random_layer_spec`). MPQ_CORE_LAYERS sets the number of random layers
 (CI default 200; a deep run: 2000), MPQ_SEED the seed.
 """
 
@@ -53,7 +55,8 @@ def check(layers, goldens, references, results, config=None):
         assert np.array_equal(golden.output, reference), f"{name}: golden model != numpy reference"
         spec = compiled.spec
         label = (f"{name} ({spec.kind} {spec.input_shape} -> {spec.out_channels}, k={spec.kernel}, "
-                 f"pad={spec.padding}, pool={spec.pool}, raw={spec.raw}, a_in={spec.act_bits_in})")
+                 f"pad={spec.padding}, stride={spec.stride}, pool={spec.pool}, raw={spec.raw}, "
+                 f"split={spec.split_output}, a_in={spec.act_bits_in})")
         if not result["status"]["done"] or result["status"]["error"]:
             failures.append(f"{label}: status {result['status']}")
         elif not np.array_equal(result["output"], golden.output):
@@ -98,7 +101,8 @@ def test_random_layers_with_the_ice40_area_options(rtl_build):
     """`small` (4x4) with every area option the iCE40 uses: no counters but
     `cycles` (compared with the golden model's), the PPU's clamped shift,
     10-bit coordinates, narrow counts, one bank-address product, no PPU hold
-    registers, chunk buffers in lane order shifted by one."""
+    registers, chunk buffers in lane order shifted by one; but stride 2
+    kept, so that its addresses run with one bank-address product."""
     config = dataclasses.replace(get_config("small"), name="small-lean", counters=False,
                                  ppu_barrel_shift=False, coord_bits=10, narrow_counts=True,
                                  shared_bank_address=True, ppu_hold_registers=False,

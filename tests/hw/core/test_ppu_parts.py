@@ -205,3 +205,36 @@ def test_writer_pools_two_tiles_and_writes_raw_results():
     acts, results = run_writer(top, registers)
     assert acts == []
     assert results == [(5 + (y * C + x) * R + k, total % 2**32) for _, _, k, x, y, _, total in top]
+
+
+@pytest.mark.parametrize("width", [2 * C - 1, 2 * C, 2 * C + 1])
+def test_writer_splits_the_columns_by_parity(width):
+    """`out_split` n > 0: column x at position x div 2, plus n when x is
+    even (docs/isa.md, "Activations"), unpooled and pooled, odd and even
+    widths."""
+    from sw.compile.encoding import act_address, even_start
+    rng = np.random.default_rng(width)
+    codes = [code for x0 in range(0, width, C) for code in tile_codes(rng, y=1, x0=x0)]
+    wb = -(-width // C)
+    registers = dict(out_base=3, out_w=width, cout=R, out_wb=wb, out_words=4, pool=0, raw=0,
+                     res_base=0, out_split=even_start(width))
+    acts, _ = run_writer(codes, registers)
+    expected = [(*act_address(y, x, k, 3, width, R, C, split=True), value)
+                for _, _, k, x, y, value, _ in codes if x < width]
+    assert acts == expected
+
+    # Pooled: the map is half as wide as the conv rows written (out_w even).
+    out_w = width // 2 * 2
+    pooled = out_w // 2
+    top = [code for x0 in range(0, width, C) for code in tile_codes(rng, y=0, x0=x0)]
+    bottom = [code for x0 in range(0, width, C) for code in tile_codes(rng, y=1, x0=x0)]
+    pairs = [tile for x0 in range(len(top) // (R * C))
+             for tile in (top[x0 * R * C:(x0 + 1) * R * C], bottom[x0 * R * C:(x0 + 1) * R * C])]
+    registers.update(pool=1, out_w=out_w, out_wb=-(-pooled // C), out_split=even_start(pooled))
+    acts, _ = run_writer([code for tile in pairs for code in tile], registers)
+    value = {(k, x, y): v for _, _, k, x, y, v, _ in top + bottom}
+    expected = {act_address(0, x, k, 3, pooled, R, C, split=True):
+                max(value[(k, 2 * x + dx, dy)] for dx in (0, 1) for dy in (0, 1))
+                for k in range(R) for x in range(pooled)}
+    assert {(bank, word, slot): got for bank, word, slot, got in acts} == expected
+    assert len(acts) == len(expected)

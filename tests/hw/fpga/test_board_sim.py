@@ -46,8 +46,10 @@ def test_layers_and_network_over_the_uart(tmp_path):
     config = get_config(CONFIG)
     rng = np.random.default_rng(5)
     cases = []
+    strides = {} if config.stride2 else {"stride": 1, "split_output": False}
     for index in range(3):
-        spec = random_layer_spec(rng, name=f"layer{index}", max_channels=6, max_size=5)
+        spec = random_layer_spec(rng, name=f"layer{index}", max_channels=6, max_size=5,
+                                 **strides)
         cases.append(case_from_layer(compile_layer(spec, config), random_input(rng, spec)))
     config_name, network_cases = read_cases(tiny_network_dir(tmp_path))
     assert config_name == CONFIG and len(network_cases) == 2

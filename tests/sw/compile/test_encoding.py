@@ -85,6 +85,26 @@ def test_activation_layout():
     assert enc.map_words_per_bank(2, 10, 20, 4) == 2 * 3 * 8
 
 
+@pytest.mark.parametrize("width", [1, 2, 7, 8, 9])
+def test_parity_split_layout(width):
+    """A stride-2 reader's map: odd columns first, then even, each column at
+    one position; a stride-2 tile's columns 2(x0 + c) + d at C consecutive
+    positions (one per bank) for every d, inside the map."""
+    positions = [enc.column_position(x, width, split=True) for x in range(width)]
+    assert sorted(positions) == list(range(width))
+    assert positions[1::2] == list(range(width // 2))
+    assert positions[0::2] == list(range(width // 2, width))
+    assert [enc.column_position(x, width) for x in range(width)] == list(range(width))
+    cols = 4
+    for d in range(-1, 3):
+        for x0 in range(0, width, cols):
+            inside = [p for p in (2 * (x0 + c) + d for c in range(cols)) if 0 <= p < width]
+            where = [enc.column_position(p, width, split=True) for p in inside]
+            assert where == list(range(where[0], where[0] + len(where))) if where else True
+    # W = 10 on C = 4, split: column 6 at 5 + 3 = 8, bank 0, word row 2.
+    assert enc.act_address(1, 6, 13, 100, 10, 20, 4, split=True) == (0, 100 + (1 * 3 + 2) * 8 + 3, 1)
+
+
 def test_host_word_stream_and_readmemh():
     config = CONFIGS["small"]   # chunk entries are 22 + 12 = 34 bits: two words each
     images = {Memory.CHUNKS: [{0: (1 << 33) | 5, 1: 7, 5: 9}],

@@ -82,6 +82,12 @@ FEATURES = {
     "linear_hidden": dict(kind="linear", raw=False),
     "a2_w2": dict(style="uniform2", act_bits_in=2),
     "ragged_wide": dict(in_channels=33, out_channels=19),
+    "stride2_3x3_pad": dict(kind="conv", stride=2, kernel=3, padding=1),
+    "stride2_1x1": dict(kind="conv", stride=2, kernel=1, padding=0),
+    "stride2_int8_input": dict(kind="conv", stride=2, act_bits_in=8, max_channels=16),
+    "stride2_wide": dict(kind="conv", stride=2, kernel=3, padding=1, max_size=40,
+                         max_channels=12),
+    "split_output_pool": dict(kind="conv", pool=True, raw=False, split_output=True),
 }
 
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from hw import timing
 from hw.config import CONFIGS
-from hw.isa import Memory, Opcode
+from hw.isa import Memory, Opcode, Register
 from hw.pe.modes import PeMode
 from sw.compile import LayerSpec, compile_layer, reference_layer, run_golden
 from sw.compile import encoding as enc
@@ -28,6 +28,7 @@ def one_by_one(cout, width, weight_bits=2, act_bits=2, cin=16, name="hand"):
 F, P, PIPE, PPU = (timing.FETCH_CYCLES, timing.PREFETCH_CYCLES, timing.PIPE_CYCLES,
                    timing.PPU_CYCLES)
 HALT = timing.HALT_CYCLES
+SETS = len(Register)     # a layer's program starts with a SET of every register
 
 
 def round_cycles(rows, cols, steps):
@@ -40,14 +41,14 @@ def test_single_chunk_layer():
     config = CONFIGS["small"]
     spec = one_by_one(cout=4, width=4)
     compiled = compile_layer(spec, config)
-    # Program: 17 SETs, TILE, ROUND, HALT.
-    assert len(compiled.program) == 20
-    assert enc.decode_instruction(compiled.program[17]) == (Opcode.TILE, {"y": 0, "x0": 0,
+    # Program: a SET per register, TILE, ROUND, HALT.
+    assert len(compiled.program) == SETS + 3
+    assert enc.decode_instruction(compiled.program[SETS]) == (Opcode.TILE, {"y": 0, "x0": 0,
                                                                            "ktile": 0})
-    assert enc.decode_instruction(compiled.program[18]) == (Opcode.ROUND, {
+    assert enc.decode_instruction(compiled.program[SETS + 1]) == (Opcode.ROUND, {
         "chunk_start": 0, "chunk_count": 1, "wptr": 0, "shift": 0, "input2": False,
         "first": True, "last": True})
-    assert compiled.program[19] == 0
+    assert compiled.program[SETS + 2] == 0
     # One chunk: ky = kx = block = 0, W2A2, every row pcode 1 (2-bit), fold 0.
     assert compiled.images[Memory.CHUNKS][0] == {0: (PeMode.W2A2.value << 20)
                                                  | sum(1 << (22 + 3 * r) for r in range(4))}
@@ -66,13 +67,13 @@ def test_single_chunk_layer():
     # accepts the tile in the next cycle, counts 16 elements and is idle
     # PPU cycles after the last; HALT (fetched meanwhile) waits for it, and
     # the cycle done rises in counts too.
-    drain_end = 19 * F + round_cycles(4, 4, 4)
+    drain_end = (SETS + 2) * F + round_cycles(4, 4, 4)
     cycles = max(drain_end + F + HALT, drain_end + 16 + PPU + 1)
     assert run.counters == {
         "cycles": cycles, "busy_cycles": 4, "stall_cycles": 0,
         "macs_w4a4": 0, "macs_w4a2": 0, "macs_w2a4": 0, "macs_w2a2": 4 * 4 * 4 * 4,
         "weight_reads": 4 * 2, "act_reads": 4 * 4, "act_writes": 16, "result_writes": 0,
-        "chunk_reads": 1, "wptr_reads": 1, "param_reads": 4, "program_reads": 20,
+        "chunk_reads": 1, "wptr_reads": 1, "param_reads": 4, "program_reads": SETS + 3,
         "oab_reads": 4, "oab_writes": 4}
 
 
@@ -90,7 +91,7 @@ def test_ragged_rows_and_columns():
     assert counters["act_reads"] == 12
     assert counters["act_writes"] == 9
     assert counters["param_reads"] == 3
-    drain_end = 19 * F + round_cycles(4, 4, 4)
+    drain_end = (SETS + 2) * F + round_cycles(4, 4, 4)
     assert counters["cycles"] == max(drain_end + F + HALT, drain_end + 16 + PPU + 1)
 
 
@@ -105,7 +106,7 @@ def test_stall_on_the_default_array():
     spec = one_by_one(cout=8, width=24)
     compiled = compile_layer(spec, config)
     length = round_cycles(8, 8, 4)
-    drain0 = 19 * F + length
+    drain0 = (SETS + 2) * F + length
     last0 = drain0 + 64                      # tile 0's last PPU element
     drain1 = drain0 + 2 * F + length
     last1 = max(drain1, last0) + 64
@@ -119,7 +120,7 @@ def test_stall_on_the_default_array():
     assert counters["stall_cycles"] == stall
     assert counters["cycles"] == max(drain2 + F + HALT, ppu2)
     assert counters["busy_cycles"] == 12
-    assert counters["program_reads"] == 17 + 3 * 2 + 1
+    assert counters["program_reads"] == SETS + 3 * 2 + 1
     assert counters["macs_w2a2"] == 3 * 4 * 64 * 4
     assert counters["weight_reads"] == 3 * 8 * 2
     assert counters["act_reads"] == 3 * 8 * 4

@@ -7,6 +7,7 @@ import pytest
 
 from common.errors import UserError
 from hw.config import CONFIGS, AcceleratorConfig
+from hw.isa import Register
 from sw.compile import LayerSpec, Placement, compile_layer
 from sw.compile import encoding as enc
 from sw.compile.network import compile_network, layer_specs
@@ -68,6 +69,10 @@ SPEC_CASES = {
     "raw pool": ("cannot pool", lambda: layer(raw=True, pool=True)),
     "pool too small": ("pooling", lambda: layer(pool=True, size=(1, 4))),
     "linear padding": ("no padding", lambda: layer(kind="linear", padding=1)),
+    "linear stride": ("no stride", lambda: layer(kind="linear", stride=2)),
+    "stride 0": ("stride must be >= 1", lambda: layer(stride=0)),
+    "stride-2 pool too small": ("pooling", lambda: layer(pool=True, stride=2, size=(2, 4))),
+    "raw split": ("not a map", lambda: layer(raw=True, split_output=True)),
 }
 
 
@@ -85,6 +90,14 @@ def test_kernel_limit():
 
 def test_padding_limit():
     rejects("PAD < 16", lambda: layer(padding=16, size=(1, 1)))
+
+
+def test_stride_limit():
+    rejects("stride 3 is not supported (limit: stride 1 or 2)", lambda: layer(stride=3))
+    stride1 = dataclasses.replace(SMALL, name="stride1", stride2=False)
+    rejects("stride 2 needs a configuration with stride2", lambda: layer(stride=2), stride1)
+    rejects("parity-split output", lambda: layer(split_output=True), stride1)
+    compile_layer(layer(), stride1)
 
 
 def test_block_limit():
@@ -112,10 +125,10 @@ def test_accumulator_counts_the_bias():
 
 
 def test_program_limit():
-    # 30 tiles of TILE + ROUND, 17 SETs and HALT: 78 instructions > 64.
+    # 30 tiles of TILE + ROUND, a SET per register and HALT: 80 instructions > 64.
     config = dataclasses.replace(TINY, act_depth=4096)
     message = rejects("program_depth", lambda: layer(cout=2, size=(30, 2)), config=config)
-    assert "78" in message
+    assert f"{60 + len(Register) + 1} instructions" in message
 
 
 def test_chunk_limit():
@@ -206,8 +219,8 @@ def test_model_layers_are_named_as_the_reader_names_them():
     """`layers[1] ('3')`, as in the reader's ``field `layers[1].stride` ``, not `layer '3'`."""
     header, arrays = small_model()
     compile_network(header, arrays, SMALL)                       # the model compiles as it is
-    header["layers"][1]["stride"] = [2, 2]
-    with pytest.raises(UserError, match=r"^layers\[1\] \('3'\): .*stride 1"):
+    header["layers"][1]["stride"] = [3, 3]
+    with pytest.raises(UserError, match=r"^layers\[1\] \('3'\): stride 3 .*stride 1 or 2"):
         layer_specs(header, arrays)
     header, arrays = small_model()
     arrays[1]["weight_shift"][:] = 3                             # p + e = 5 bits
