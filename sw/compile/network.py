@@ -41,6 +41,7 @@ from sw.compile.images import empty_images, merge_images, sparse
 from sw.compile.layer import LayerSpec
 from sw.compile.lower import STRIDES, Placement, compile_layer
 from sw.quantize import groups
+from sw.quantize.export import layer_sources
 
 MANIFEST_VERSION = 1
 # The memories a phase loads once for its layers (the program is the phase's own).
@@ -70,8 +71,28 @@ def _regroup(values, bits, shifts):
     return np.maximum(top - shift, 2), shift
 
 
+def _check_chain(header):
+    """The compiler runs chains: each layer reads the previous one. Residual
+    adds, signed branches and global pooling (model file version 2) are not
+    in the core yet; say so instead of compiling something else."""
+    for index, ((source, residual), fields) in enumerate(zip(layer_sources(header),
+                                                              header["layers"])):
+        where = f"layers[{index}] ({fields.get('name')!r})"
+        if residual is not None:
+            raise UserError(f"{where}: adds a residual shortcut; the accelerator core does not "
+                            "run residual adds yet (its compiler takes chains of layers)")
+        if source != index - 1:
+            raise UserError(f"{where}: reads {fields['inputs'][0]!r}, not the layer before it; "
+                            "the compiler takes chains of layers")
+        if fields.get("global_pool_input"):
+            raise UserError(f"{where}: global average pooling is not in the accelerator core yet")
+        if fields.get("act_signed"):
+            raise UserError(f"{where}: signed output codes are not in the accelerator core yet")
+
+
 def layer_specs(header, arrays):
     """The model file's layers as LayerSpecs (docs/model_format.md)."""
+    _check_chain(header)
     specs = []
     shape = tuple(header["input"]["shape"])
     group_size = int(header["group_size"])
