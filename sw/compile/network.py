@@ -40,35 +40,13 @@ from sw.compile.golden import execute
 from sw.compile.images import empty_images, merge_images, sparse
 from sw.compile.layer import LayerSpec
 from sw.compile.lower import STRIDES, Placement, compile_layer
-from sw.quantize import groups
+from sw.compile.regroup import expand_groups, hardware_groups
+from sw.compile.tap_packing import TapPacking, pack_taps
 from sw.quantize.export import layer_sources
 
 MANIFEST_VERSION = 1
 # The memories a phase loads once for its layers (the program is the phase's own).
 _STATIC = (Memory.CHUNKS, Memory.WPTR, Memory.PARAMS, Memory.WEIGHTS)
-
-
-def _expand(per_group, shape, group_size=GROUP_SIZE):
-    import torch
-    return groups.expand_to_weights(torch.from_numpy(np.asarray(per_group, dtype=np.int64)),
-                                    shape, group_size).numpy()
-
-
-def _regroup(values, bits, shifts):
-    """Hardware groups (16 channels at one kernel position) of conv weights
-    `values` (O, C, kh, kw) = q << e, from per-weight precisions and shifts."""
-    out_channels, channels, kh, kw = values.shape
-    blocks = math.ceil(channels / GROUP_SIZE)
-    pad = blocks * GROUP_SIZE - channels
-
-    def per_group(array, fill, reduce):
-        padded = np.pad(array, ((0, 0), (0, pad), (0, 0), (0, 0)), constant_values=fill)
-        blocked = padded.reshape(out_channels, blocks, GROUP_SIZE, kh, kw)
-        return reduce(blocked, axis=2).transpose(0, 2, 3, 1)      # (O, kh, kw, blocks)
-
-    shift = per_group(shifts, 99, np.min)
-    top = per_group(bits + shifts, 0, np.max)
-    return np.maximum(top - shift, 2), shift
 
 
 def _check_chain(header):
@@ -89,7 +67,6 @@ def _check_chain(header):
         if fields.get("act_signed"):
             raise UserError(f"{where}: signed output codes are not in the accelerator core yet")
 
-
 def layer_specs(header, arrays):
     """The model file's layers as LayerSpecs (docs/model_format.md)."""
     _check_chain(header)
@@ -104,18 +81,15 @@ def layer_specs(header, arrays):
         weights = layer["weight"].astype(np.int64)
         bits = layer["weight_bits"].astype(np.int64)
         shifts = layer["weight_shift"].astype(np.int64)
-        values = weights << _expand(shifts, weights.shape, group_size)
+        values = weights << expand_groups(shifts, weights.shape, group_size)
         # Per-weight precisions and shifts from the model's groups (any size);
         # every hardware group below is built from these directly, once.
-        weight_bits = _expand(bits, weights.shape, group_size)
-        weight_shifts = _expand(shifts, weights.shape, group_size)
+        weight_bits = expand_groups(bits, weights.shape, group_size)
+        weight_shifts = expand_groups(shifts, weights.shape, group_size)
         all_8bit = bool((bits == 8).all())
 
-        def hardware_groups(conv_values, conv_bits, conv_shifts):
-            if all_8bit:
-                shape = groups.group_shape(conv_values.shape, GROUP_SIZE)
-                return np.full(shape, 8), np.zeros(shape, dtype=np.int64)
-            return _regroup(conv_values, conv_bits, conv_shifts)
+        def groups_of(conv_values, conv_bits, conv_shifts):
+            return hardware_groups(conv_values, None if all_8bit else conv_bits, conv_shifts)
 
         pool = fields.get("pool")
         if pool is not None and (list(pool["kernel_size"]) != [2, 2] or list(pool["stride"]) != [2, 2]
@@ -138,14 +112,14 @@ def layer_specs(header, arrays):
                                 f"for padding {fields['padding']}")
             kind, padding, input_shape = "conv", ph, shape
             precision, shift = ((bits, shifts) if group_size == GROUP_SIZE
-                                else hardware_groups(values, weight_bits, weight_shifts))
+                                else groups_of(values, weight_bits, weight_shifts))
             if len(shape) != 3:
                 raise UserError(f"{where}: a convolution needs a (C, H, W) input, got {shape}")
         elif fields["flatten_input"] and len(shape) == 3 and shape[1:] != (1, 1):
             channels, height, width = shape
             conv_shape = (values.shape[0], channels, height, width)
             values = values.reshape(conv_shape)
-            precision, shift = hardware_groups(values, weight_bits.reshape(conv_shape),
+            precision, shift = groups_of(values, weight_bits.reshape(conv_shape),
                                                weight_shifts.reshape(conv_shape))
             kind, padding, input_shape = "conv", 0, shape
         else:
@@ -155,7 +129,7 @@ def layer_specs(header, arrays):
                 precision, shift = bits, shifts
             else:
                 conv_shape = values.shape + (1, 1)
-                precision, shift = hardware_groups(values.reshape(conv_shape),
+                precision, shift = groups_of(values.reshape(conv_shape),
                                                    weight_bits.reshape(conv_shape),
                                                    weight_shifts.reshape(conv_shape))
                 precision, shift = precision[:, 0, 0, :], shift[:, 0, 0, :]
@@ -196,10 +170,15 @@ class CompiledNetwork:
     input_base: int
     input_base2: int | None
     manifest: dict
+    input_packing: TapPacking | None = None
 
     def input_images(self, x):
-        """Activation-memory images of one uint8 input image (C, H, W)."""
-        return self.layers[0].input_image(np.asarray(x, dtype=np.int64))
+        """Activation-memory images of one uint8 input image (C, H, W) (its
+        patches when the first layer is tap-packed)."""
+        x = np.asarray(x, dtype=np.int64)
+        if self.input_packing is not None:
+            x = self.input_packing.apply(x)
+        return self.layers[0].input_image(x)
 
     def phase_images(self, index, x=None):
         images = self.phases[index].images
@@ -226,9 +205,14 @@ class CompiledNetwork:
         return [layer.decode_output(memories) for layer in self.layers], counters
 
 
-def compile_network(header, arrays, config, progress=None):
-    """Compile a model file's (header, arrays) for `config`."""
+def compile_network(header, arrays, config, progress=None, pack_first_layer=True):
+    """Compile a model file's (header, arrays) for `config`. `pack_first_layer`:
+    run a small-channel first convolution on its image's patches
+    (`sw/compile/tap_packing.py`) where that takes fewer chunks."""
     specs = layer_specs(header, arrays)
+    packing = None
+    if pack_first_layer:
+        specs[0], packing = pack_taps(specs[0])
     # Activation regions: the input map(s), then every layer's output.
     first = specs[0]
     cols = config.cols
@@ -290,7 +274,7 @@ def compile_network(header, arrays, config, progress=None):
         if progress:
             progress(spec.name)
     phases.append(_phase(phase_layers, layers, config))
-    network = CompiledNetwork(config, specs, layers, phases, input_base, input_base2, {})
+    network = CompiledNetwork(config, specs, layers, phases, input_base, input_base2, {}, packing)
     network.manifest = _manifest(network, header, out_bases)
     return network
 
@@ -318,6 +302,7 @@ def _manifest(network, header, out_bases):
         "config": config.name,
         "model": header.get("metadata", {}),
         "input": header["input"],
+        "input_packing": network.input_packing.describe() if network.input_packing else None,
         "phases": [{"layers": [network.specs[i].name for i in phase.layers],
                     "program_length": len(phase.program), "static_bytes": static_bytes[n]}
                    for n, phase in enumerate(network.phases)],
