@@ -54,22 +54,27 @@ def test_stride2_networks_golden_model_equals_the_integer_reference(strided_mode
     """Stride-2 convolutions (3x3 padding 1 and 0, 1x1 projections), first
     and inside the chain: each stride-2 layer's input map is parity-split."""
     header, arrays = read_model_file(strided_models[kind])
-    network = compile_network(header, arrays, get_config("small"))
+    # Unpacked, a stride-2 first layer reads the host's parity-split image;
+    # tap-packed (the default), it runs at stride 1 on the image's patches.
+    network = compile_network(header, arrays, get_config("small"), pack_first_layer=False)
     strides = [spec.stride for spec in network.specs]
     assert strides == ([2, 2, 1, 2, 1] if kind == "first" else [1, 2, 1, 2, 1])
     assert [spec.split_output for spec in network.specs] == [s == 2 for s in strides[1:]] + [False]
     assert network.layers[0].registers["STRIDE2"] == (kind == "first")
+    packed = compile_network(header, arrays, get_config("small"))
+    assert packed.specs[0].stride == 1 and not packed.layers[0].registers["STRIDE2"]
     images = load_digits().test_x[:4].numpy()
     for x, expected in zip(images, reference_outputs(strided_models[kind], images)):
-        outputs, _ = network.run_golden(x)
-        assert first_mismatch(outputs, expected, [s.label for s in network.specs]) is None
+        for compiled in (network, packed):
+            outputs, _ = compiled.run_golden(x)
+            assert first_mismatch(outputs, expected, [s.label for s in compiled.specs]) is None
 
 
 @pytest.mark.cocotb
 @pytest.mark.parametrize("kind", ["first", "middle"])
 def test_stride2_networks_on_verilator_are_bit_exact(strided_models, kind, rtl_build):
     header, arrays = read_model_file(strided_models[kind])
-    network = compile_network(header, arrays, get_config("small"))
+    network = compile_network(header, arrays, get_config("small"), pack_first_layer=False)
     images = load_digits().test_x[:2].numpy()
     results = run_network_on_rtl(network, images, build_dir=rtl_build, stall=0.3)
     names = [spec.name for spec in network.specs]
