@@ -120,7 +120,7 @@ def main():
         if network is None:
             validation.append({"point": spec, "skipped": "not feasible or not in the grid"})
             continue
-        channels, height, width = network.specs[0].input_shape
+        channels, height, width = network.image_shape
         image = rng.integers(0, 256, size=(1, channels, height, width))
         tick = time.perf_counter()
         (result,) = run_network_on_rtl(network, image, build_dir=pathlib.Path(args.build_dir)

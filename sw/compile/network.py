@@ -172,6 +172,12 @@ class CompiledNetwork:
     manifest: dict
     input_packing: TapPacking | None = None
 
+    @property
+    def image_shape(self):
+        """(C, H, W) of one network input image (the first layer's own input
+        is its patches when it is tap-packed)."""
+        return tuple(self.manifest["input"]["shape"])
+
     def input_images(self, x):
         """Activation-memory images of one uint8 input image (C, H, W) (its
         patches when the first layer is tap-packed)."""

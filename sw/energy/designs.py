@@ -87,7 +87,7 @@ def host_traffic(network):
     the reloaded phases' bytes (the manifest's external_bytes_per_inference)
     and the logits' 32-bit words."""
     shapes = network.config.memory_shapes()
-    channels, height, width = network.specs[0].input_shape
+    channels, height, width = network.image_shape
     writes = {}
     input_words = _words(network.input_images(np.zeros((channels, height, width), np.int64)))
     for memory, words in input_words.items():

@@ -27,7 +27,7 @@ def network_counters(network):
     """Counters of one inference: the golden model runs the whole program
     (every phase) on a blank image; the counts do not depend on the data."""
     import numpy as np
-    return network.run_golden(np.zeros(network.specs[0].input_shape, np.int64))[1]
+    return network.run_golden(np.zeros(network.image_shape, np.int64))[1]
 
 
 def energy_summary(header, arrays, network, counters=None, fused_pe_factor=None):
