@@ -194,6 +194,10 @@ def run_tests(*, simulator, toplevel, bench, build_dir, test_dir=None, testcase=
         # Under pytest cocotb's runner exits on a failing bench; callers
         # decide what a failure means, so report it like outside pytest.
         pass
+    except RuntimeError:
+        # The simulator itself ended badly (killed, crashed): whatever
+        # results it left decide, as for a failing bench.
+        pass
     try:
         return get_results(results)
     except RuntimeError:

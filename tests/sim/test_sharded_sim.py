@@ -3,8 +3,10 @@ two side by side, and on a Dask cluster of two worker processes, the report
 is the same apart from timings; results come back in image order under
 their global indices; host-stream stalls change nothing."""
 
+import concurrent.futures
 import logging
 import socket
+import time
 
 import pytest
 
@@ -12,7 +14,7 @@ from common.errors import UserError
 from hw.config import get_config
 from sim.commands import RUN_FIELDS, comparable, simulate
 from sim.core_sim import PROGRESS_FILE, CoreBuild, build_core, finished_cases, run_built
-from sim.network_sim import run_network_on_rtl
+from sim.network_sim import network_cases, run_network_on_rtl
 from sim.shards import shard_ranges
 from sw.compile.artifacts import read_compiled, write_compiled
 from sw.quantize.data import load_digits
@@ -91,3 +93,33 @@ def test_results_come_back_in_order_with_global_names_whatever_the_stalls(compil
     for a, b in zip(whole, cut):
         assert a["counters"] == b["counters"] and a["status"] == b["status"]
         assert a["readback"] == b["readback"]
+
+
+@pytest.mark.cocotb
+def test_a_simulator_that_dies_is_an_error_that_names_its_log(compiled, rtl_build, tmp_path):
+    import psutil
+
+    network, _, _ = read_compiled(compiled)
+    core = build_core(get_config("small"), rtl_build)
+    cases = network_cases(network, load_digits().test_x[:50].numpy())
+    executable = str(core.directory / "core")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        run = pool.submit(run_built, core, cases, tmp_path / "work")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not run.done():
+            simulators = [p for p in psutil.Process().children(recursive=True)
+                          if _command(p)[:1] == [executable]]
+            if simulators:
+                simulators[0].kill()
+                break
+            time.sleep(0.2)
+        with pytest.raises(UserError, match=r"the RTL simulation failed .*work/test.log"):
+            run.result(timeout=60)
+
+
+def _command(process):
+    import psutil
+    try:
+        return process.cmdline()
+    except psutil.Error:   # it ended (or is ending) while we looked
+        return []
