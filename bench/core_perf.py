@@ -5,8 +5,11 @@ map sizes, from `sw.quantize.models.vgg9`) is compiled with random weights at
 the given precision, run on the RTL in Verilator (one simulation, loaded
 through the host stream), checked bit for bit against the golden model, and
 measured: RTL cycles against the ideal (useful MACs over the array's peak
-MACs per cycle at that precision). Writes bench/results/core_perf.json and
-core_perf.png.
+MACs per cycle at that precision). conv1 runs twice, side by side: as
+before (3 channels in 16 lanes, 9 chunks a tile) and tap-packed as
+`compile_network` runs it now (`sw/compile/tap_packing.py`: 27 patch
+channels, 2 chunks a tile); `conv1_cycles` is the packed one's. Writes
+bench/results/core_perf.json and core_perf.png.
 
     .venv/bin/python bench/core_perf.py [--config default] [--precision w4a4 w2a2]
                                         [--layers conv2 conv6] [--width 1.0]
@@ -31,6 +34,7 @@ from hw.config import get_config  # noqa: E402
 from hw.pe import PeMode  # noqa: E402
 from sim.core_sim import run_on_rtl  # noqa: E402
 from sw.compile import LayerSpec, compile_layer, run_golden  # noqa: E402
+from sw.compile.tap_packing import pack_taps  # noqa: E402
 from sw.quantize.groups import group_shape  # noqa: E402
 from sw.quantize.models import vgg9  # noqa: E402
 
@@ -87,16 +91,21 @@ def main():
         for index, (name, kind, cin, cout, size, pool) in enumerate(shapes):
             spec = layer_spec(rng, name, kind, cin, cout, size, pool, weight_bits, act_bits,
                               last=name == shapes[-1][0] and name.startswith("fc"))
-            started = time.perf_counter()
-            compiled = compile_layer(spec, config)
-            compile_s = time.perf_counter() - started
             x = rng.integers(0, 1 << spec.act_bits_in, size=spec.input_shape)
-            runs.append((compiled, x, f"{precision}-{name}"))
-            rows.append({"layer": name, "precision": precision, "kind": kind, "in_channels": cin,
-                         "out_channels": cout, "size": size, "pool": pool,
-                         "input_bits": spec.act_bits_in, "compile_s": compile_s})
-            print(f"compiled {precision} {name}: {compiled.expected_counters['cycles']:,} cycles "
-                  f"expected ({compile_s:.1f} s)", flush=True)
+            variants = [(name, spec, x)]
+            packed, packing = pack_taps(spec) if name == "conv1" else (spec, None)
+            if packing is not None:
+                variants.append((f"{name} packed", packed, packing.apply(x)))
+            for label, variant, data in variants:
+                started = time.perf_counter()
+                compiled = compile_layer(variant, config)
+                compile_s = time.perf_counter() - started
+                runs.append((compiled, data, f"{precision}-{label}"))
+                rows.append({"layer": label, "precision": precision, "kind": kind,
+                             "in_channels": cin, "out_channels": cout, "size": size, "pool": pool,
+                             "input_bits": spec.act_bits_in, "compile_s": compile_s})
+                print(f"compiled {precision} {label}: {compiled.expected_counters['cycles']:,} "
+                      f"cycles expected ({compile_s:.1f} s)", flush=True)
 
     build = pathlib.Path("build/bench/core_perf").resolve()
     started = time.perf_counter()
@@ -110,7 +119,7 @@ def main():
         cout, ho, wo = spec.output_shape
         kh, kw = spec.kernel
         conv_h, conv_w = spec.conv_output_hw
-        useful_macs = cout * conv_h * conv_w * spec.in_channels * kh * kw
+        useful_macs = cout * conv_h * conv_w * spec.in_channels * kh * kw   # packed: C*9 x 1x1
         weight_bits, act_bits = PRECISIONS[row["precision"]]
         lanes = mode(weight_bits, min(act_bits, 4)).lanes
         # The 8-bit input runs as two 4-bit passes: its ideal counts both.
@@ -135,6 +144,8 @@ def main():
               f"({row['sim_cycles_per_s']:,.0f} cycles/s) bit-exact {row['bit_exact']}", flush=True)
 
     conv_targets = [r for r in rows if r["layer"] in ("conv2", "conv3", "conv4", "conv5", "conv6")]
+    conv1 = {r["layer"]: r["rtl_cycles"] for r in rows
+             if r["precision"] == args.precision[0] and r["layer"].startswith("conv1")}
     figures = {
         "config": config.name, "array": [config.rows, config.cols], "width": args.width,
         "rows": rows,
@@ -142,6 +153,13 @@ def main():
         "all_counters_match_golden": all(r["counters_match_golden"] for r in rows),
         "min_utilization_conv2_to_conv6": min((r["utilization"] for r in conv_targets), default=None),
         "target_utilization_conv2_to_conv6": 0.9,
+        # VGG-9's first layer at the first precision (8-bit input): tap-packed
+        # as compile_network runs it, and the layout it replaced.
+        "conv1_precision": args.precision[0],
+        "conv1_cycles": conv1.get("conv1 packed"),
+        "conv1_cycles_unpacked": conv1.get("conv1"),
+        "conv1_speedup": (conv1["conv1"] / conv1["conv1 packed"]
+                          if "conv1 packed" in conv1 and "conv1" in conv1 else None),
         "simulation": {
             "total_wall_s": total_s,
             "cycles_simulated": sum(r["rtl_cycles"] for r in rows),
