@@ -77,6 +77,10 @@ class AcceleratorConfig:
     # stride-2 layers). The iCE40 saves about 80 LUTs (96 logic cells),
     # without which its build misses the board's 12 MHz (docs/fpga.md).
     stride2: bool = True
+    # False: the core runs no residual adds and no signed outputs (SC_* and
+    # OUT_SIGNED read as 0; the compiler refuses such layers): no shortcut
+    # loader and buffer, and the PPU's narrower unsigned clamp.
+    residual: bool = True
 
     def __post_init__(self):
         for field in ("rows", "cols"):
@@ -93,7 +97,7 @@ class AcceleratorConfig:
             raise ValueError(f"counter_width must be an int in [16, {COUNTER_WIDTH}], "
                              f"got {self.counter_width!r}")
         for field in ("counters", "ppu_barrel_shift", "narrow_counts", "shared_bank_address",
-                      "ppu_hold_registers", "permuted_buffers", "stride2"):
+                      "ppu_hold_registers", "permuted_buffers", "stride2", "residual"):
             if not isinstance(getattr(self, field), bool):
                 raise ValueError(f"{field} must be a bool, got {getattr(self, field)!r}")
         if not isinstance(self.coord_bits, int) or not 8 <= self.coord_bits <= 16:
@@ -167,7 +171,8 @@ CONFIGS = {config.name: config for config in [
                       act_depth=256, result_depth=256, counter_width=32,
                       counters=False, ppu_barrel_shift=False, coord_bits=10,
                       narrow_counts=True, shared_bank_address=True,
-                      ppu_hold_registers=False, permuted_buffers=True, stride2=False),
+                      ppu_hold_registers=False, permuted_buffers=True, stride2=False,
+                      residual=False),
     # The LFE5U-85F (ULX3S 85F, OrangeCrab 85F): 84k LUTs, 208 18-kbit block RAMs.
     AcceleratorConfig("ecp5", rows=8, cols=8, program_depth=2048, chunk_depth=2048,
                       wptr_depth=256, param_depth=1024, weight_depth=4096, act_depth=4096,

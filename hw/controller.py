@@ -20,8 +20,11 @@ from hw.ppu import PPU_REGISTERS, tile_layout
 # (PPU_REGISTERS). SET writes the low bits of its 32-bit value.
 ENGINE_REGISTERS = {"in_base": 32, "in_base2": 32, "in_h": 16, "in_w": 16, "in_words": 16,
                     "pad": PAD_BITS, "stride2": 1}
+# The shortcut loader's own (hw/shortcut.py; it also reads out_wb and out_words).
+SHORTCUT_REGISTERS = {"sc_base": 32}
 LAYER_REGISTERS = data.StructLayout({
-    register.name.lower(): {**ENGINE_REGISTERS, **PPU_REGISTERS.members}[register.name.lower()]
+    register.name.lower(): {**ENGINE_REGISTERS, **SHORTCUT_REGISTERS,
+                            **PPU_REGISTERS.members}[register.name.lower()]
     for register in Register})
 
 

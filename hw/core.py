@@ -24,6 +24,7 @@ from hw.oab import OutputAccumulators
 from hw.pe import PeMode
 from hw.ppu import PPU_REGISTERS, PostProcessor
 from hw.round_engine import RoundEngine
+from hw.shortcut import ShortcutBuffer, ShortcutLoader
 
 
 class Core(wiring.Component):
@@ -64,6 +65,11 @@ class Core(wiring.Component):
         m.submodules.accumulators = oab = OutputAccumulators(config)
         m.submodules.ppu = ppu = PostProcessor(config)
         m.submodules.counters = counters = CounterBank(config)
+        if config.residual:
+            m.submodules.shortcut_loader = loader = ShortcutLoader(config)
+            m.submodules.shortcut_buffer = shortcut_buffer = ShortcutBuffer(config)
+            wiring.connect(m, loader.captures, shortcut_buffer.captures)
+            wiring.connect(m, ppu.shortcut, shortcut_buffer.ppu)
 
         wiring.connect(m, wiring.flipped(self.host_in), host.host_in)
         wiring.connect(m, host.host_out, wiring.flipped(self.host_out))
@@ -79,9 +85,30 @@ class Core(wiring.Component):
 
         # The round engine's read ports.
         reads = [(engine.wptr, memories.wptr), (engine.chunks, memories.chunks),
-                 *zip(engine.weights, memories.weights), *zip(engine.acts, memories.activations)]
+                 *zip(engine.weights, memories.weights)]
+        if not config.residual:
+            reads += zip(engine.acts, memories.activations)
         for request, port in reads:
             m.d.comb += [port.addr.eq(request.addr), port.en.eq(request.en), request.data.eq(port.data)]
+        if config.residual:
+            # The activation banks' read ports, shared: the shortcut loader
+            # reads only while the OAB drains a tile's last round, when the
+            # engine fetches nothing (hw/shortcut.py), so at most one asks.
+            for request, shortcut, port in zip(engine.acts, loader.acts, memories.activations):
+                m.d.comb += [port.addr.eq(Mux(shortcut.en, shortcut.addr, request.addr)),
+                             port.en.eq(request.en | shortcut.en),
+                             request.data.eq(port.data), shortcut.data.eq(port.data)]
+            # A residual tile's shortcut, read while its last round drains.
+            m.d.comb += [
+                loader.start.eq(controller.drain.valid & controller.drain.p.last
+                                & controller.layer.sc_enable),
+                loader.buffer.eq(controller.drain.p.buffer),
+                loader.y.eq(controller.tile.y), loader.x0.eq(controller.tile.x0),
+                loader.ktile.eq(controller.tile.ktile),
+                loader.sc_base.eq(controller.layer.sc_base),
+                loader.out_wb.eq(controller.layer.out_wb),
+                loader.out_words.eq(controller.layer.out_words),
+            ]
         # The controller starts rounds and drains; the array between engine and OAB.
         m.d.comb += [
             engine.start.eq(controller.round.valid),
@@ -117,13 +144,14 @@ class Core(wiring.Component):
             counters.start.eq(registers.start), counters.running.eq(running),
             registers.counters.eq(counters.counters),
         ]
-        events = self._events(controller, engine, oab, ppu)
+        events = self._events(controller, engine, oab, ppu,
+                              loader.reads if config.residual else 0)
         assert set(events) == set(COUNTERS)
         for name in counters.events.shape().members:
             m.d.comb += counters.events[name].eq(events[name])
         return m
 
-    def _events(self, controller, engine, oab, ppu):
+    def _events(self, controller, engine, oab, ppu, shortcut_reads):
         """This cycle's count of each event of hw/counters.py."""
         rows, cols = self._config.rows, self._config.cols
         step_mode = engine.array_modes[0]
@@ -144,4 +172,5 @@ class Core(wiring.Component):
             "program_reads": controller.program.en,
             "oab_reads": oab.reads,
             "oab_writes": oab.writes,
+            "shortcut_reads": shortcut_reads,
         }

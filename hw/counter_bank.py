@@ -19,7 +19,7 @@ def event_layout(config):
     """The events of one cycle, one field per built counter, each as wide as
     its most events in a cycle."""
     rows, cols = config.rows, config.cols
-    most = {"weight_reads": rows * MAX_PLANES, "act_reads": cols, "oab_reads": 2,
+    most = {"weight_reads": rows * MAX_PLANES, "act_reads": cols, "shortcut_reads": cols, "oab_reads": 2,
             **{f"macs_{mode.name.lower()}": rows * cols * mode.lanes for mode in PeMode}}
     return data.StructLayout({name: range(most.get(name, 1) + 1) for name in built_counters(config)})
 

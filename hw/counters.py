@@ -23,6 +23,7 @@ COUNTERS = (
     "program_reads",
     "oab_reads",
     "oab_writes",
+    "shortcut_reads",       # last: the registers of the counters before it keep their numbers
 )
 COUNTER_WIDTH = 48          # the default; a configuration may narrow it (counter_width)
 

@@ -74,6 +74,11 @@ class Register(py_enum.IntEnum):
     RES_BASE = 16      # result memory base
     STRIDE2 = 17       # 1: stride-2 convolution, reading a parity-split input map
     OUT_SPLIT = 18     # 0: output columns in order; n > 0: parity-split, even columns from n
+    SC_BASE = 19       # shortcut map base word address (the conv output's shape and layout)
+    SC_ENABLE = 20     # 1: the layer adds a residual shortcut before its clamp
+    SC_SHIFT = 21      # residual_shift Sr: the shortcut term is (code * Mr) << Sr
+    SC_SIGNED = 22     # 1: shortcut codes are signed 4-bit two's complement slots
+    OUT_SIGNED = 23    # 1: clamp the output to the signed a-bit range (no ReLU)
 
 
 # ---- instructions (memory PROGRAM): operands in the low bits, opcode in 63:60.
@@ -116,8 +121,10 @@ def wptr_layout(rows, addr_bits):
     return data.ArrayLayout(addr_bits, rows)
 
 
-# ---- parameters (memory PARAMS): per output channel.
-PARAMETER = data.StructLayout({"bias": signed(32), "multiplier": signed(MULTIPLIER_BITS)})
+# ---- parameters (memory PARAMS): per output channel: bias, requantization
+# multiplier M and the residual shortcut's multiplier Mr (0 without one).
+PARAMETER = data.StructLayout({"bias": signed(32), "multiplier": signed(MULTIPLIER_BITS),
+                               "residual_multiplier": signed(MULTIPLIER_BITS)})
 
 # ---- weights (memory WEIGHTS): a group of precision p is p plane words of
 # GROUP_SIZE bits (bit i of plane b is bit b of weight i), at most MAX_PLANES.

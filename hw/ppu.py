@@ -5,9 +5,12 @@ One value per cycle, in a fixed pipeline (docs/isa.md, "Dataflow"):
   S0  count (row r, column c) of the tile; at c == 0 read the OAB row entry
       and the channel's parameters
   S1  select accumulator c of the row
-  S2  add the bias
-  S3  multiply by the requantization multiplier
-  S4  rounding right shift and clamp to [0, 2^a - 1] (common/fixedpoint.py's rule)
+  S2  add the bias (and, in a residual layer, the shortcut code times its
+      multiplier Mr)
+  S3  multiply by the requantization multiplier (and shift the shortcut
+      term left by Sr)
+  S4  add the two, rounding right shift and clamp to [0, 2^a - 1] or the
+      signed range (common/fixedpoint.py's requantize_sum)
   S5  2x2 max-pool (pairs of columns, then the row pair of two consecutive
       tiles through a line buffer) and write a 4-bit activation slot; or, for
       a raw layer, write acc + bias to the result memory
@@ -24,7 +27,9 @@ from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from common.fixedpoint import SHIFT_MAX
 from hw.isa import ACT_SLOT_BITS, ACT_SLOTS_PER_WORD, ACT_WORD_BITS, MULTIPLIER_BITS, PARAMETER, RESULT_WIDTH
+from hw.shortcut import shortcut_read_signature
 from hw.timing import PPU_PIPELINE
 
 # The layer registers the PPU reads, as wide as it reads them.
@@ -32,7 +37,12 @@ PPU_REGISTERS = data.StructLayout({
     "out_base": 32, "out_w": 16, "cout": 16, "out_wb": 16, "out_words": 16, "pool": 1,
     "act_bits": 3, "req_shift": 6, "raw": 1, "param_base": 32, "res_base": 32,
     "out_split": 16,
+    "sc_enable": 1, "sc_shift": 6, "sc_signed": 1, "out_signed": 1,
 })
+# The residual term (code * Mr) << Sr: a 5-bit signed code (4-bit slot,
+# signed or zero-extended) times the 16-bit multiplier, shifted by up to
+# SHIFT_MAX (docs/isa.md: SC_SHIFT 0 .. 47).
+RESIDUAL_TERM_BITS = 5 + MULTIPLIER_BITS + SHIFT_MAX
 BIAS = PARAMETER["bias"].shape
 
 
@@ -59,9 +69,12 @@ def element_layout(config):
 
 @functools.cache
 def operands_layout(config):
-    """An element with its accumulator and its channel's parameters (S1 -> S2)."""
+    """An element with its accumulator, its channel's parameters and its
+    shortcut code (S1 -> S2)."""
     return data.StructLayout({"at": element_layout(config), "acc": signed(config.acc_width),
-                              "bias": BIAS, "multiplier": signed(MULTIPLIER_BITS)})
+                              "bias": BIAS, "multiplier": signed(MULTIPLIER_BITS),
+                              "residual_multiplier": signed(MULTIPLIER_BITS),
+                              "shortcut": ACT_SLOT_BITS})
 
 
 @functools.cache
@@ -99,8 +112,9 @@ class TileReader(wiring.Component):
     """S0 and S1: takes a job, counts its R x C elements (one per cycle, row
     by row), reads each row's OAB entry and channel parameters at its first
     column, and offers every element with its accumulator, bias and
-    multiplier. A job is accepted in the cycle of the previous job's last
-    element, so back-to-back jobs leave no gap."""
+    multipliers, and (config.residual) its shortcut code, looked up in the
+    shortcut buffer in S0. A job is accepted in the cycle of the previous
+    job's last element, so back-to-back jobs leave no gap."""
 
     def __init__(self, config):
         self._config = config
@@ -111,6 +125,7 @@ class TileReader(wiring.Component):
             "params": In(params_read_signature(config)),
             "element": Out(stream.Signature(operands_layout(config), always_ready=True)),
             "busy": Out(1),      # a job is counting or its last element is in S1
+            **({"shortcut": Out(shortcut_read_signature(config))} if config.residual else {}),
         })
 
     def elaborate(self, platform):
@@ -148,6 +163,13 @@ class TileReader(wiring.Component):
         s1_valid = Signal(name="meta_s1_valid")
         s1 = Signal(element_layout(config), name="meta_s1")
         m.d.sync += [s1_valid.eq(running), s1.eq(s0)]
+        # The shortcut code, looked up while `job` is this element's (in S1
+        # the next job may already be latched).
+        code1 = Signal(ACT_SLOT_BITS)
+        if config.residual:
+            m.d.comb += [self.shortcut.buffer.eq(job.buffer), self.shortcut.row.eq(r),
+                         self.shortcut.col.eq(c), self.shortcut.offset.eq((job.ktile * rows)[:2])]
+            m.d.sync += code1.eq(self.shortcut.code)
 
         # ---- S1: the accumulator and parameters (fresh from the ports at c == 0).
         params = PARAMETER(self.params.data)
@@ -157,31 +179,42 @@ class TileReader(wiring.Component):
             row_hold = Signal(cols * acc)
             bias_hold = Signal(BIAS)
             mult_hold = Signal(signed(MULTIPLIER_BITS))
+            rmult_hold = Signal(signed(MULTIPLIER_BITS))
             with m.If(fresh):
                 m.d.sync += [row_hold.eq(self.oab.data), bias_hold.eq(params.bias),
-                             mult_hold.eq(params.multiplier)]
+                             mult_hold.eq(params.multiplier),
+                             rmult_hold.eq(params.residual_multiplier)]
             row = Mux(fresh, self.oab.data, row_hold)
             bias = Mux(fresh, params.bias, bias_hold)
             mult = Mux(fresh, params.multiplier, mult_hold)
+            rmult = Mux(fresh, params.residual_multiplier, rmult_hold)
         else:
             # The read ports hold their data until the next read (the PPU
             # is their only reader while the core runs): the row entry and
             # the channel's parameters are still there for c > 0.
             row, bias, mult = self.oab.data, params.bias, params.multiplier
+            rmult = params.residual_multiplier
         m.d.comb += [
             self.element.valid.eq(s1_valid), self.element.p.at.eq(s1),
             self.element.p.acc.eq(Array(row[i * acc:(i + 1) * acc].as_signed() for i in range(cols))[s1.c]),
             self.element.p.bias.eq(bias), self.element.p.multiplier.eq(mult),
+            self.element.p.residual_multiplier.eq(rmult if config.residual else 0),
+            self.element.p.shortcut.eq(code1),
             self.busy.eq(running | s1_valid),
         ]
         return m
 
 
 class Requantizer(wiring.Component):
-    """S2 .. S4 (`LATENCY` cycles): acc + bias, times the multiplier, then
-    the rounding right shift by `req_shift` and the clamp to [0, 2^act_bits - 1]
-    (common/fixedpoint.py's requantize); `total` is acc + bias wrapped to 32
-    bits (a raw layer's result). Each element's position goes along."""
+    """S2 .. S4 (`LATENCY` cycles): acc + bias, times the multiplier, plus
+    (with `sc_enable`) the residual term (code * Mr) << sc_shift, then the
+    rounding right shift by `req_shift` and the clamp to [0, 2^act_bits - 1],
+    or with `out_signed` to [-2^(act_bits-1), 2^(act_bits-1) - 1], written
+    as the low 4 bits of its two's complement (common/fixedpoint.py's
+    requantize_sum); `total` is acc + bias wrapped to 32 bits (a raw
+    layer's result). The shortcut code is signed (bit 3 the sign) with
+    `sc_signed`. Each element's position goes along. Without
+    config.residual the residual and signed inputs are ignored."""
 
     LATENCY = 4
 
@@ -190,6 +223,7 @@ class Requantizer(wiring.Component):
         super().__init__({
             "element": In(stream.Signature(operands_layout(config), always_ready=True)),
             "act_bits": In(3), "req_shift": In(6),
+            "sc_enable": In(1), "sc_shift": In(6), "sc_signed": In(1), "out_signed": In(1),
             "code": Out(stream.Signature(code_layout(config), always_ready=True)),
             "busy": Out(1),     # an element in S2 .. S5
         })
@@ -220,19 +254,46 @@ class Requantizer(wiring.Component):
         total3 = Signal(signed(RESULT_WIDTH))
         m.d.sync += [product.eq(total * mult2), total3.eq(total)]
 
+        if config.residual:
+            # Beside S2 and S3: code * Mr, then << Sr (0 without a shortcut).
+            rmult1 = Signal(signed(MULTIPLIER_BITS))
+            code1 = Signal(ACT_SLOT_BITS)
+            m.d.sync += [rmult1.eq(self.element.p.residual_multiplier),
+                         code1.eq(self.element.p.shortcut)]
+            code = Signal(signed(ACT_SLOT_BITS + 1))
+            m.d.comb += code.eq(Mux(self.sc_signed, code1.as_signed(), code1))
+            term2 = Signal(signed(ACT_SLOT_BITS + 1 + MULTIPLIER_BITS))
+            m.d.sync += term2.eq(Mux(self.sc_enable, code * rmult1, 0))
+            term3 = Signal(signed(RESIDUAL_TERM_BITS))
+            m.d.sync += term3.eq(term2 << self.sc_shift)
+            scaled = Signal(signed(RESIDUAL_TERM_BITS + 1))
+            m.d.comb += scaled.eq(product + term3)
+        else:
+            scaled = product
+
         # ---- S4: rounding shift (round half up) and clamp.
         shift = self.req_shift
         if config.ppu_barrel_shift:
             rounding = Mux(shift == 0, 0, (1 << shift) >> 1)
-            shifted = Signal(signed(33 + MULTIPLIER_BITS + 1))
-            m.d.comb += shifted.eq((product + rounding) >> shift)
-            act_max = (1 << self.act_bits) - 1
+            shifted = Signal(signed(len(scaled) + 1))
+            m.d.comb += shifted.eq((scaled + rounding) >> shift)
             act4 = Signal(4)
             total4 = Signal(signed(RESULT_WIDTH))    # acc + bias, wrapped to 32 bits
-            m.d.sync += [act4.eq(Mux(shifted < 0, 0, Mux(shifted > act_max, act_max, shifted))),
+            if config.residual:
+                act_max = Signal(signed(9))     # ACT_BITS is 3 bits wide
+                act_min = Signal(signed(9))
+                m.d.comb += [
+                    act_max.eq(Mux(self.out_signed, ((1 << self.act_bits) >> 1) - 1,
+                                   (1 << self.act_bits) - 1)),
+                    act_min.eq(Mux(self.out_signed, -((1 << self.act_bits) >> 1), 0)),
+                ]
+            else:
+                act_max, act_min = (1 << self.act_bits) - 1, 0
+            m.d.sync += [act4.eq(Mux(shifted < act_min, act_min,
+                                     Mux(shifted > act_max, act_max, shifted))[:4]),
                          total4.eq(total3)]
         else:
-            act4, total4 = self._clamped_shift(m, product, shift, total3)
+            act4, total4 = self._clamped_shift(m, scaled, shift, total3)
 
         m.d.comb += [
             self.code.valid.eq(valid[-1]), self.code.p.at.eq(at[-1]),
@@ -243,14 +304,18 @@ class Requantizer(wiring.Component):
 
     def _clamped_shift(self, m, product, shift, total3):
         """S4 without a full-width shifter (config.ppu_barrel_shift False):
-        the same value, clamp((product + rounding) >> shift, 0, 2^a - 1),
-        from p = product + rounding: negative when p < 0; at the maximum
-        when p >= 2^(a + shift) (a bit of p at or above a + shift is set);
-        otherwise the 4 bits of p from bit `shift` (a shifter that keeps
-        only those). |product| <= 2^47, so every shift >= 49 gives 0, as 49
-        does: the shift is capped at 49 and p fits in 50 bits."""
-        width = 50
-        limit = 49
+        the same value, clamp((product + rounding) >> shift, lo, hi), from
+        p = product + rounding: at the minimum when p < 0 and (unsigned) or
+        (signed) a bit of p at or above a - 1 + shift is clear; at the
+        maximum when p >= 0 and a bit of p at or above a + shift (signed:
+        a - 1 + shift) is set; otherwise the 4 bits of p from bit `shift`
+        (a shifter that keeps only those). |product| < 2^(width - 3), so
+        every shift >= width - 1 gives 0, as width - 1 does: the shift is
+        capped there and p fits in `width` bits (50, or 70 with the
+        residual term)."""
+        config = self._config
+        width = RESIDUAL_TERM_BITS + 2 if config.residual else 50
+        limit = width - 1
         capped = Signal(range(limit + 1))
         m.d.comb += capped.eq(Mux(shift > limit, limit, shift))
         p = Signal(signed(width))
@@ -271,13 +336,29 @@ class Requantizer(wiring.Component):
         m.d.comb += above[width - 1].eq(p[width - 1])
         for i in reversed(range(width - 1)):
             m.d.comb += above[i].eq(p[i] | above[i + 1])
+        signed_out = self.out_signed if config.residual else 0
         threshold = Signal(range(limit + 8))
-        m.d.comb += threshold.eq(capped + self.act_bits)
+        m.d.comb += threshold.eq(capped + self.act_bits - signed_out)
         over = Array(above + [0] * ((1 << len(threshold)) - width))[threshold]
-        act_max = (1 << self.act_bits) - 1
+        act_max = Signal(4)
+        m.d.comb += act_max.eq(Mux(signed_out, ((1 << self.act_bits) >> 1) - 1,
+                                   (1 << self.act_bits) - 1))
         act4 = Signal(4)
         total4 = Signal(signed(RESULT_WIDTH))    # acc + bias, wrapped to 32 bits
-        m.d.sync += [act4.eq(Mux(p[width - 1], 0, Mux(over, act_max, low))), total4.eq(total3)]
+        if config.residual:
+            # clear[i]: some bit of p at or above i is clear.
+            clear = [Signal(name=f"clear{i}") for i in range(width)]
+            m.d.comb += clear[width - 1].eq(~p[width - 1])
+            for i in reversed(range(width - 1)):
+                m.d.comb += clear[i].eq(~p[i] | clear[i + 1])
+            under = Array(clear + [1] * ((1 << len(threshold)) - width))[threshold]
+            act_min = Signal(4)
+            m.d.comb += act_min.eq(-((1 << self.act_bits) >> 1))
+            negative = Mux(signed_out, Mux(under, act_min, low), 0)
+        else:
+            negative = 0
+        m.d.sync += [act4.eq(Mux(p[width - 1], negative, Mux(over, act_max, low))),
+                     total4.eq(total3)]
         return act4, total4
 
 
@@ -376,6 +457,7 @@ class PostProcessor(wiring.Component):
             "params": In(params_read_signature(config)),
             "activations": In(activation_write_signature(config)),
             "results": In(result_write_signature(config)),
+            **({"shortcut": Out(shortcut_read_signature(config))} if config.residual else {}),
         })
 
     def elaborate(self, platform):
@@ -398,6 +480,10 @@ class PostProcessor(wiring.Component):
         layer = self.layer
         m.d.comb += [reader.cout.eq(layer.cout), reader.param_base.eq(layer.param_base),
                      requantizer.act_bits.eq(layer.act_bits), requantizer.req_shift.eq(layer.req_shift)]
+        if config.residual:
+            wiring.connect(m, reader.shortcut, wiring.flipped(self.shortcut))
+            for name in ("sc_enable", "sc_shift", "sc_signed", "out_signed"):
+                m.d.comb += getattr(requantizer, name).eq(layer[name])
         for name in ("out_base", "out_w", "cout", "out_wb", "out_words", "pool", "raw", "res_base",
                      "out_split"):
             m.d.comb += getattr(writer, name).eq(layer[name])

@@ -20,3 +20,29 @@ PPU_PIPELINE = 5
 PPU_CYCLES = PPU_PIPELINE + 1
 # HALT's own cycle after DECODE: done rises once the PPU is idle.
 HALT_CYCLES = 1
+
+# A residual layer's shortcut reads (docs/isa.md, "Residual shortcut"): for
+# each tile, every activation bank reads the J words that hold channels
+# ktile*R .. ktile*R + R - 1 of its pixel, J <= shortcut_words_max(R). They
+# start with the drain of the tile's last ROUND (the cycle the OAB takes it)
+# and the engine's ShortcutLoader issues them in the next J cycles, their
+# data captured SHORTCUT_LATENCY cycles after each. The OAB flushes and
+# drains for 2R + C - 2 cycles before the tile reaches the PPU, and the PPU
+# reads the buffer two cycles after taking the tile, so the reads add no
+# cycle to the timing rules above (`shortcut_reads_hidden` holds for every
+# array; ShortcutLoader refuses one where it would not).
+SHORTCUT_LATENCY = 1
+
+
+def shortcut_words_max(rows):
+    """Most words a bank reads for one tile's shortcut: channel tiles start
+    at slot (ktile * rows) mod 4, a multiple of gcd(rows, 4)."""
+    import math
+    return (4 - math.gcd(rows, 4) + rows - 1) // 4 + 1
+
+
+def shortcut_reads_hidden(rows, cols):
+    """The last shortcut capture comes before the PPU reads the buffer:
+    start + J + SHORTCUT_LATENCY <= start + 2R + C (the cycle before the
+    tile's first element is in the PPU's S1)."""
+    return 1 + shortcut_words_max(rows) + SHORTCUT_LATENCY <= 2 * rows + cols

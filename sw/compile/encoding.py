@@ -184,14 +184,15 @@ def decode_wptr(word, rows, addr_bits):
     return decode(isa.wptr_layout(rows, addr_bits), word)
 
 
-def encode_param(bias, multiplier):
-    return encode(isa.PARAMETER, {"bias": bias, "multiplier": multiplier})
+def encode_param(bias, multiplier, residual_multiplier=0):
+    return encode(isa.PARAMETER, {"bias": bias, "multiplier": multiplier,
+                                  "residual_multiplier": residual_multiplier})
 
 
 def decode_param(word):
-    """`(bias, multiplier)`, both signed."""
+    """`(bias, multiplier, residual_multiplier)`, all signed."""
     param = decode(isa.PARAMETER, word)
-    return param["bias"], param["multiplier"]
+    return param["bias"], param["multiplier"], param["residual_multiplier"]
 
 
 def encode_result(value):

@@ -29,6 +29,9 @@ Count conventions (docs/isa.md, "Counters", made precise here):
   are neither read nor written), also at the even row of a pooled pair.
 * `act_writes`: one per 4-bit slot written (pooled layers write at the odd
   row only); `result_writes`: one per result word.
+* `shortcut_reads`: per tile of a layer with SC_ENABLE, J words (those
+  holding channels ktile*R .. ktile*R + R - 1) in each of the C banks,
+  whatever COUT and OUT_W (docs/isa.md, "Residual shortcut").
 """
 
 import dataclasses
@@ -291,9 +294,11 @@ class _Core:
         counters["param_reads"] += int(rows_ok.sum())
         params = [enc.decode_param(read_entry(self.mem[Memory.PARAMS][0],
                                               (regs["PARAM_BASE"] + kk) % self.config.param_depth))
-                  if ok else (0, 0) for kk, ok in zip(k.tolist(), rows_ok.tolist())]
+                  if ok else (0, 0, 0) for kk, ok in zip(k.tolist(), rows_ok.tolist())]
         bias = np.array([p[0] for p in params], dtype=np.int64)[:, None]
         multiplier = np.array([p[1] for p in params], dtype=np.int64)[:, None]
+        residual_multiplier = np.array([p[2] for p in params], dtype=np.int64)[:, None]
+        shortcut = self.read_shortcut() if regs["SC_ENABLE"] else None
         if regs["RAW"]:
             ok = rows_ok[:, None] & cols_ok[None, :]
             counters["result_writes"] += int(ok.sum())
@@ -303,8 +308,15 @@ class _Core:
                 self.mem[Memory.RESULTS][0, address[ok] % self.config.result_depth] = \
                     enc.encode_result((values + bias)[ok])
             return
-        codes = fixedpoint.requantize(values, bias, multiplier, regs["REQ_SHIFT"],
-                                      regs["ACT_BITS"])
+        if shortcut is None:
+            codes = fixedpoint.requantize_sum(values, bias, multiplier, regs["REQ_SHIFT"],
+                                              regs["ACT_BITS"], signed=bool(regs["OUT_SIGNED"]))
+        else:
+            codes = fixedpoint.requantize_sum(values, bias, multiplier, regs["REQ_SHIFT"],
+                                              regs["ACT_BITS"], residual=shortcut,
+                                              residual_multiplier=residual_multiplier,
+                                              residual_shift=regs["SC_SHIFT"],
+                                              signed=bool(regs["OUT_SIGNED"]))
         if not regs["POOL"]:
             ok = rows_ok[:, None] & cols_ok[None, :]
             self.write_slots(codes, np.full(x.shape, y), x, k, ok)
@@ -321,6 +333,27 @@ class _Core:
         pooled = np.maximum(previous[1], horizontal)
         ok = rows_ok[:, None] & (x0 + 2 * pairs + 1 < regs["OUT_W"])[None, :]
         self.write_slots(pooled, np.full(pairs.shape, y // 2), x0 // 2 + pairs, k, ok)
+
+    def read_shortcut(self):
+        """The tile's (R, C) shortcut codes: bank c reads the J words of
+        pixel (y, x0 + c) that hold channels ktile*R .. ktile*R + R - 1
+        (docs/isa.md, "Residual shortcut"); signed with SC_SIGNED."""
+        R, C, regs = self.R, self.C, self.regs
+        y, x0, ktile = self.tile
+        first = ktile * R // ACT_SLOTS_PER_WORD
+        words = (ktile * R + R - 1) // ACT_SLOTS_PER_WORD - first + 1
+        self.counters["shortcut_reads"] += C * words
+        if not self.compute:
+            return None
+        address = (regs["SC_BASE"] + (y * regs["OUT_WB"] + x0 // C) * regs["OUT_WORDS"] + first
+                   + np.arange(words)) % self.config.act_depth                    # (J,)
+        data = self.mem[Memory.ACTIVATIONS][:, address]                              # (C, J)
+        slot = ktile * R % ACT_SLOTS_PER_WORD + np.arange(R)                         # (R,)
+        codes = (data[:, slot // ACT_SLOTS_PER_WORD] >> (4 * (slot % ACT_SLOTS_PER_WORD))) & 15
+        codes = codes.T                                                              # (R, C)
+        if regs["SC_SIGNED"]:
+            codes = codes - ((codes >> 3) << 4)
+        return codes
 
     def write_slots(self, codes, ys, xs, k, ok):
         """Write codes[r, j] to pixel (ys[j], xs[j]), channel k[r] where ok."""

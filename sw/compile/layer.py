@@ -4,7 +4,10 @@ generator of random layers for the tests.
 The integer semantics are those of docs/model_format.md: `weights` are the
 full integer weights `q << e` (not `q`), grouped as in
 `sw/quantize/groups.py` with group size `hw.isa.GROUP_SIZE`; a linear
-layer is a 1x1 convolution on a 1x1 map.
+layer is a 1x1 convolution on a 1x1 map. A residual layer (model file
+version 2) adds a shortcut tensor of its conv output's shape in its
+requantization (`common.fixedpoint.requantize_sum`); its input is then a
+`LayerInput` (the input codes and the shortcut codes).
 """
 
 import dataclasses
@@ -22,6 +25,24 @@ INPUT_ACT_BITS = (2, 3, 4, 8)
 OUTPUT_ACT_BITS = (2, 3, 4)
 # p + e of a 2/3/4-bit group must fit the PE's 4-bit weight lane.
 MAX_GROUP_BITS = 4
+# Bits of a residual shortcut's codes (unsigned, or signed: a projection
+# without ReLU); they sit in the 4-bit activation slots.
+SHORTCUT_BITS = (2, 3, 4)
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerInput:
+    """What a residual layer reads: its input codes `x` (Cin, H, W) and the
+    shortcut codes (Cout, Ho, Wo) added in its requantization."""
+    x: np.ndarray
+    shortcut: np.ndarray | None = None
+
+
+def split_input(value):
+    """`(x, shortcut)` of a layer's input: a LayerInput, or plain input codes."""
+    if isinstance(value, LayerInput):
+        return value.x, value.shortcut
+    return value, None
 
 
 @dataclasses.dataclass
@@ -45,6 +66,14 @@ class LayerSpec:
     split_output: bool = False
     name: str = "layer"
     index: int | None = None        # position in the model file's `layers` (for messages)
+    # Output codes clamped to the signed act_bits_out range (no ReLU).
+    act_signed: bool = False
+    # A residual shortcut: per-Cout signed 16-bit Mr (None: no shortcut),
+    # the left shift Sr of its term, and its codes' bits and signedness.
+    residual_multiplier: np.ndarray | None = None
+    residual_shift: int = 0
+    shortcut_bits: int = 4
+    shortcut_signed: bool = False
 
     @property
     def label(self):
@@ -69,6 +98,10 @@ class LayerSpec:
         self.pool = bool(self.pool)
         self.raw = bool(self.raw)
         self.split_output = bool(self.split_output)
+        self.act_signed = bool(self.act_signed)
+        self.shortcut_signed = bool(self.shortcut_signed)
+        if self.residual_multiplier is not None:
+            self.residual_multiplier = np.asarray(self.residual_multiplier)
         self.validate()
 
     # -- derived shapes --
@@ -104,6 +137,24 @@ class LayerSpec:
         (_, h, w), (kh, kw) = self.input_shape, self.kernel
         p, s = self.padding, self.stride
         return (h + 2 * p - kh) // s + 1, (w + 2 * p - kw) // s + 1
+
+    @property
+    def residual(self):
+        """The layer adds a shortcut."""
+        return self.residual_multiplier is not None
+
+    @property
+    def shortcut_shape(self):
+        """The shortcut's shape: the conv output's (before pooling)."""
+        return (self.out_channels, *self.conv_output_hw)
+
+    @property
+    def shortcut_range(self):
+        return fixedpoint.activation_range(self.shortcut_bits, self.shortcut_signed)
+
+    @property
+    def output_range(self):
+        return fixedpoint.activation_range(self.act_bits_out, self.act_signed)
 
     @property
     def output_shape(self):
@@ -182,6 +233,31 @@ class LayerSpec:
             self._fail(f"requantization shift {self.requant_shift!r} outside "
                        f"[0, {fixedpoint.SHIFT_MAX}]")
         self.requant_shift = int(self.requant_shift)
+        self._validate_residual()
+
+    def _validate_residual(self):
+        cout = self.out_channels
+        if self.act_signed and self.pool:
+            self._fail("signed output codes cannot be max-pooled (the PPU pools unsigned codes)")
+        if not self.residual:
+            return
+        if self.pool:
+            self._fail("a residual layer cannot pool: the shortcut is added to the conv output "
+                       "and the pooled map has another shape")
+        mr = self.residual_multiplier
+        if mr.shape != (cout,) or not np.issubdtype(mr.dtype, np.integer):
+            self._fail(f"residual_multiplier must be {cout} integers, got shape {mr.shape}")
+        self.residual_multiplier = mr.astype(np.int64)
+        if mr.min() < fixedpoint.MULTIPLIER_MIN or mr.max() > fixedpoint.MULTIPLIER_MAX:
+            self._fail(f"residual multiplier out of the {fixedpoint.MULTIPLIER_BITS}-bit signed "
+                       f"range [{fixedpoint.MULTIPLIER_MIN}, {fixedpoint.MULTIPLIER_MAX}]")
+        if not isinstance(self.residual_shift, (int, np.integer)) \
+                or not 0 <= self.residual_shift <= fixedpoint.SHIFT_MAX:
+            self._fail(f"residual shift {self.residual_shift!r} outside [0, {fixedpoint.SHIFT_MAX}]")
+        self.residual_shift = int(self.residual_shift)
+        if self.shortcut_bits not in SHORTCUT_BITS:
+            self._fail(f"shortcut bits {self.shortcut_bits} not supported "
+                       f"(limit: one of {SHORTCUT_BITS})")
 
     def _validate_groups(self):
         expected = group_shape(self.weights.shape, GROUP_SIZE)
@@ -253,11 +329,20 @@ def random_groups(rng, shape, style):
 def random_layer_spec(rng, *, kind=None, in_channels=None, out_channels=None, height=None,
                       width=None, kernel=None, padding=None, stride=None, pool=None, raw=None,
                       split_output=None, act_bits_in=None, act_bits_out=None, style=None,
-                      max_channels=40, max_size=9, name="random"):
+                      max_channels=40, max_size=9, name="random", residual=False):
     """A random valid LayerSpec; any argument left None is drawn from `rng`.
     A quarter of the convolutions have stride 2 (mostly the 3x3 and 1x1
     kernels of residual networks), a quarter of the layers with an output
-    map store it parity-split."""
+    map store it parity-split.
+
+    `residual`: False (the default: the draws of earlier versions, so their
+    seeds give the same layers), True (a residual layer: an unsigned or
+    signed shortcut of 2 to 4 bits, sometimes a signed output) or None (a
+    residual layer one time in three, among the layers that may be one)."""
+    if residual is None:
+        residual = bool(rng.random() < 1 / 3) and not raw and not pool
+    if residual:
+        raw, pool = False, False
     kind = kind or ("linear" if rng.random() < 0.2 else "conv")
     cin = in_channels or int(rng.integers(1, max_channels + 1))
     cout = out_channels or int(rng.integers(1, max_channels + 1))
@@ -310,13 +395,30 @@ def random_layer_spec(rng, *, kind=None, in_channels=None, out_channels=None, he
         # (spread * 2^14) >> S ~ a third of the code range
         requant_shift = int(np.clip(round(math.log2(spread * (1 << 14) * 3)) - act_bits_out
                                     + int(rng.integers(-1, 2)), 0, fixedpoint.SHIFT_MAX))
+    extra = {}
+    if residual:
+        # The shortcut term about as large as the main one: Mr / 2^(S - Sr)
+        # near 1/2, so r * Mr << Sr >> S spans about half the code range.
+        shortcut_bits = int(rng.choice([2, 3, 4]))
+        residual_multiplier = rng.integers(1 << 12, 1 << 15, size=cout).astype(np.int64)
+        residual_multiplier[rng.random(cout) < 0.1] *= -1
+        residual_shift = int(np.clip(requant_shift - 15 + int(rng.integers(-1, 3)), 0,
+                                     fixedpoint.SHIFT_MAX))
+        extra = dict(residual_multiplier=residual_multiplier, residual_shift=residual_shift,
+                     shortcut_bits=shortcut_bits, shortcut_signed=bool(rng.random() < 0.5),
+                     act_signed=bool(rng.random() < 0.25))
     return LayerSpec(kind=kind, weights=weights, precision=precision, shift=shift, bias=bias,
                      multiplier=multiplier, requant_shift=requant_shift, act_bits_in=act_bits_in,
                      act_bits_out=act_bits_out, input_shape=(cin, height, width),
                      padding=padding, stride=stride, pool=pool, raw=raw,
-                     split_output=split_output, name=name)
+                     split_output=split_output, name=name, **extra)
 
 
 def random_input(rng, spec):
-    """Random input codes of the layer's shape and input bits."""
-    return rng.integers(0, 1 << spec.act_bits_in, size=spec.input_shape).astype(np.int64)
+    """Random input codes of the layer's shape and input bits; for a residual
+    layer a LayerInput with random shortcut codes of its range too."""
+    x = rng.integers(0, 1 << spec.act_bits_in, size=spec.input_shape).astype(np.int64)
+    if not spec.residual:
+        return x
+    low, high = spec.shortcut_range
+    return LayerInput(x, rng.integers(low, high + 1, size=spec.shortcut_shape).astype(np.int64))

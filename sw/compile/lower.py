@@ -50,6 +50,7 @@ from hw.isa import GROUP_SIZE, Memory, Register
 from hw.pe.modes import PeMode
 from sw.compile import encoding as enc
 from sw.compile.images import empty_images, merge_images, read_entry
+from sw.compile.layer import split_input
 
 PASSES_8BIT_INPUT = ((False, 4), (True, 0))   # (input2, shift): high nibbles, then low
 PASS_PLAIN_INPUT = ((False, 0),)
@@ -61,10 +62,12 @@ STRIDES = (1, 2)
 @dataclasses.dataclass(frozen=True)
 class Placement:
     """Base addresses of a layer's regions; None places it automatically
-    (the second input map after the first, the output map after the inputs)."""
+    (the second input map after the first, the output map after the inputs,
+    a residual layer's shortcut map after the output)."""
     in_base: int = 0
     in_base2: int | None = None
     out_base: int | None = None
+    sc_base: int | None = None
     param_base: int = 0
     res_base: int = 0
     chunk_base: int = 0
@@ -127,8 +130,10 @@ class CompiledLayer:
         return self.manifest["expected_counters"]
 
     def input_image(self, x):
-        """The activation-memory image of input codes `x` (Cin, H, W)."""
+        """The activation-memory image of input codes `x` (Cin, H, W), or
+        of a LayerInput's input and shortcut codes (a residual layer)."""
         spec, cols = self.spec, self.config.cols
+        x, shortcut = split_input(x)
         x = np.asarray(x, dtype=np.int64).reshape(spec.input_shape)
         if x.min(initial=0) < 0 or x.max(initial=0) >= (1 << spec.act_bits_in):
             raise UserError(f"{spec.label}: input codes outside [0, "
@@ -140,6 +145,15 @@ class CompiledLayer:
             maps = ((x, self.placement.in_base),)
         for codes, base in maps:
             _write_map(images[Memory.ACTIVATIONS], codes, base, cols, split=spec.stride == 2)
+        if spec.residual:
+            if shortcut is None:
+                raise UserError(f"{spec.label}: a residual layer needs its shortcut codes "
+                                f"(a LayerInput)")
+            shortcut = np.asarray(shortcut, dtype=np.int64).reshape(spec.shortcut_shape)
+            low, high = spec.shortcut_range
+            if shortcut.min(initial=0) < low or shortcut.max(initial=0) > high:
+                raise UserError(f"{spec.label}: shortcut codes outside [{low}, {high}]")
+            _write_map(images[Memory.ACTIVATIONS], shortcut & 15, self.placement.sc_base, cols)
         return images
 
     def memories(self, x):
@@ -160,7 +174,7 @@ class CompiledLayer:
                             read_entry(bank, regs["RES_BASE"] + (y * wo + x) * cout + k))
             return out
         return _read_map(memories[Memory.ACTIVATIONS], (cout, ho, wo), regs["OUT_BASE"], cols,
-                         split=spec.split_output)
+                         split=spec.split_output, signed=spec.act_signed)
 
 
 def _write_map(banks, codes, base, cols, split=False):
@@ -183,7 +197,8 @@ def _write_map(banks, codes, base, cols, split=False):
                 bank[address + j] = int(packed[j, y, x])
 
 
-def _read_map(banks, shape, base, cols, split=False):
+def _read_map(banks, shape, base, cols, split=False, signed=False):
+    """A map's codes; `signed`: 4-bit two's complement slots."""
     channels, height, width = shape
     out = np.zeros(shape, dtype=np.int64)
     for k in range(channels):
@@ -191,6 +206,8 @@ def _read_map(banks, shape, base, cols, split=False):
             for x in range(width):
                 bank, word, slot = enc.act_address(y, x, k, base, width, channels, cols, split)
                 out[k, y, x] = (read_entry(banks[bank], word) >> (4 * slot)) & 15
+    if signed:
+        out -= (out >> 3) << 4
     return out
 
 
@@ -283,6 +300,9 @@ def compile_layer(spec, config, placement=None):
     order: geometry and accumulator checks, round groups, the weight-side
     memories, the parameters, the activation map placement, the program."""
     placement = placement or Placement()
+    if (spec.residual or spec.act_signed) and not config.residual:
+        _fail(spec, f"the configuration {config.name!r} has no residual adds or signed outputs "
+                    f"(residual=False)")
     geometry = _check_geometry(spec, config)
     bound = _check_accumulator(spec, config)
     input_passes = PASSES_8BIT_INPUT if spec.act_bits_in == 8 else PASS_PLAIN_INPUT
@@ -296,7 +316,8 @@ def compile_layer(spec, config, placement=None):
     program = _program(spec, config, registers, tiles, round_groups, input_passes)
     images[Memory.PROGRAM][0] = dict(enumerate(program))
 
-    resolved = dataclasses.replace(placement, in_base2=maps.in_base2, out_base=maps.out_base)
+    resolved = dataclasses.replace(placement, in_base2=maps.in_base2, out_base=maps.out_base,
+                                   sc_base=maps.sc_base)
     compiled = CompiledLayer(spec=spec, config=config, placement=resolved, registers=registers,
                              program=program, images=images, manifest={},
                              round_groups=round_groups, tiles=tiles)
@@ -432,9 +453,10 @@ def _store_params(spec, config, placement, images):
         _fail(spec, f"needs {cout} parameter entries from {placement.param_base}, the parameter "
                     f"memory holds {config.param_depth} (param_depth)")
     multipliers = spec.multiplier if not spec.raw else np.zeros(cout, dtype=np.int64)
+    residual = spec.residual_multiplier if spec.residual else np.zeros(cout, dtype=np.int64)
     for k in range(cout):
-        images[Memory.PARAMS][0][placement.param_base + k] = enc.encode_param(spec.bias[k],
-                                                                             multipliers[k])
+        images[Memory.PARAMS][0][placement.param_base + k] = enc.encode_param(
+            spec.bias[k], multipliers[k], residual[k])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -444,6 +466,7 @@ class _Maps:
     in_base2: int | None
     out_words: int
     out_base: int
+    sc_base: int | None       # a residual layer's shortcut map
 
 
 def _place_maps(spec, config, placement, input_passes):
@@ -461,6 +484,15 @@ def _place_maps(spec, config, placement, input_passes):
     out_words = 0 if spec.raw else enc.map_words_per_bank(out_h, out_wm, spec.out_channels, C)
     out_base = placement.out_base if placement.out_base is not None else input_end
     act_end = max(input_end, out_base + out_words)
+    sc_base, sc_words = None, 0
+    if spec.residual:
+        # The shortcut has the conv output's shape (no pooling: out_words).
+        sc_words = out_words
+        sc_base = placement.sc_base if placement.sc_base is not None else act_end
+        act_end = max(act_end, sc_base + sc_words)
+        if sc_base < out_base + out_words and out_base < sc_base + sc_words:
+            _fail(spec, f"the shortcut map [{sc_base}, {sc_base + sc_words}) overlaps the output "
+                        f"map [{out_base}, {out_base + out_words}) in the activation memory")
     if spec.act_bits_in == 8 and abs(in_base2 - placement.in_base) < in_words:
         _fail(spec, f"the two input nibble maps at {placement.in_base} and {in_base2} overlap "
                     f"({in_words} words each) in the activation memory")
@@ -472,12 +504,13 @@ def _place_maps(spec, config, placement, input_passes):
                         f"map [{base}, {base + in_words}) in the activation memory")
     if act_end > config.act_depth:
         _fail(spec, f"needs activation words up to {act_end} per bank (input "
-                    f"{in_words * len(input_passes)}, output {out_words}), the activation memory "
-                    f"holds {config.act_depth} per bank (act_depth)")
+                    f"{in_words * len(input_passes)}, output {out_words}"
+                    + (f", shortcut {sc_words}" if spec.residual else "")
+                    + f"), the activation memory holds {config.act_depth} per bank (act_depth)")
     if spec.raw and placement.res_base + spec.out_channels * ho * wo > config.result_depth:
         _fail(spec, f"needs {spec.out_channels * ho * wo} result words from {placement.res_base}, "
                     f"the result memory holds {config.result_depth} (result_depth)")
-    return _Maps(in_words, in_base2, out_words, out_base)
+    return _Maps(in_words, in_base2, out_words, out_base, sc_base)
 
 
 def _registers(spec, config, placement, geometry, maps):
@@ -496,6 +529,10 @@ def _registers(spec, config, placement, geometry, maps):
         "PARAM_BASE": placement.param_base, "RES_BASE": placement.res_base,
         "STRIDE2": int(spec.stride == 2),
         "OUT_SPLIT": enc.even_start(out_wm) if spec.split_output else 0,
+        "SC_BASE": maps.sc_base or 0, "SC_ENABLE": int(spec.residual),
+        "SC_SHIFT": spec.residual_shift if spec.residual else 0,
+        "SC_SIGNED": int(spec.residual and spec.shortcut_signed),
+        "OUT_SIGNED": int(spec.act_signed),
     }
 
 
@@ -558,6 +595,9 @@ def _manifest(compiled, bound, in_words, out_words, fill, chunk_end, wptr_end, i
     if spec.act_bits_in == 8:
         regions["input2"] = {"memory": Memory.ACTIVATIONS, "base": placement.in_base2,
                              "words_per_bank": in_words}
+    if spec.residual:
+        regions["shortcut"] = {"memory": Memory.ACTIVATIONS, "base": placement.sc_base,
+                               "words_per_bank": out_words}
     if spec.raw:
         regions["results"] = {"memory": Memory.RESULTS, "base": placement.res_base,
                               "entries": int(np.prod(spec.output_shape))}
@@ -581,6 +621,9 @@ def _manifest(compiled, bound, in_words, out_words, fill, chunk_end, wptr_end, i
         "raw": spec.raw,
         "act_bits_in": spec.act_bits_in,
         "act_bits_out": spec.act_bits_out,
+        "act_signed": spec.act_signed,
+        "residual": ({"shift": spec.residual_shift, "shortcut_bits": spec.shortcut_bits,
+                      "shortcut_signed": spec.shortcut_signed} if spec.residual else None),
         "ktiles": len(compiled.round_groups),
         "tiles": len(compiled.tiles),
         "rounds": rounds,

@@ -35,6 +35,8 @@ MEMORY_COUNTERS = {
     "param_reads": ("params", "read"),
     "weight_reads": ("weights", "read"),
     "act_reads": ("activations", "read"),
+    # A residual layer's shortcut words: activation reads like the column readers'.
+    "shortcut_reads": ("activations", "shortcut_read"),
     "act_writes": ("activations", "write"),
     "result_writes": ("results", "write"),
     "oab_reads": ("oab", "read"),

@@ -14,7 +14,7 @@ from hw.config import CONFIGS, get_config
 
 DEFAULTS = {"counters": True, "ppu_barrel_shift": True, "coord_bits": 16, "narrow_counts": False,
             "shared_bank_address": False, "ppu_hold_registers": True,
-            "permuted_buffers": False, "stride2": True}
+            "permuted_buffers": False, "stride2": True, "residual": True}
 
 
 def test_only_ice40_uses_them():
@@ -25,7 +25,7 @@ def test_only_ice40_uses_them():
     assert (ice40.rows, ice40.cols) == (1, 2)
     assert not ice40.counters and not ice40.ppu_barrel_shift and ice40.narrow_counts
     assert ice40.shared_bank_address and not ice40.ppu_hold_registers
-    assert ice40.permuted_buffers and not ice40.stride2
+    assert ice40.permuted_buffers and not ice40.stride2 and not ice40.residual
     assert ice40.coord_bits == 10
 
 

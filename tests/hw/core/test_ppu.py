@@ -9,12 +9,16 @@ import sys
 
 import numpy as np
 import pytest
+from amaranth.hdl import Elaboratable, Module
+from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
 from common import fixedpoint
 from hw.config import AcceleratorConfig
 from hw.isa import PARAMETER
 from hw.ppu import PostProcessor
+from hw.shortcut import ShortcutBuffer
+from hw.timing import shortcut_words_max
 
 CONFIG = AcceleratorConfig("ppu-test", rows=2, cols=4, acc_width=24, param_depth=64,
                            act_depth=256, result_depth=64)
@@ -32,10 +36,28 @@ def variant(request, monkeypatch):
     return request.param
 
 
-def run_ppu(tiles, params, registers):
-    """`tiles`: [(y, x0, ktile, acc (R, C))]. Returns (act writes, result writes)."""
-    ppu = PostProcessor(CONFIG)
-    sim = Simulator(ppu)
+class PpuWithShortcuts(Elaboratable):
+    """The PPU and the shortcut buffer it reads, as the core wires them."""
+
+    def __init__(self, config):
+        self.ppu = PostProcessor(config)
+        self.buffer = ShortcutBuffer(config)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.ppu, m.submodules.buffer = self.ppu, self.buffer
+        wiring.connect(m, self.ppu.shortcut, self.buffer.ppu)
+        return m
+
+
+def run_ppu(tiles, params, registers, shortcuts=None):
+    """`tiles`: [(y, x0, ktile, acc (R, C))]; `params`: {entry: (bias, M) or
+    (bias, M, Mr)}; `shortcuts`: per tile, the words of each column
+    (C lists of J words), loaded into the tile's buffer before its job.
+    Returns (act writes, result writes)."""
+    top = PpuWithShortcuts(CONFIG)
+    ppu = top.ppu
+    sim = Simulator(top)
     sim.add_clock(1e-6)
     oab = {}
     act_writes, result_writes = [], []
@@ -45,6 +67,14 @@ def run_ppu(tiles, params, registers):
         ctx.set(ppu.layer, registers)
         for number, (y, x0, ktile, acc) in enumerate(tiles):
             buffer = number % 2
+            if shortcuts is not None:
+                for j in range(shortcut_words_max(R)):
+                    ctx.set(top.buffer.captures.valid, 1)
+                    ctx.set(top.buffer.captures.payload, {
+                        "buffer": buffer, "index": j,
+                        "words": [shortcuts[number][c][j] for c in range(C)]})
+                    await ctx.tick()
+                ctx.set(top.buffer.captures.valid, 0)
             for r in range(R):
                 oab[buffer * R + r] = sum((int(v) & ((1 << A) - 1)) << (A * c)
                                           for c, v in enumerate(acc[r]))
@@ -61,8 +91,10 @@ def run_ppu(tiles, params, registers):
             if oab_en:
                 ctx.set(ppu.oab.data, oab[oab_addr])
             if p_en:
-                bias, mult = params[p_addr]
-                ctx.set(ppu.params.data, PARAMETER.const({"bias": bias, "multiplier": mult}).as_bits())
+                bias, mult, *rmult = params[p_addr]
+                ctx.set(ppu.params.data, PARAMETER.const({
+                    "bias": bias, "multiplier": mult,
+                    "residual_multiplier": rmult[0] if rmult else 0}).as_bits())
 
     async def monitor(ctx):
         async for _, _, a_en, a_addr, a_data, r_en, r_addr, r_data in ctx.tick().sample(
@@ -176,3 +208,38 @@ def test_requantization_over_every_shift_and_width(seed):
                 scaled = ((int(acc[r, c]) + bias) * mult + ((1 << shift) >> 1)) >> shift
                 expected = min(max(scaled, 0), (1 << bits) - 1) & 15
                 assert got[(c, r)] == expected, (shift, bits, r, c)
+
+
+@pytest.mark.parametrize("sc_signed, out_signed", [(0, 0), (1, 0), (0, 1), (1, 1)])
+def test_residual_tiles_add_their_shortcut_codes(sc_signed, out_signed):
+    """Three tiles (buffers 0, 1, 0; channel tiles 0, 1, 1) of a residual
+    layer: each element adds (code * Mr) << Sr of its own channel and column
+    from its tile's buffer (requantize_sum), the clamp signed or unsigned,
+    a signed code written as its low 4 bits."""
+    rng = np.random.default_rng(10 + 2 * sc_signed + out_signed)
+    words = shortcut_words_max(R)
+    tiles, shortcuts = [], []
+    for number, ktile in enumerate((0, 1, 1)):
+        tiles.append((number, 0, ktile, rng.integers(-3000, 3000, size=(R, C))))
+        shortcuts.append([[int(w) for w in rng.integers(0, 1 << 16, size=words)] for _ in range(C)])
+    params = {k: (int(rng.integers(-500, 500)), int(rng.integers(-2**15, 2**15)),
+                  int(rng.integers(-2**15, 2**15))) for k in range(2 * R)}
+    shift, sc_shift, bits = 16, 2, 3
+    acts, _ = run_ppu(tiles, params, registers(req_shift=shift, act_bits=bits, cout=2 * R,
+                                               out_wb=1, out_words=4, sc_enable=1,
+                                               sc_shift=sc_shift, sc_signed=sc_signed,
+                                               out_signed=out_signed), shortcuts)
+    got = {(bank, addr, slot): data for bank, addr, slot, data in acts}
+    assert len(acts) == 3 * R * C
+    for number, (y, _, ktile, acc) in enumerate(tiles):
+        for r in range(R):
+            k = ktile * R + r
+            bias, mult, rmult = params[k]
+            e = (ktile * R) % 4 + r
+            for c in range(C):
+                code = (shortcuts[number][c][e // 4] >> (4 * (e % 4))) & 15
+                residual = code - 16 if sc_signed and code >= 8 else code
+                expected = fixedpoint.requantize_sum(int(acc[r, c]), bias, mult, shift, bits,
+                                                     residual=residual, residual_multiplier=rmult,
+                                                     residual_shift=sc_shift, signed=bool(out_signed))
+                assert got[(c, y * 4 + k // 4, k % 4)] == expected & 15, (number, r, c)

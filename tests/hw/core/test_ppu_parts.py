@@ -238,3 +238,54 @@ def test_writer_splits_the_columns_by_parity(width):
                 for k in range(R) for x in range(pooled)}
     assert {(bank, word, slot): got for bank, word, slot, got in acts} == expected
     assert len(acts) == len(expected)
+
+
+@pytest.mark.parametrize("barrel", [True, False], ids=["barrel", "clamped"])
+def test_requantizer_adds_the_residual_term_and_clamps_signed(barrel):
+    """requantize_sum's rule: (acc + bias) * M + (code * Mr) << Sr, rounded
+    once, clamped unsigned or signed; shortcut codes signed or unsigned,
+    every shift pair at its edges (Sr up to 47), extreme operands."""
+    config = dataclasses.replace(CONFIG, ppu_barrel_shift=barrel)
+    dut = Requantizer(config)
+    rng = np.random.default_rng(3)
+    limit = 1 << (A - 1)
+    inputs = []
+    for index in range(150):
+        acc = int(rng.choice([-limit, limit - 1, 0, int(rng.integers(-limit, limit))]))
+        bias = int(rng.choice([-2**31, 2**31 - 1, 0, int(rng.integers(-2**20, 2**20))]))
+        mult = int(rng.choice([-2**15, 2**15 - 1, 1, int(rng.integers(-2**15, 2**15))]))
+        rmult = int(rng.choice([-2**15, 2**15 - 1, 0, int(rng.integers(-2**15, 2**15))]))
+        code = int(rng.integers(0, 16))
+        inputs.append((index, acc, bias, mult, rmult, code))
+    for shift, bits, sc_shift, sc_signed, out_signed in [
+            (0, 4, 0, 0, 0), (14, 2, 0, 1, 1), (20, 3, 6, 0, 1), (20, 4, 6, 1, 0),
+            (47, 3, 47, 1, 1), (40, 4, 30, 0, 0), (63, 2, 12, 1, 1)]:
+        outputs = []
+
+        async def producer(ctx):
+            for name, value in dict(req_shift=shift, act_bits=bits, sc_enable=1, sc_shift=sc_shift,
+                                    sc_signed=sc_signed, out_signed=out_signed).items():
+                ctx.set(getattr(dut, name), value)
+            for index, acc, bias, mult, rmult, code in inputs:
+                ctx.set(dut.element.valid, 1)
+                ctx.set(dut.element.payload, {"at": {"k": index}, "acc": acc, "bias": bias,
+                                              "multiplier": mult, "residual_multiplier": rmult,
+                                              "shortcut": code})
+                await ctx.tick()
+            ctx.set(dut.element.valid, 0)
+
+        async def consumer(ctx):
+            for _ in range(len(inputs) + Requantizer.LATENCY + 2):
+                if ctx.get(dut.code.valid):
+                    outputs.append(ctx.get(dut.code.payload))
+                await ctx.tick()
+
+        simulate(dut, [producer, consumer], cycles=len(inputs) + Requantizer.LATENCY + 4)
+        assert len(outputs) == len(inputs)
+        for (index, acc, bias, mult, rmult, code), out in zip(inputs, outputs):
+            residual = code - 16 if sc_signed and code >= 8 else code
+            expected = fixedpoint.requantize_sum(acc, bias, mult, shift, bits, residual=residual,
+                                                 residual_multiplier=rmult, residual_shift=sc_shift,
+                                                 signed=bool(out_signed))
+            assert out.value == expected & 15, (shift, bits, sc_shift, acc, bias, mult, rmult, code)
+            assert out.at.k == index

@@ -49,7 +49,10 @@ def test_wptr_and_params():
     assert enc.decode_wptr(1 | (2 << 12) | (3 << 24), 3, 12) == [1, 2, 3]
     word = enc.encode_param(-5, -2)
     assert word == (0xFFFFFFFB | (0xFFFE << 32))
-    assert enc.decode_param(word) == (-5, -2)
+    assert enc.decode_param(word) == (-5, -2, 0)
+    word = enc.encode_param(-5, -2, -3)
+    assert word == (0xFFFFFFFB | (0xFFFE << 32) | (0xFFFD << 48))
+    assert enc.decode_param(word) == (-5, -2, -3)
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4])

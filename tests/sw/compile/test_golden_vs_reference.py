@@ -61,7 +61,8 @@ def test_random_layers(batch):
     compiled_count = 0
     for index in range(count):
         config = CONFIG_LIST[index % len(CONFIG_LIST)]
-        spec = random_layer_spec(rng, name=f"b{batch}_l{index}")
+        # One layer in three residual where it may be (sw/compile/layer.py).
+        spec = random_layer_spec(rng, name=f"b{batch}_l{index}", residual=None)
         try:
             check_layer(spec, config, rng, random_placement(rng, spec))
         except UserError as error:
@@ -88,6 +89,12 @@ FEATURES = {
     "stride2_wide": dict(kind="conv", stride=2, kernel=3, padding=1, max_size=40,
                          max_channels=12),
     "split_output_pool": dict(kind="conv", pool=True, raw=False, split_output=True),
+    # Residual layers: odd channel counts (shortcut words that straddle
+    # channel tiles when R is not a multiple of 4: r3c2, r5c16), signed and
+    # unsigned shortcuts of every width, signed outputs.
+    "residual": dict(residual=True),
+    "residual_odd": dict(residual=True, out_channels=7, in_channels=5),
+    "residual_int8_input": dict(residual=True, act_bits_in=8, max_channels=12),
 }
 
 
@@ -95,7 +102,7 @@ FEATURES = {
 @pytest.mark.parametrize("config", CONFIG_LIST, ids=lambda c: c.name)
 def test_features(feature, config):
     rng = np.random.default_rng(zlib.crc32(f"{feature}-{config.name}".encode()))
-    for index in range(6):
+    for index in range(12 if feature.startswith("residual") else 6):
         spec = random_layer_spec(rng, name=f"{feature}{index}", **FEATURES[feature])
         try:
             check_layer(spec, config, rng)

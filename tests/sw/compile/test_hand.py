@@ -12,6 +12,7 @@ from hw.isa import Memory, Opcode, Register
 from hw.pe.modes import PeMode
 from sw.compile import LayerSpec, compile_layer, reference_layer, run_golden
 from sw.compile import encoding as enc
+from sw.compile.layer import LayerInput
 
 
 def one_by_one(cout, width, weight_bits=2, act_bits=2, cin=16, name="hand"):
@@ -62,7 +63,7 @@ def test_single_chunk_layer():
     x = np.random.default_rng(0).integers(0, 4, size=(16, 1, 4))
     run = run_golden(compiled, x)
     assert np.array_equal(run.output, reference_layer(spec, x))
-    # 19 instructions' fetches, then the ROUND's prefetch, 4 steps, the
+    # SETS + 2 instructions' fetches, then the ROUND's prefetch, 4 steps, the
     # R + C - 1 + PIPE cycles to cross the array and 4 drain cycles. The PPU
     # accepts the tile in the next cycle, counts 16 elements and is idle
     # PPU cycles after the last; HALT (fetched meanwhile) waits for it, and
@@ -74,7 +75,7 @@ def test_single_chunk_layer():
         "macs_w4a4": 0, "macs_w4a2": 0, "macs_w2a4": 0, "macs_w2a2": 4 * 4 * 4 * 4,
         "weight_reads": 4 * 2, "act_reads": 4 * 4, "act_writes": 16, "result_writes": 0,
         "chunk_reads": 1, "wptr_reads": 1, "param_reads": 4, "program_reads": SETS + 3,
-        "oab_reads": 4, "oab_writes": 4}
+        "oab_reads": 4, "oab_writes": 4, "shortcut_reads": 0}
 
 
 def test_ragged_rows_and_columns():
@@ -199,3 +200,41 @@ def test_pooled_rows_come_in_pairs_and_skip_the_odd_edge():
     x = rng.integers(0, 4, size=(16, 5, 7))
     run = run_golden(compiled, x)
     assert np.array_equal(run.output, reference_layer(spec, x))
+
+
+def test_residual_shortcut_reads_add_no_cycles():
+    """The single-chunk layer with a residual shortcut: the same program
+    length and cycles (the shortcut is read while the tile drains), 4 banks
+    x 1 word of shortcut reads (channels 0..3 are word 0), the residual rule
+    of docs/model_format.md by hand on a few outputs, signed shortcut and
+    signed output."""
+    config = CONFIGS["small"]
+    plain = one_by_one(cout=4, width=4)
+    cout = 4
+    spec = LayerSpec(kind="conv", weights=plain.weights, precision=plain.precision,
+                     shift=plain.shift, bias=plain.bias, multiplier=plain.multiplier,
+                     requant_shift=14, act_bits_in=2, act_bits_out=3, input_shape=(16, 1, 4),
+                     residual_multiplier=np.array([1 << 13, -(1 << 13), 3 << 12, 0]),
+                     residual_shift=1, shortcut_bits=4, shortcut_signed=True, act_signed=True,
+                     name="hand_residual")
+    compiled = compile_layer(spec, config)
+    assert compiled.registers["SC_ENABLE"] == 1 and compiled.registers["SC_SIGNED"] == 1
+    assert compiled.registers["SC_SHIFT"] == 1 and compiled.registers["OUT_SIGNED"] == 1
+    assert compiled.registers["SC_BASE"] == compiled.registers["OUT_BASE"] + 4   # after the output
+    counters = compiled.expected_counters
+    plain_counters = compile_layer(plain, config).expected_counters
+    assert counters["shortcut_reads"] == 4 * 1
+    assert {k: v for k, v in counters.items() if k != "shortcut_reads"} == \
+        {k: v for k, v in plain_counters.items() if k != "shortcut_reads"}
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 4, size=(16, 1, 4))
+    shortcut = rng.integers(-8, 8, size=(cout, 1, 4))
+    run = run_golden(compiled, LayerInput(x, shortcut))
+    acc = np.einsum("oc,chw->ohw", spec.weights[:, :, 0, 0], x)
+    for k in range(cout):
+        for col in range(4):
+            total = ((int(acc[k, 0, col]) + int(spec.bias[k])) * (1 << 13)
+                     + ((int(shortcut[k, 0, col]) * int(spec.residual_multiplier[k])) << 1))
+            expected = min(max((total + (1 << 13)) >> 14, -4), 3)
+            assert run.output[k, 0, col] == expected
+    assert np.array_equal(run.output, reference_layer(spec, LayerInput(x, shortcut)))

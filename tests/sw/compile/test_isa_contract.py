@@ -148,10 +148,12 @@ def test_wptr_and_params_both_ways():
         assert as_plain(layout.from_bits(enc.encode_wptr(pointers, bits))) == pointers
         assert enc.decode_wptr(layout.const(pointers).as_bits(), rows, bits) == pointers
         fields = random_fields(rng, PARAMETER)
-        param = PARAMETER.from_bits(enc.encode_param(fields["bias"], fields["multiplier"]))
-        assert (param.bias, param.multiplier) == (fields["bias"], fields["multiplier"])
+        param = PARAMETER.from_bits(enc.encode_param(fields["bias"], fields["multiplier"],
+                                                     fields["residual_multiplier"]))
+        assert (param.bias, param.multiplier, param.residual_multiplier) == \
+            (fields["bias"], fields["multiplier"], fields["residual_multiplier"])
         assert enc.decode_param(PARAMETER.const(fields).as_bits()) == \
-            (fields["bias"], fields["multiplier"])
+            (fields["bias"], fields["multiplier"], fields["residual_multiplier"])
 
 
 @pytest.mark.parametrize("name, layout", list(layouts()), ids=[name for name, _ in layouts()])
@@ -214,7 +216,7 @@ def test_memory_widths_are_the_layouts(config):
     assert widths[Memory.PROGRAM] == INSTRUCTION.size == 64
     assert widths[Memory.CHUNKS] == chunk_layout(config.rows).size == 22 + 3 * config.rows
     assert widths[Memory.WPTR] == config.rows * config.weight_addr_bits
-    assert widths[Memory.PARAMS] == PARAMETER.size == 48
+    assert widths[Memory.PARAMS] == PARAMETER.size == 64
     assert widths[Memory.WEIGHTS] == isa.GROUP_SIZE
     assert widths[Memory.ACTIVATIONS] == isa.ACT_SLOT_BITS * isa.ACT_SLOTS_PER_WORD
     # Every instruction's operands stay below the opcode.

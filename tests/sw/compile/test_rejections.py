@@ -73,6 +73,14 @@ SPEC_CASES = {
     "stride 0": ("stride must be >= 1", lambda: layer(stride=0)),
     "stride-2 pool too small": ("pooling", lambda: layer(pool=True, stride=2, size=(2, 4))),
     "raw split": ("not a map", lambda: layer(raw=True, split_output=True)),
+    "residual pool": ("cannot pool", lambda: layer(pool=True, residual_multiplier=np.ones(2))),
+    "signed pool": ("max-pooled", lambda: layer(pool=True, act_signed=True)),
+    "residual multiplier": ("16-bit", lambda: layer(residual_multiplier=np.full(2, 1 << 15))),
+    "residual multiplier shape": ("2 integers", lambda: layer(residual_multiplier=np.ones(3))),
+    "residual shift": ("[0, 47]", lambda: layer(residual_multiplier=np.ones(2, np.int64),
+                                                residual_shift=48)),
+    "shortcut bits": ("shortcut bits", lambda: layer(residual_multiplier=np.ones(2, np.int64),
+                                                     shortcut_bits=8)),
 }
 
 
@@ -159,6 +167,19 @@ def test_activation_limit():
 
 def test_activation_overlap():
     rejects("overlaps", lambda: layer(cout=2, size=(2, 2)), placement=Placement(out_base=2))
+
+
+def test_shortcut_limits():
+    residual = dict(residual_multiplier=np.ones(2, np.int64))
+    # 16 channels (4 words a pixel), 8 pixels a bank: input, output and shortcut 32 words each.
+    message = rejects("act_depth", lambda: layer(cout=2, size=(4, 4), **residual),
+                      config=dataclasses.replace(TINY, act_depth=16))
+    assert "shortcut 32" in message
+    rejects("overlaps the output", lambda: layer(cout=2, size=(2, 2), **residual),
+            placement=Placement(out_base=8, sc_base=9))
+    lean = dataclasses.replace(SMALL, residual=False)
+    rejects("residual=False", lambda: layer(**residual), config=lean)
+    rejects("residual=False", lambda: layer(act_signed=True), config=lean)
 
 
 def test_input_maps_overlap():

@@ -24,7 +24,7 @@ HAND_COUNTERS = {
     "macs_w4a4": 0, "macs_w4a2": 0, "macs_w2a4": 0, "macs_w2a2": 4 * 4 * 4 * 4,
     "weight_reads": 4 * 2, "act_reads": 4 * 4, "act_writes": 16, "result_writes": 0,
     "chunk_reads": 1, "wptr_reads": 1, "param_reads": 4, "program_reads": 20,
-    "oab_reads": 4, "oab_writes": 4}
+    "oab_reads": 4, "oab_writes": 4, "shortcut_reads": 4 * 2}
 
 
 def test_a_hand_counted_layer_priced_by_hand():
@@ -46,10 +46,11 @@ def test_a_hand_counted_layer_priced_by_hand():
         return 10 * math.sqrt(bank_bytes / 8192) * bits / 64 * scale
     expected["weights.read"] = 8 * sram(4096 * 2, 16)          # 8 planes, 8 KB banks
     expected["activations.read"] = 16 * sram(4096 * 2, 16)
+    expected["activations.shortcut_read"] = 8 * sram(4096 * 2, 16)   # priced as activation reads
     expected["activations.write"] = 16 * sram(4096 * 2, 4)     # 4-bit slots
     expected["chunks.read"] = 1 * sram(2048 * 34 // 8, 34)     # 22 + 3 x 4 bits
     expected["wptr.read"] = 1 * sram(256 * 48 // 8, 48)        # 4 rows x 12 address bits
-    expected["params.read"] = 4 * sram(512 * 6, 48)
+    expected["params.read"] = 4 * sram(512 * 8, 64)        # bias, M, Mr
     expected["program.read"] = 20 * sram(2048 * 8, 64)
     expected["oab.read"] = 4 * sram(2 * 4 * 4 * 3, 96)         # 2 x R rows of C 24-bit sums
     expected["oab.write"] = 4 * sram(2 * 4 * 4 * 3, 96)

@@ -1,0 +1,147 @@
+"""The residual shortcut: a tile's shortcut codes, read from the activation
+memory into a buffer beside the OAB for the PPU (docs/isa.md, "Residual
+shortcut").
+
+  ShortcutLoader   at `start` (a residual tile's last ROUND starts
+                   draining) latches the tile, then reads its J words per
+                   bank, one a cycle, every bank at once, and hands each
+                   read's data to the buffer (`captures`).
+  ShortcutBuffer   two tiles' words per bank (tile n in buffer n mod 2, as
+                   the OAB); offers the PPU the code of any (row, column)
+                   of either buffer, combinationally.
+
+The reads run while the OAB flushes and drains the tile's last round, when
+no chunk is fetched, so they share the round engine's activation read
+ports without a conflict and add no cycle (hw/timing.py).
+"""
+
+import functools
+
+from amaranth.hdl import Array, Cat, Module, Mux, Signal
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.isa import ACT_SLOT_BITS, ACT_SLOTS_PER_WORD, ACT_WORD_BITS
+from hw.timing import shortcut_reads_hidden, shortcut_words_max
+
+
+def _act_addr_bits(config):
+    return (config.act_depth - 1).bit_length()
+
+
+@functools.cache
+def shortcut_capture_layout(config):
+    """One read's data for the buffer: word `index` of every bank's pixel, into `buffer`."""
+    return data.StructLayout({
+        # At least 1 bit: a 0-bit field is a [-1:0] wire in the Verilog.
+        "buffer": 1, "index": range(max(shortcut_words_max(config.rows), 2)),
+        "words": data.ArrayLayout(ACT_WORD_BITS, config.cols),
+    })
+
+
+def shortcut_read_signature(config):
+    """The PPU's look-up, from the PPU's side: the code of row `row` (output
+    channel ktile*R + row), column `col` of buffer `buffer`, whose first
+    channel sits at slot `offset` ((ktile * R) mod 4) of its first word."""
+    return wiring.Signature({
+        "buffer": Out(1), "row": Out(range(max(config.rows, 2))), "col": Out(range(config.cols)),
+        "offset": Out(2), "code": In(ACT_SLOT_BITS),
+    })
+
+
+class ShortcutLoader(wiring.Component):
+    """Reads a tile's shortcut words: at `start`, the tile (`y`, `x0`,
+    `ktile`) and its buffer; then bank c reads words
+    `sc_base + (y * out_wb + x0 div C) * out_words + (ktile*R) div 4 + j`,
+    j = 0 .. J - 1 with J the words channels ktile*R .. ktile*R + R - 1
+    span, in J consecutive cycles, and `captures` carries each read's data
+    the cycle after. `reads` counts this cycle's words (shortcut_reads)."""
+
+    def __init__(self, config):
+        if not shortcut_reads_hidden(config.rows, config.cols):
+            raise ValueError(f"a {config.rows}x{config.cols} array has no time to read a "
+                             f"shortcut during the drain")
+        self._config = config
+        coord = config.coord_bits
+        super().__init__({
+            "start": In(1), "buffer": In(1),
+            "y": In(coord), "x0": In(coord), "ktile": In(coord),
+            "sc_base": In(32), "out_wb": In(16), "out_words": In(16),
+            "acts": In(memory.ReadPort.Signature(addr_width=_act_addr_bits(config),
+                                                 shape=ACT_WORD_BITS)).array(config.cols),
+            "captures": Out(stream.Signature(shortcut_capture_layout(config), always_ready=True)),
+            "reads": Out(range(config.cols + 1)),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        config = self._config
+        rows, cols = config.rows, config.cols
+        col_bits = (cols - 1).bit_length()
+        words_max = shortcut_words_max(rows)
+
+        address = Signal(32)                     # the next word every bank reads
+        left = Signal(range(words_max + 1))      # words still to read
+        index = Signal(range(max(words_max, 2)))
+        buffer = Signal()
+        first_channel = self.ktile * rows
+        last_channel = first_channel + (rows - 1)
+        with m.If(self.start):
+            m.d.sync += [
+                address.eq(self.sc_base + (self.y * self.out_wb + (self.x0 >> col_bits)) * self.out_words
+                           + (first_channel >> 2)),
+                left.eq((last_channel >> 2) - (first_channel >> 2) + 1),
+                index.eq(0), buffer.eq(self.buffer),
+            ]
+        reading = Signal()
+        m.d.comb += [reading.eq(left != 0), self.busy.eq(reading | self.captures.valid),
+                     self.reads.eq(Mux(reading, cols, 0))]
+        for port in self.acts:
+            m.d.comb += [port.addr.eq(address), port.en.eq(reading)]
+        with m.If(reading & ~self.start):
+            m.d.sync += [address.eq(address + 1), left.eq(left - 1)]
+
+        # The read's data, the cycle after.
+        captures = self.captures
+        m.d.sync += [captures.valid.eq(reading & ~self.start), captures.p.index.eq(index),
+                     captures.p.buffer.eq(buffer)]
+        with m.If(reading & ~self.start):
+            m.d.sync += index.eq(index + 1)
+        for c, port in enumerate(self.acts):
+            m.d.comb += captures.p.words[c].eq(port.data)
+        return m
+
+
+class ShortcutBuffer(wiring.Component):
+    """Two tiles' shortcut words per bank (buffer b's J words of bank c),
+    written by the loader's captures and read by the PPU: `ppu.code` is
+    slot e mod 4 of word e div 4 of column `col`, e = offset + row."""
+
+    def __init__(self, config):
+        self._config = config
+        super().__init__({
+            "captures": In(stream.Signature(shortcut_capture_layout(config), always_ready=True)),
+            "ppu": In(shortcut_read_signature(config)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        config = self._config
+        words_max = shortcut_words_max(config.rows)
+        captures, capture = self.captures, self.captures.payload
+        words = [[[Signal(ACT_WORD_BITS, name=f"b{b}_c{c}_w{j}") for j in range(words_max)]
+                  for c in range(config.cols)] for b in range(2)]
+        for b in range(2):
+            for c in range(config.cols):
+                for j in range(words_max):
+                    with m.If(captures.valid & (capture.buffer == b) & (capture.index == j)):
+                        m.d.sync += words[b][c][j].eq(capture.words[c])
+
+        # Every slot a row can take (offset + row < 4 * words_max).
+        ppu = self.ppu
+        slots = Array(Array(Array(Cat(*words[b][c]).word_select(s, ACT_SLOT_BITS)
+                                  for s in range(ACT_SLOTS_PER_WORD * words_max))
+                            for c in range(config.cols)) for b in range(2))
+        m.d.comb += ppu.code.eq(slots[ppu.buffer][ppu.col][ppu.offset + ppu.row])
+        return m
