@@ -4,8 +4,11 @@ Every layer's output is compared bit for bit with the compiler's golden
 model and with a plain numpy integer layer, and every counter with the
 golden model's prediction. The random layers include stride-2
 convolutions (parity-split inputs) and parity-split outputs
-(`random_layer_spec`). MPQ_CORE_LAYERS sets the number of random layers
-(CI default 200; a deep run: 2000), MPQ_SEED the seed.
+(`random_layer_spec`), and about one layer in three that may be residual
+is (unsigned and signed shortcuts of 2 to 4 bits, signed outputs); the
+iCE40 options build no residual hardware (residual=False) and draw none.
+MPQ_CORE_LAYERS sets the number of random layers (CI default 200; a deep
+run: 2000), MPQ_SEED the seed.
 """
 
 import dataclasses
@@ -56,7 +59,8 @@ def check(layers, goldens, references, results, config=None):
         spec = compiled.spec
         label = (f"{name} ({spec.kind} {spec.input_shape} -> {spec.out_channels}, k={spec.kernel}, "
                  f"pad={spec.padding}, stride={spec.stride}, pool={spec.pool}, raw={spec.raw}, "
-                 f"split={spec.split_output}, a_in={spec.act_bits_in})")
+                 f"split={spec.split_output}, a_in={spec.act_bits_in}, residual={spec.residual}, "
+                 f"signed={spec.act_signed})")
         if not result["status"]["done"] or result["status"]["error"]:
             failures.append(f"{label}: status {result['status']}")
         elif not np.array_equal(result["output"], golden.output):
@@ -70,10 +74,26 @@ def check(layers, goldens, references, results, config=None):
     assert not failures, f"{len(failures)} of {len(layers)} layers wrong:\n" + "\n".join(failures[:10])
 
 
+def test_random_residual_layers_on_verilator(rtl_build):
+    """Residual layers only, on `small` and on a 3x2 array (R not a multiple
+    of 4: channel tiles start mid-word, J differs between tiles), every
+    precision pair and odd channel counts."""
+    for config, seed in ((get_config("small"), SEED + 4),
+                         (dataclasses.replace(get_config("small"), name="small-r3c2", rows=3, cols=2),
+                          SEED + 5)):
+        layers, goldens, references = random_layers(config, 24, seed, max_channels=11, max_size=6,
+                                                    residual=True)
+        assert any(g.counters["shortcut_reads"] for g in goldens)
+        results = run_on_rtl(layers, config, simulator="verilator", seed=SEED, stall=0.3,
+                             build_dir=rtl_build)
+        check(layers, goldens, references, results)
+
+
 def test_random_layers_on_verilator(rtl_build):
     config = get_config("small")
     count = int(os.environ.get("MPQ_CORE_LAYERS", "200"))
-    layers, goldens, references = random_layers(config, count, SEED, max_channels=12, max_size=7)
+    layers, goldens, references = random_layers(config, count, SEED, max_channels=12, max_size=7,
+                                                residual=None)
     results = run_on_rtl(layers, config, simulator="verilator", seed=SEED, stall=0.3,
                          build_dir=rtl_build)
     check(layers, goldens, references, results)
@@ -82,7 +102,8 @@ def test_random_layers_on_verilator(rtl_build):
 @pytest.mark.icarus
 def test_random_layers_on_icarus(rtl_build):
     config = get_config("small")
-    layers, goldens, references = random_layers(config, 6, SEED + 1, max_channels=8, max_size=5)
+    layers, goldens, references = random_layers(config, 6, SEED + 1, max_channels=8, max_size=5,
+                                                residual=None)
     results = run_on_rtl(layers, config, simulator="icarus", seed=SEED, stall=0.3,
                          build_dir=rtl_build)
     check(layers, goldens, references, results)
@@ -91,7 +112,8 @@ def test_random_layers_on_icarus(rtl_build):
 def test_random_layers_on_the_default_array(rtl_build):
     """8x8 with the default memories: channel counts around and above 8 and 16."""
     config = get_config("default")
-    layers, goldens, references = random_layers(config, 8, SEED + 2, max_channels=40, max_size=10)
+    layers, goldens, references = random_layers(config, 8, SEED + 2, max_channels=40, max_size=10,
+                                                residual=None)
     results = run_on_rtl(layers, config, simulator="verilator", seed=SEED, stall=0.1,
                          build_dir=rtl_build)
     check(layers, goldens, references, results)
@@ -101,12 +123,12 @@ def test_random_layers_with_the_ice40_area_options(rtl_build):
     """`small` (4x4) with every area option the iCE40 uses: no counters but
     `cycles` (compared with the golden model's), the PPU's clamped shift,
     10-bit coordinates, narrow counts, one bank-address product, no PPU hold
-    registers, chunk buffers in lane order shifted by one; but stride 2
-    kept, so that its addresses run with one bank-address product."""
+    registers, chunk buffers in lane order shifted by one, no residual
+    adds; but stride 2 kept, so that its addresses run with one bank-address product."""
     config = dataclasses.replace(get_config("small"), name="small-lean", counters=False,
                                  ppu_barrel_shift=False, coord_bits=10, narrow_counts=True,
                                  shared_bank_address=True, ppu_hold_registers=False,
-                                 permuted_buffers=True)
+                                 permuted_buffers=True, residual=False)
     layers, goldens, references = random_layers(config, 40, SEED + 3, max_channels=12, max_size=7)
     results = run_on_rtl(layers, config, simulator="verilator", seed=SEED, stall=0.3,
                          build_dir=rtl_build)
