@@ -11,13 +11,18 @@ counts those bytes.
 
 Activations stay on chip: every layer's output has its own region of the
 activation memory, so after a run every layer's output can be read back and
-compared with the PyTorch integer reference.
+compared with the PyTorch integer reference. A layer reads the region of
+the layer its `inputs` name (model file version 2), and a residual layer its
+shortcut from the region of its second input: a graph needs no copies.
 
 A stride-2 convolution reads its input map parity-split (docs/isa.md,
-"Activations"): the layer before it writes its output so
+"Activations"): the layer that produces it writes its output so
 (`LayerSpec.split_output`), and for a first layer at stride 2 the host's
-input image is (`CompiledLayer.input_image`). A chain gives every map one
-reader, so one layout per map suffices.
+input image is (`CompiledLayer.input_image`). A map has one layout: one
+that a stride-2 layer and a stride-1 layer or a residual shortcut (read in
+column order) both read is refused. In ResNets a block's input is read
+either at stride 1 by its first convolution and as the identity shortcut,
+or at stride 2 by its first convolution and its projection, so both fit.
 
 Two model-file conventions differ from the hardware's and are converted
 here: a linear layer that flattens a (C, H, W) map is an H x W convolution
@@ -42,42 +47,44 @@ from sw.compile.layer import LayerSpec
 from sw.compile.lower import STRIDES, Placement, compile_layer
 from sw.compile.regroup import expand_groups, hardware_groups
 from sw.compile.tap_packing import TapPacking, pack_taps
-from sw.quantize.export import layer_sources
+from sw.quantize.export import IMAGE, IMAGE_NAME, layer_sources
 
 MANIFEST_VERSION = 1
 # The memories a phase loads once for its layers (the program is the phase's own).
 _STATIC = (Memory.CHUNKS, Memory.WPTR, Memory.PARAMS, Memory.WEIGHTS)
 
 
-def _check_chain(header):
-    """The compiler runs chains: each layer reads the previous one. Residual
-    adds, signed branches and global pooling (model file version 2) are not
-    in the core yet; say so instead of compiling something else."""
-    for index, ((source, residual), fields) in enumerate(zip(layer_sources(header),
-                                                              header["layers"])):
-        where = f"layers[{index}] ({fields.get('name')!r})"
-        if residual is not None:
-            raise UserError(f"{where}: adds a residual shortcut; the accelerator core does not "
-                            "run residual adds yet (its compiler takes chains of layers)")
-        if source != index - 1:
-            raise UserError(f"{where}: reads {fields['inputs'][0]!r}, not the layer before it; "
-                            "the compiler takes chains of layers")
-        if fields.get("global_pool_input"):
-            raise UserError(f"{where}: global average pooling is not in the accelerator core yet")
-        if fields.get("act_signed"):
-            raise UserError(f"{where}: signed output codes are not in the accelerator core yet")
 
 def layer_specs(header, arrays):
-    """The model file's layers as LayerSpecs (docs/model_format.md)."""
-    _check_chain(header)
+    """The model file's layers as LayerSpecs (docs/model_format.md): any
+    graph whose layers read earlier ones; global pooling is refused."""
     specs = []
-    shape = tuple(header["input"]["shape"])
+    shapes = {IMAGE: tuple(header["input"]["shape"])}
+    readers = {}     # producer -> [(reader, stride; None for a shortcut)]
     group_size = int(header["group_size"])
     names = []
-    for index, (fields, layer) in enumerate(zip(header["layers"], arrays)):
+    for index, ((source, residual), fields, layer) in enumerate(zip(layer_sources(header),
+                                                                      header["layers"], arrays)):
         name = fields.get("name") or f"layer{index}"
         where = f"layers[{index}] ({name!r})"   # as the model file reader names it
         last = fields["act_bits"] is None
+        shape = shapes[source]
+        if fields.get("global_pool_input"):
+            raise UserError(f"{where}: global average pooling is not in the accelerator core yet "
+                            f"(flatten the map into the classifier instead)")
+        if source != IMAGE and specs[source].act_signed:
+            raise UserError(f"{where}: reads the signed codes of {specs[source].label}; the PEs "
+                            f"take unsigned activations (only a residual shortcut may be signed)")
+        shortcut = {}
+        if residual is not None:
+            if residual == IMAGE:
+                raise UserError(f"{where}: adds the input image as its shortcut; the core adds "
+                                f"4-bit activation codes of a layer's output")
+            producer = specs[residual]
+            shortcut = dict(residual_multiplier=layer["residual_multiplier"].astype(np.int64),
+                            residual_shift=int(fields["residual_shift"]),
+                            shortcut_bits=producer.act_bits_out,
+                            shortcut_signed=producer.act_signed)
         weights = layer["weight"].astype(np.int64)
         bits = layer["weight_bits"].astype(np.int64)
         shifts = layer["weight_shift"].astype(np.int64)
@@ -143,14 +150,33 @@ def layer_specs(header, arrays):
             requant_shift=0 if last else int(fields["requant_shift"]),
             act_bits_in=int(fields["input_bits"]), act_bits_out=0 if last else int(fields["act_bits"]),
             padding=int(padding), stride=stride, pool=pool is not None, raw=last,
-            input_shape=tuple(input_shape), name=name, index=index)
-        if specs and stride == 2:
-            # A stride-2 layer reads its input parity-split: its producer writes it so.
-            specs[-1] = dataclasses.replace(specs[-1], split_output=True)
+            input_shape=tuple(input_shape), name=name, index=index,
+            act_signed=bool(fields.get("act_signed")) and not last, **shortcut)
+        if residual is not None and tuple(specs[residual].output_shape) != spec.shortcut_shape:
+            raise UserError(f"{where}: its shortcut {specs[residual].label} has shape "
+                            f"{tuple(specs[residual].output_shape)}, its conv output "
+                            f"{spec.shortcut_shape}")
+        if source != IMAGE:
+            readers.setdefault(source, []).append((index, stride))
+        if residual is not None:
+            readers.setdefault(residual, []).append((index, None))   # read in column order
         specs.append(spec)
         names.append(name)
-        out_channels, out_h, out_w = spec.output_shape
-        shape = (out_channels, out_h, out_w)
+        shapes[index] = tuple(spec.output_shape)
+    # A stride-2 layer reads its input parity-split: its producer writes it
+    # so. A map has one layout, so no other layer may read it at stride 1 or
+    # as a shortcut (the image's layout is the first layer's business).
+    for producer, uses in readers.items():
+        split = [index for index, stride in uses if stride == 2]
+        if not split:
+            continue
+        ordered = [index for index, stride in uses if stride != 2]
+        if ordered:
+            raise UserError(f"{specs[ordered[0]].label}: reads {specs[producer].label} in column "
+                            f"order (at stride 1 or as a residual shortcut), which "
+                            f"{specs[split[0]].label} reads at stride 2 (parity-split); the "
+                            f"core keeps one layout per map")
+        specs[producer] = dataclasses.replace(specs[producer], split_output=True)
     return specs
 
 
@@ -219,6 +245,7 @@ def compile_network(header, arrays, config, progress=None, pack_first_layer=True
     packing = None
     if pack_first_layer:
         specs[0], packing = pack_taps(specs[0])
+    sources = layer_sources(header)
     # Activation regions: the input map(s), then every layer's output.
     first = specs[0]
     cols = config.cols
@@ -238,16 +265,20 @@ def compile_network(header, arrays, config, progress=None, pack_first_layer=True
             cursor += words(height, width, channels, cols)
     if cursor > config.act_depth:
         raise UserError(f"the network's activations need {cursor} words per bank (every layer's "
-                        f"output kept on chip), the activation memory holds {config.act_depth} "
-                        f"(act_depth): choose a configuration with more activation memory")
+                        f"output kept on chip, residual shortcuts read in place), the activation "
+                        f"memory holds {config.act_depth} (act_depth): choose a configuration with "
+                        f"more activation memory")
 
     layers, phases = [], []
     phase_layers, bases = [], dict(chunk=0, wptr=0, param=0, weight=0, program=0)
     for index, spec in enumerate(specs):
-        in_base = input_base if index == 0 else out_bases[index - 1]
-        in_base2 = input_base2 if index == 0 else None
+        source, residual = sources[index]
+        in_base = input_base if source == IMAGE else out_bases[source]
+        in_base2 = input_base2 if source == IMAGE else None
+        sc_base = out_bases[residual] if residual is not None else None
         for attempt in range(2):
             placement = Placement(in_base=in_base, in_base2=in_base2, out_base=out_bases[index],
+                                  sc_base=sc_base,
                                   param_base=bases["param"], res_base=0,
                                   chunk_base=bases["chunk"], wptr_base=bases["wptr"],
                                   weight_base=bases["weight"])
@@ -303,6 +334,7 @@ def _image_bytes(images, config):
 def _manifest(network, header, out_bases):
     config = network.config
     static_bytes = [_image_bytes(phase.images, config) for phase in network.phases]
+    sources = layer_sources(header)
     return {
         "version": MANIFEST_VERSION,
         "config": config.name,
@@ -319,6 +351,9 @@ def _manifest(network, header, out_bases):
             "name": spec.name, "kind": spec.kind, "input_shape": list(spec.input_shape),
             "output_shape": list(spec.output_shape), "raw": spec.raw, "pool": spec.pool,
             "stride": spec.stride, "split_output": spec.split_output,
+            "inputs": [IMAGE_NAME if source == IMAGE else network.specs[source].name
+                       for source in sources[i] if source is not None],
+            "residual": spec.residual, "act_signed": spec.act_signed,
             "out_base": out_bases[i], "expected_counters": compiled.expected_counters,
             "precision_histogram": compiled.manifest.get("precision_histogram"),
         } for i, (spec, compiled) in enumerate(zip(network.specs, network.layers))],

@@ -1,0 +1,136 @@
+"""A small residual network from sw.quantize through the whole flow: a stem,
+one torchvision-style BasicBlock (stride 1; an identity shortcut, or a 1x1
+projection with batch norm and no ReLU, whose codes are signed) and a
+flatten + Linear classifier, exported (model file version 2), compiled
+(`compile_network` follows the graph: each layer reads the region of the
+layer its `inputs` name, the block's second convolution adds its shortcut
+from the producer's region), and run by the golden model and the RTL, every
+layer bit-exact against the PyTorch integer reference (sw/quantize/reference.py)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from common.errors import UserError
+from hw.config import get_config
+from sim.network_sim import first_mismatch, run_network_on_rtl
+from sw.compile.lower import compile_layer
+from sw.compile.network import compile_network, layer_specs
+from sw.quantize.config import parse_precision
+from sw.quantize.convert import calibrate, quantize_network
+from sw.quantize.export import read_model_file, write_model_file
+from sw.quantize.reference import IntegerModel
+from sw.quantize.resnet import BasicBlock
+
+SHAPE = (3, 6, 6)
+
+
+class ResidualNet(nn.Module):
+    """Stem, one BasicBlock, flatten + Linear (no global pooling)."""
+
+    def __init__(self, channels, width):
+        super().__init__()
+        self.stem = nn.Conv2d(3, channels, 3, padding=1, bias=False)
+        self.stem_bn = nn.BatchNorm2d(channels)
+        downsample = None
+        if width != channels:
+            downsample = nn.Sequential(nn.Conv2d(channels, width, 1, bias=False),
+                                       nn.BatchNorm2d(width))
+        self.block = BasicBlock(channels, width, 1, downsample)
+        self.fc = nn.Linear(width * SHAPE[1] * SHAPE[2], 5)
+
+    def forward(self, x):
+        x = self.block(F.relu(self.stem_bn(self.stem(x))))
+        return self.fc(torch.flatten(x, 1))
+
+
+CASES = {"identity": (8, 8, "w4a4"), "projection": (5, 7, "w3a2")}
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def residual_model(request, tmp_path_factory):
+    channels, width, precision = CASES[request.param]
+    torch.manual_seed(3)
+    model = ResidualNet(channels, width)
+    generator = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.2, 0.2, generator=generator)
+                module.running_var.uniform_(0.5, 1.5, generator=generator)
+                module.weight.uniform_(0.5, 1.5, generator=generator)
+                module.bias.uniform_(-0.1, 0.3, generator=generator)
+    network = quantize_network(model, parse_precision(precision), SHAPE)
+    images = torch.randint(0, 256, (8, *SHAPE), dtype=torch.uint8)
+    calibrate(network, images)
+    network.eval()
+    path = tmp_path_factory.mktemp(request.param) / "model.mpq"
+    write_model_file(network, str(path))
+    return request.param, path, images[:3].numpy()
+
+
+def reference_outputs(path, images):
+    model = IntegerModel.load(str(path))
+    logits, trace = model(torch.as_tensor(images), return_codes=True)
+    return [[t[i].numpy() for t in trace] + [logits[i].numpy()] for i in range(len(images))]
+
+
+def test_the_graph_becomes_residual_layers(residual_model):
+    kind, path, _ = residual_model
+    header, arrays = read_model_file(str(path))
+    specs = layer_specs(header, arrays)
+    residual = [spec for spec in specs if spec.residual]
+    assert len(residual) == 1 and not residual[0].pool
+    assert any(spec.act_signed for spec in specs) == (kind == "projection")
+    assert residual[0].shortcut_signed == (kind == "projection")
+
+
+def test_golden_model_equals_the_integer_reference(residual_model):
+    kind, path, images = residual_model
+    header, arrays = read_model_file(str(path))
+    network = compile_network(header, arrays, get_config("small"))
+    names = [spec.label for spec in network.specs]
+    block = [i for i, spec in enumerate(network.specs) if spec.residual][0]
+    for x, expected in zip(images, reference_outputs(path, images)):
+        outputs, counters = network.run_golden(x)
+        assert first_mismatch(outputs, expected, names) is None
+        assert counters["shortcut_reads"] > 0
+        assert outputs[block].max() > 0, "a dead block would make this test vacuous"
+
+
+def test_the_residual_add_costs_no_cycles(residual_model):
+    """The block's residual layer against the same layer without its
+    shortcut: the same cycles (the shortcut is read during the drain), only
+    shortcut_reads more."""
+    import dataclasses
+    _, path, _ = residual_model
+    header, arrays = read_model_file(str(path))
+    config = get_config("small")
+    spec = [spec for spec in layer_specs(header, arrays) if spec.residual][0]
+    plain = dataclasses.replace(spec, residual_multiplier=None)
+    with_add = compile_layer(spec, config).expected_counters
+    without = compile_layer(plain, config).expected_counters
+    assert with_add["cycles"] == without["cycles"]
+    assert with_add["shortcut_reads"] > 0 == without["shortcut_reads"]
+
+
+def test_global_pooling_is_still_refused(residual_model):
+    _, path, _ = residual_model
+    header, arrays = read_model_file(str(path))
+    header["layers"][-1]["global_pool_input"] = True
+    with pytest.raises(UserError, match=r"layers\[\d+\] \('.*'\): global average pooling"):
+        layer_specs(header, arrays)
+
+
+@pytest.mark.cocotb
+def test_network_on_verilator_is_bit_exact(residual_model, rtl_build):
+    _, path, images = residual_model
+    header, arrays = read_model_file(str(path))
+    network = compile_network(header, arrays, get_config("small"))
+    results = run_network_on_rtl(network, images[:2], build_dir=rtl_build, stall=0.3)
+    names = [spec.label for spec in network.specs]
+    for x, result, expected in zip(images, results, reference_outputs(path, images)):
+        assert result["status"]["done"] and not result["status"]["error"]
+        assert first_mismatch(result["outputs"], expected, names) is None
+        assert result["counters"] == network.run_golden(x)[1]
