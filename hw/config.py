@@ -128,6 +128,14 @@ class AcceleratorConfig:
         return isa.wptr_layout(self.rows, self.weight_addr_bits)
 
     @property
+    def param_width(self):
+        """Bits of a parameter entry: the whole PARAMETER, or without
+        `residual` only bias and multiplier (the residual multiplier is
+        PARAMETER's top field; such a core never reads it)."""
+        from hw import isa
+        return isa.PARAMETER.size if self.residual else isa.PARAMETER["residual_multiplier"].offset
+
+    @property
     def chunk_width(self):
         return self.chunk_layout.size
 
@@ -143,7 +151,7 @@ class AcceleratorConfig:
             Memory.PROGRAM: (1, isa.INSTRUCTION.size, self.program_depth),
             Memory.CHUNKS: (1, self.chunk_width, self.chunk_depth),
             Memory.WPTR: (1, self.wptr_width, self.wptr_depth),
-            Memory.PARAMS: (1, isa.PARAMETER.size, self.param_depth),
+            Memory.PARAMS: (1, self.param_width, self.param_depth),
             Memory.WEIGHTS: (self.rows, GROUP_SIZE, self.weight_depth),
             Memory.ACTIVATIONS: (self.cols, isa.ACT_WORD_BITS, self.act_depth),
             Memory.RESULTS: (1, isa.RESULT_WIDTH, self.result_depth),

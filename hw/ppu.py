@@ -92,7 +92,7 @@ def oab_read_signature(config):
 
 def params_read_signature(config):
     return memory.ReadPort.Signature(addr_width=(config.param_depth - 1).bit_length(),
-                                     shape=PARAMETER.size)
+                                     shape=config.param_width)
 
 
 def activation_write_signature(config):
@@ -172,7 +172,11 @@ class TileReader(wiring.Component):
             m.d.sync += code1.eq(self.shortcut.code)
 
         # ---- S1: the accumulator and parameters (fresh from the ports at c == 0).
-        params = PARAMETER(self.params.data)
+        # Without config.residual the entry stops below residual_multiplier,
+        # which then reads 0.
+        params_bits = Signal(PARAMETER.size)
+        m.d.comb += params_bits.eq(self.params.data)
+        params = PARAMETER(params_bits)
         if config.ppu_hold_registers:
             fresh = Signal()
             m.d.sync += fresh.eq(first_of_row)

@@ -53,7 +53,7 @@ def test_memory_table(config):
     assert [(int(row[0]), row[1]) for row in rows] == [(m.value, m.name.lower()) for m in Memory]
     shapes = config.memory_shapes()
     symbols = dict(R=config.rows, C=config.cols, G=isa.GROUP_SIZE,
-                   weight_addr_bits=config.weight_addr_bits)
+                   weight_addr_bits=config.weight_addr_bits, param_bits=config.param_width)
     for memory_id, _, banks, width, *_ in rows:
         _, shape_banks, shape_width, _ = shapes[Memory(int(memory_id))]
         assert (evaluate(banks, **symbols), evaluate(width, **symbols)) == (shape_banks, shape_width)

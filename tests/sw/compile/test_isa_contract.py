@@ -216,7 +216,10 @@ def test_memory_widths_are_the_layouts(config):
     assert widths[Memory.PROGRAM] == INSTRUCTION.size == 64
     assert widths[Memory.CHUNKS] == chunk_layout(config.rows).size == 22 + 3 * config.rows
     assert widths[Memory.WPTR] == config.rows * config.weight_addr_bits
-    assert widths[Memory.PARAMS] == PARAMETER.size == 64
+    assert PARAMETER.size == 64
+    # Without residual adds the entry stops below the residual multiplier.
+    assert widths[Memory.PARAMS] == (64 if config.residual else 48)
+    assert widths[Memory.PARAMS] == config.param_width
     assert widths[Memory.WEIGHTS] == isa.GROUP_SIZE
     assert widths[Memory.ACTIVATIONS] == isa.ACT_SLOT_BITS * isa.ACT_SLOTS_PER_WORD
     # Every instruction's operands stay below the opcode.
