@@ -5,7 +5,8 @@ It knows nothing of the layer that was compiled: it fetches instructions,
 sets registers, reads chunk descriptors, weight pointers, weight bit-planes
 and activation words through the documented layouts, computes the PE lanes
 of each mode, accumulates per PE, drains into the double-buffered OAB with
-the round's shift, and runs the PPU (bias, `common.fixedpoint.requantize`,
+the round's shift, and runs the PPU (bias, `common.fixedpoint.requantize_sum`
+with the tile's residual shortcut codes where SC_ENABLE is set,
 pooling over row pairs, writes to the activation or result memory). Its
 output is checked against the numpy reference (`sw/compile/reference.py`),
 and the RTL's memories and counters are checked against it.
