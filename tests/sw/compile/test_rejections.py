@@ -251,3 +251,52 @@ def test_model_layers_are_named_as_the_reader_names_them():
     tight = dataclasses.replace(SMALL, wptr_depth=4)            # in compile_layer (lower.py)
     with pytest.raises(UserError, match=r"^layers\[0\] \('0'\): .*wptr_depth"):
         compile_network(header, arrays, tight)
+
+
+def graph_model(second_stride, third_inputs):
+    """A version-2 graph on a 16x4x4 image: conv '0', conv 'a' reading '0'
+    at `second_stride`, conv 'b' reading `third_inputs` (1x1, 16 -> 16), a
+    linear classifier on 'b'."""
+    def conv(name, inputs, stride, input_bits=2):
+        return dict(name=name, kind="conv2d", inputs=inputs, in_channels=16, out_channels=16,
+                    flatten_input=False, input_bits=input_bits, weight_step=1.0,
+                    kernel_size=[1, 1], stride=[stride, stride], padding=[0, 0], act_bits=2,
+                    act_signed=False, requant_shift=2,
+                    residual_shift=0 if len(inputs) > 1 else None, pool=None, output_step=1.0)
+    layers = [conv("0", ["input"], 1, 8), conv("a", ["0"], second_stride),
+              conv("b", third_inputs, 1)]
+    linear = dict(name="fc", kind="linear", inputs=["b"], in_channels=256, out_channels=2,
+                  flatten_input=True, input_bits=2, weight_step=1.0, act_bits=None,
+                  act_signed=None, requant_shift=None, residual_shift=None, pool=None,
+                  output_step=1.0)
+    header = {"format": "mpq-model", "version": 2,
+              "input": {"shape": [16, 4, 4], "bits": 8, "signed": False}, "group_size": 16,
+              "group_axis": "input_channel", "logits": "accumulator_plus_bias", "num_classes": 2,
+              "layers": layers + [linear]}
+    conv_arrays = dict(weight=np.zeros((16, 16, 1, 1), np.int8),
+                       weight_bits=np.full((16, 1, 1, 1), 2, np.uint8),
+                       weight_shift=np.zeros((16, 1, 1, 1), np.uint8),
+                       bias=np.zeros(16, np.int32), requant_multiplier=np.ones(16, np.int16))
+    arrays = [dict(conv_arrays, weight_bits=np.full((16, 1, 1, 1), 8, np.uint8)), conv_arrays,
+              dict(conv_arrays, **({"residual_multiplier": np.ones(16, np.int16)}
+                                   if len(third_inputs) > 1 else {})),
+              dict(weight=np.zeros((2, 256), np.int8), weight_bits=np.full((2, 16), 2, np.uint8),
+                   weight_shift=np.zeros((2, 16), np.uint8), bias=np.zeros(2, np.int32))]
+    validate(header, arrays)
+    return header, arrays
+
+
+def test_a_map_has_one_layout():
+    """A graph's map read at stride 2 (parity-split) and also at stride 1 or
+    as a residual shortcut (column order) is refused, naming both readers;
+    a residual layer reading its shortcut from another layer's region
+    compiles."""
+    header, arrays = graph_model(1, ["a", "0"])          # 'b' = conv(a) + '0'
+    network = compile_network(header, arrays, SMALL)
+    residual = network.specs[2]
+    assert residual.residual and network.layers[2].registers["SC_BASE"] == \
+        network.layers[0].registers["OUT_BASE"]
+    header, arrays = graph_model(2, ["0"])               # '0' read at stride 2 and at stride 1
+    with pytest.raises(UserError, match=r"layers\[2\] \('b'\): reads layers\[0\] \('0'\) in "
+                                        r"column order .* layers\[1\] \('a'\) reads at stride 2"):
+        layer_specs(header, arrays)
