@@ -1,6 +1,8 @@
 """A small residual network from sw.quantize through the whole flow: a stem,
-one torchvision-style BasicBlock (stride 1; an identity shortcut, or a 1x1
-projection with batch norm and no ReLU, whose codes are signed) and a
+one torchvision-style BasicBlock (stride 1 with an identity shortcut or a
+1x1 projection with batch norm and no ReLU, whose codes are signed; or
+stride 2, its first convolution and projection reading the block's input
+parity-split) and a
 flatten + Linear classifier, exported (model file version 2), compiled
 (`compile_network` follows the graph: each layer reads the region of the
 layer its `inputs` name, the block's second convolution adds its shortcut
@@ -29,30 +31,32 @@ SHAPE = (3, 6, 6)
 class ResidualNet(nn.Module):
     """Stem, one BasicBlock, flatten + Linear (no global pooling)."""
 
-    def __init__(self, channels, width):
+    def __init__(self, channels, width, stride=1):
         super().__init__()
         self.stem = nn.Conv2d(3, channels, 3, padding=1, bias=False)
         self.stem_bn = nn.BatchNorm2d(channels)
         downsample = None
-        if width != channels:
-            downsample = nn.Sequential(nn.Conv2d(channels, width, 1, bias=False),
+        if width != channels or stride != 1:
+            downsample = nn.Sequential(nn.Conv2d(channels, width, 1, stride=stride, bias=False),
                                        nn.BatchNorm2d(width))
-        self.block = BasicBlock(channels, width, 1, downsample)
-        self.fc = nn.Linear(width * SHAPE[1] * SHAPE[2], 5)
+        self.block = BasicBlock(channels, width, stride, downsample)
+        side = (SHAPE[1] - 1) // stride + 1
+        self.fc = nn.Linear(width * side * side, 5)
 
     def forward(self, x):
         x = self.block(F.relu(self.stem_bn(self.stem(x))))
         return self.fc(torch.flatten(x, 1))
 
 
-CASES = {"identity": (8, 8, "w4a4"), "projection": (5, 7, "w3a2")}
+CASES = {"identity": (8, 8, 1, "w4a4"), "projection": (5, 7, 1, "w3a2"),
+         "stride2": (6, 9, 2, "w2a4")}
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
 def residual_model(request, tmp_path_factory):
-    channels, width, precision = CASES[request.param]
+    channels, width, stride, precision = CASES[request.param]
     torch.manual_seed(3)
-    model = ResidualNet(channels, width)
+    model = ResidualNet(channels, width, stride)
     generator = torch.Generator().manual_seed(4)
     with torch.no_grad():
         for module in model.modules():
@@ -82,8 +86,10 @@ def test_the_graph_becomes_residual_layers(residual_model):
     specs = layer_specs(header, arrays)
     residual = [spec for spec in specs if spec.residual]
     assert len(residual) == 1 and not residual[0].pool
-    assert any(spec.act_signed for spec in specs) == (kind == "projection")
-    assert residual[0].shortcut_signed == (kind == "projection")
+    assert any(spec.act_signed for spec in specs) == (kind != "identity")
+    assert residual[0].shortcut_signed == (kind != "identity")
+    # At stride 2 the stem's map is read parity-split by conv1 and the projection.
+    assert specs[0].split_output == (kind == "stride2")
 
 
 def test_golden_model_equals_the_integer_reference(residual_model):
