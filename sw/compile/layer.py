@@ -4,7 +4,10 @@ generator of random layers for the tests.
 The integer semantics are those of docs/model_format.md: `weights` are the
 full integer weights `q << e` (not `q`), grouped as in
 `sw/quantize/groups.py` with group size `hw.isa.GROUP_SIZE`; a linear
-layer is a 1x1 convolution on a 1x1 map. A residual layer (model file
+layer is a 1x1 convolution on a 1x1 map, and a globally pooled one
+(`global_pool`: the input (C, H, W) summed over H and W, then the linear
+layer) an H x W convolution without padding whose weights are the same at
+every kernel position. A residual layer (model file
 version 2) adds a shortcut tensor of its conv output's shape in its
 requantization (`common.fixedpoint.requantize_sum`); its input is then a
 `LayerInput` (the input codes and the shortcut codes).
@@ -74,6 +77,10 @@ class LayerSpec:
     residual_shift: int = 0
     shortcut_bits: int = 4
     shortcut_signed: bool = False
+    # A linear layer on the sum of its (Cin, H, W) input over H and W
+    # (model file `global_pool_input`): an H x W convolution without padding
+    # whose weights (and groups) are the same at every kernel position.
+    global_pool: bool = False
 
     @property
     def label(self):
@@ -100,6 +107,7 @@ class LayerSpec:
         self.split_output = bool(self.split_output)
         self.act_signed = bool(self.act_signed)
         self.shortcut_signed = bool(self.shortcut_signed)
+        self.global_pool = bool(self.global_pool)
         if self.residual_multiplier is not None:
             self.residual_multiplier = np.asarray(self.residual_multiplier)
         self.validate()
@@ -116,20 +124,28 @@ class LayerSpec:
 
     @property
     def kernel(self):
+        if self.global_pool:
+            return tuple(int(d) for d in self.input_shape[1:])
         return (1, 1) if self.kind == "linear" else tuple(int(d) for d in self.weights.shape[2:])
 
     @property
     def conv_weights(self):
-        """Weights as (Cout, Cin, kh, kw) int64."""
+        """Weights as (Cout, Cin, kh, kw) int64 (a globally pooled layer's
+        repeated at every kernel position, a read-only view)."""
         w = self.weights.astype(np.int64)
-        return w[:, :, None, None] if self.kind == "linear" else w
+        if self.kind == "conv":
+            return w
+        return np.broadcast_to(w[:, :, None, None], w.shape + self.kernel)
 
     @property
     def conv_groups(self):
-        """`(precision, shift)` as (Cout, kh, kw, blocks) int64 arrays."""
+        """`(precision, shift)` as (Cout, kh, kw, blocks) int64 arrays (read-only
+        views repeated at every kernel position for a globally pooled layer)."""
         p, e = self.precision.astype(np.int64), self.shift.astype(np.int64)
         if self.kind == "linear":
-            return p[:, None, None, :], e[:, None, None, :]
+            shape = (p.shape[0], *self.kernel, p.shape[1])
+            return (np.broadcast_to(p[:, None, None, :], shape),
+                    np.broadcast_to(e[:, None, None, :], shape))
         return p, e
 
     @property
@@ -186,7 +202,9 @@ class LayerSpec:
         if self.input_shape[0] != cin:
             self._fail(f"input_shape {self.input_shape} has {self.input_shape[0]} channels, "
                        f"the weights take {cin}")
-        if self.kind == "linear" and self.input_shape[1:] != (1, 1):
+        if self.global_pool and self.kind != "linear":
+            self._fail("only a linear layer pools its input globally")
+        if self.kind == "linear" and not self.global_pool and self.input_shape[1:] != (1, 1):
             self._fail(f"a linear layer takes a (Cin, 1, 1) input, got {self.input_shape}")
         if self.kind == "linear" and (self.padding or self.pool or self.stride != 1):
             self._fail("a linear layer has no padding, no stride and no pooling")
@@ -329,7 +347,8 @@ def random_groups(rng, shape, style):
 def random_layer_spec(rng, *, kind=None, in_channels=None, out_channels=None, height=None,
                       width=None, kernel=None, padding=None, stride=None, pool=None, raw=None,
                       split_output=None, act_bits_in=None, act_bits_out=None, style=None,
-                      max_channels=40, max_size=9, name="random", residual=False):
+                      max_channels=40, max_size=9, name="random", residual=False,
+                      global_pool=False):
     """A random valid LayerSpec; any argument left None is drawn from `rng`.
     A quarter of the convolutions have stride 2 (mostly the 3x3 and 1x1
     kernels of residual networks), a quarter of the layers with an output
@@ -338,7 +357,11 @@ def random_layer_spec(rng, *, kind=None, in_channels=None, out_channels=None, he
     `residual`: False (the default: the draws of earlier versions, so their
     seeds give the same layers), True (a residual layer: an unsigned or
     signed shortcut of 2 to 4 bits, sometimes a signed output) or None (a
-    residual layer one time in three, among the layers that may be one)."""
+    residual layer one time in three, among the layers that may be one).
+    `global_pool`: a linear layer on the global sum of a (Cin, H, W) map
+    (`height`, `width` drawn up to `max_size` if None)."""
+    if global_pool:
+        kind = "linear"
     if residual is None:
         residual = bool(rng.random() < 1 / 3) and not raw and not pool
     if residual:
@@ -350,7 +373,11 @@ def random_layer_spec(rng, *, kind=None, in_channels=None, out_channels=None, he
     raw = bool(rng.random() < 0.15) if raw is None else raw
     if act_bits_in is None:
         act_bits_in = int(rng.choice([2, 3, 4, 8], p=[0.3, 0.2, 0.3, 0.2]))
-    if kind == "linear":
+    if kind == "linear" and global_pool:
+        kernel, padding, stride, pool = 1, 0, 1, False
+        height = height or int(rng.integers(1, max_size + 1))
+        width = width or int(rng.integers(1, max_size + 1))
+    elif kind == "linear":
         kernel, padding, stride, pool, height, width = 1, 0, 1, False, 1, 1
     else:
         stride = stride or (2 if rng.random() < 0.25 else 1)
@@ -382,7 +409,8 @@ def random_layer_spec(rng, *, kind=None, in_channels=None, out_channels=None, he
     probe = LayerSpec(kind=kind, weights=weights, precision=precision, shift=shift,
                       bias=np.zeros(cout, np.int64), multiplier=None, requant_shift=None,
                       act_bits_in=act_bits_in, act_bits_out=None, input_shape=(cin, height, width),
-                      padding=padding, stride=stride, raw=True, name=name)
+                      padding=padding, stride=stride, raw=True, name=name,
+                      global_pool=global_pool)
     acc = reference_accumulator(probe, rng.integers(0, 1 << act_bits_in, (cin, height, width)))
     acc = acc.reshape(cout, -1)
     spread = max(1.0, float(acc.std()))
@@ -411,7 +439,7 @@ def random_layer_spec(rng, *, kind=None, in_channels=None, out_channels=None, he
                      multiplier=multiplier, requant_shift=requant_shift, act_bits_in=act_bits_in,
                      act_bits_out=act_bits_out, input_shape=(cin, height, width),
                      padding=padding, stride=stride, pool=pool, raw=raw,
-                     split_output=split_output, name=name, **extra)
+                     split_output=split_output, name=name, global_pool=global_pool, **extra)
 
 
 def random_input(rng, spec):

@@ -33,6 +33,17 @@ How a layer is cut (all choices of the compiler, none of the hardware's):
   the host's image for the network input), so for each kx those columns
   are C consecutive positions, one in every bank: a chunk costs the same
   reads and cycles as at stride 1 (docs/dataflow.md, "Stride 2").
+* Global average pooling (`global_pool`: a linear layer on the sum of its
+  (C, H, W) input over H and W) is the H x W convolution without padding
+  whose weights are the same at every kernel position, with one 1x1 output.
+  Its weights are planned and stored once, as for position (0, 0); each
+  round group is then run once per kernel position (ky, kx), in row-major
+  order, as a round of its own whose chunks name that position and whose
+  weight-pointer entry is the stored group's: the round engine reloads the
+  row pointers from the entry at every ROUND, so the same planes are read
+  H * W times and nothing is replicated. Only the chunk descriptors (one
+  per block and position) and the ROUNDs repeat (docs/dataflow.md,
+  "Global average pooling").
 * Tiles: ktile outermost, then output rows, then x0 = 0, C, 2C, ...; with
   pooling the rows go in pairs (y even, y + 1) for each (x0, ktile) and the
   last odd row and column, which floor pooling drops, are not computed
@@ -99,6 +110,9 @@ class RoundGroup:
     chunks: list
     chunk_start: int = 0   # chunk memory address of the first chunk
     wptr: int = 0          # wptr memory entry
+    # The round group whose stored planes and wptr entry this one reads (the
+    # same weights at another kernel position of a globally pooled layer).
+    shares: "RoundGroup | None" = None
 
 
 @dataclasses.dataclass
@@ -232,9 +246,10 @@ def _split_position(parts):
 
 
 def _plan_ktile(spec, config, ktile, groups_q, pg, eg):
-    """The round groups of one channel tile."""
+    """The round groups of one channel tile (over the kernel positions of
+    the arrays: a globally pooled layer passes position (0, 0) only)."""
     rows, cout = config.rows, spec.out_channels
-    kh, kw = spec.kernel
+    kh, kw = pg.shape[1:3]
     blocks = pg.shape[3]
     act2 = spec.act_bits_in == 2
     by_shift = {}
@@ -345,6 +360,9 @@ def _check_geometry(spec, config):
     kh, kw = spec.kernel
     blocks = enc.padded_channels(cin) // GROUP_SIZE
     ho, wo = spec.conv_output_hw
+    if spec.global_pool and (kh > enc.CHUNK_KERNEL_LIMIT or kw > enc.CHUNK_KERNEL_LIMIT):
+        _fail(spec, f"global pooling of a {kh}x{kw} map: its positions are kernel positions, "
+                    f"limit {enc.CHUNK_KERNEL_LIMIT}x{enc.CHUNK_KERNEL_LIMIT}")
     if kh > enc.CHUNK_KERNEL_LIMIT or kw > enc.CHUNK_KERNEL_LIMIT:
         _fail(spec, f"kernel {kh}x{kw} exceeds the {enc.CHUNK_KERNEL_LIMIT}x"
                     f"{enc.CHUNK_KERNEL_LIMIT} limit")
@@ -391,12 +409,33 @@ def _plan_rounds(spec, config, ktiles, input_passes):
     """The round groups of every channel tile, with the ROUND shift checked."""
     groups_q = _group_values(spec)
     pg, eg = spec.conv_groups
+    if spec.global_pool:
+        groups_q, pg, eg = groups_q[:, :1, :1], pg[:, :1, :1], eg[:, :1, :1]
     round_groups = [_plan_ktile(spec, config, ktile, groups_q, pg, eg) for ktile in range(ktiles)]
+    if spec.global_pool:
+        round_groups = [_repeat_over_positions(groups, spec.kernel) for groups in round_groups]
     max_shift = max(g.shift for groups in round_groups for g in groups) + input_passes[0][1]
     if max_shift > enc.ROUND_SHIFT_MAX:
         _fail(spec, f"a round needs shift {max_shift}, above the 4-bit ROUND shift limit "
                     f"{enc.ROUND_SHIFT_MAX}")
     return round_groups
+
+
+def _repeat_over_positions(groups, kernel):
+    """A globally pooled layer's round groups (planned at position (0, 0)),
+    each run at every kernel position: copies whose chunks name the position
+    and that share the original's stored planes."""
+    kh, kw = kernel
+    repeated = []
+    for group in groups:
+        for ky in range(kh):
+            for kx in range(kw):
+                if (ky, kx) == (0, 0):
+                    repeated.append(group)
+                    continue
+                chunks = [dataclasses.replace(chunk, ky=ky, kx=kx) for chunk in group.chunks]
+                repeated.append(RoundGroup(group.shift, chunks, shares=group))
+    return repeated
 
 
 def _store_weight_side(spec, config, placement, round_groups, images):
@@ -412,11 +451,14 @@ def _store_weight_side(spec, config, placement, round_groups, images):
     for groups in round_groups:
         for group in groups:
             descriptors = tuple(chunk.descriptor() for chunk in group.chunks)
-            group.wptr = wptr_entry
-            if wptr_entry < min(config.wptr_depth, enc.ROUND_WPTR_LIMIT):
-                images[Memory.WPTR][0][wptr_entry] = enc.encode_wptr(
-                    [f % config.weight_depth for f in fill], config.weight_addr_bits)
-            wptr_entry += 1
+            if group.shares is not None:
+                group.wptr = group.shares.wptr
+            else:
+                group.wptr = wptr_entry
+                if wptr_entry < min(config.wptr_depth, enc.ROUND_WPTR_LIMIT):
+                    images[Memory.WPTR][0][wptr_entry] = enc.encode_wptr(
+                        [f % config.weight_depth for f in fill], config.weight_addr_bits)
+                wptr_entry += 1
             if descriptors in stored_lists:
                 group.chunk_start = stored_lists[descriptors]
             else:
@@ -425,6 +467,8 @@ def _store_weight_side(spec, config, placement, round_groups, images):
                     if chunk_address < config.chunk_depth:
                         images[Memory.CHUNKS][0][chunk_address] = descriptor
                     chunk_address += 1
+            if group.shares is not None:
+                continue
             for chunk in group.chunks:
                 for r, planes in enumerate(chunk.planes):
                     for plane in planes:
@@ -578,6 +622,8 @@ def _manifest(compiled, bound, in_words, out_words, fill, chunk_end, wptr_end, i
     chunks = [chunk for groups in compiled.round_groups for group in groups
               for chunk in group.chunks]
     pg, eg = spec.conv_groups
+    if spec.global_pool:       # the stored groups, not their repetitions
+        pg, eg = pg[:, :1, :1], eg[:, :1, :1]
     histogram = Counter(f"p{int(p)}e{int(e)}" for p, e in zip(pg.reshape(-1), eg.reshape(-1)))
     regions = {
         "program": {"memory": Memory.PROGRAM, "base": 0, "entries": len(compiled.program)},
@@ -617,6 +663,7 @@ def _manifest(compiled, bound, in_words, out_words, fill, chunk_end, wptr_end, i
         "padding": spec.padding,
         "stride": spec.stride,
         "pool": spec.pool,
+        "global_pool": spec.global_pool,
         "split_output": spec.split_output,
         "raw": spec.raw,
         "act_bits_in": spec.act_bits_in,

@@ -26,7 +26,10 @@ or at stride 2 by its first convolution and its projection, so both fit.
 
 Two model-file conventions differ from the hardware's and are converted
 here: a linear layer that flattens a (C, H, W) map is an H x W convolution
-without padding on that map (same weights, same order); and its groups,
+without padding on that map (same weights, same order), and one that pools
+it globally (`global_pool_input`) a `LayerSpec` with `global_pool`, which
+`compile_layer` runs as the H x W convolution whose weights are the same at
+every position, stored once; and its groups,
 runs of 16 flattened features, are regrouped into the hardware's groups of
 16 channels at one kernel position, each taking the smallest shift and the
 precision that holds all its members exactly.
@@ -69,9 +72,9 @@ def layer_specs(header, arrays):
         where = f"layers[{index}] ({name!r})"   # as the model file reader names it
         last = fields["act_bits"] is None
         shape = shapes[source]
-        if fields.get("global_pool_input"):
-            raise UserError(f"{where}: global average pooling is not in the accelerator core yet "
-                            f"(flatten the map into the classifier instead)")
+        global_pool = bool(fields.get("global_pool_input"))
+        if global_pool and len(shape) != 3:
+            raise UserError(f"{where}: global pooling needs a (C, H, W) input, got {shape}")
         if source != IMAGE and specs[source].act_signed:
             raise UserError(f"{where}: reads the signed codes of {specs[source].label}; the PEs "
                             f"take unsigned activations (only a residual shortcut may be signed)")
@@ -130,8 +133,9 @@ def layer_specs(header, arrays):
                                                weight_shifts.reshape(conv_shape))
             kind, padding, input_shape = "conv", 0, shape
         else:
-            channels = int(np.prod(shape))
-            kind, padding, input_shape = "linear", 0, (channels, 1, 1)
+            channels = shape[0] if global_pool else int(np.prod(shape))
+            kind, padding = "linear", 0
+            input_shape = tuple(shape) if global_pool else (channels, 1, 1)
             if group_size == GROUP_SIZE:
                 precision, shift = bits, shifts
             else:
@@ -151,7 +155,8 @@ def layer_specs(header, arrays):
             act_bits_in=int(fields["input_bits"]), act_bits_out=0 if last else int(fields["act_bits"]),
             padding=int(padding), stride=stride, pool=pool is not None, raw=last,
             input_shape=tuple(input_shape), name=name, index=index,
-            act_signed=bool(fields.get("act_signed")) and not last, **shortcut)
+            act_signed=bool(fields.get("act_signed")) and not last, global_pool=global_pool,
+            **shortcut)
         if residual is not None and tuple(specs[residual].output_shape) != spec.shortcut_shape:
             raise UserError(f"{where}: its shortcut {specs[residual].label} has shape "
                             f"{tuple(specs[residual].output_shape)}, its conv output "
