@@ -250,11 +250,19 @@ def weight_digits(weights):
 
 def _digit_bound():
     w = np.arange(-128, 128)
-    return int(max(sum(np.abs(d) << s for d, s in zip(weight_digits(w), DIGIT_SHIFTS))))
+    d2, d1, d0 = weight_digits(w)
+    prefixes = (d2 << 6, (d2 << 6) + (d1 << 3), w)
+    return int(max(np.abs(prefix).max() for prefix in prefixes))
 
 
-# Largest sum of |digit| << digit shift over 8-bit weights: the accumulator
-# bound of one 8-bit weight (the passes' partial sums are bounded by it).
+# The accumulator bound of one 8-bit weight: the largest |value| of the
+# digits' passes run so far, in the compiler's order (d2, then d1, then d0:
+# rounds by decreasing shift), over 8-bit weights. Every partial sum of the
+# OAB is a sum of such prefixes times activations (with the passes of a
+# globally pooled layer repeated per position, some positions one digit
+# ahead of others: still a prefix per weight), and every single pass's
+# term (|d2 << 6| <= 128, |d1 << 3| <= 32, |d0| <= 4) is within it too. It
+# is 128, the bound of the plain 8-bit weight: the passes add no headroom.
 DIGIT_WEIGHT_BOUND = _digit_bound()
 
 

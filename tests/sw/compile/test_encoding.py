@@ -79,7 +79,12 @@ def test_weight_digits():
     assert np.array_equal(d2 * 64 + d1 * 8 + d0, w)
     for d in (d2, d1, d0):
         assert d.min() >= -4 and d.max() <= 3
-    assert enc.DIGIT_WEIGHT_BOUND == 2 * 64 + 4 * 8 + 4
+    # Every prefix of the passes (d2, d2 + d1, w) and every single pass
+    # stays within |w| <= 128.
+    assert enc.DIGIT_WEIGHT_BOUND == 128
+    for prefix in (d2 * 64, d2 * 64 + d1 * 8, d1 * 8, d0):
+        assert np.abs(prefix).max() <= enc.DIGIT_WEIGHT_BOUND
+    assert enc.DIGIT_SHIFTS == tuple(sorted(enc.DIGIT_SHIFTS, reverse=True))
 
 
 def test_activation_layout():
