@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.errors import UserError
 from hw.config import get_config
 from sim.network_sim import first_mismatch, run_network_on_rtl
 from sw.compile.lower import compile_layer
@@ -119,14 +118,6 @@ def test_the_residual_add_costs_no_cycles(residual_model):
     without = compile_layer(plain, config).expected_counters
     assert with_add["cycles"] == without["cycles"]
     assert with_add["shortcut_reads"] > 0 == without["shortcut_reads"]
-
-
-def test_global_pooling_is_still_refused(residual_model):
-    _, path, _ = residual_model
-    header, arrays = read_model_file(str(path))
-    header["layers"][-1]["global_pool_input"] = True
-    with pytest.raises(UserError, match=r"layers\[\d+\] \('.*'\): global average pooling"):
-        layer_specs(header, arrays)
 
 
 @pytest.mark.cocotb
