@@ -121,8 +121,6 @@ def test_golden_model_equals_the_integer_reference(pooled_model, config):
 @pytest.mark.cocotb
 def test_network_on_verilator_is_bit_exact(pooled_model, rtl_build):
     name, path, images = pooled_model
-    if name == "resnet8":
-        pytest.skip("ResNet-8 is run on the RTL by test_resnet8_on_verilator (slow)")
     header, arrays = read_model_file(str(path))
     network = compile_network(header, arrays, get_config("small"))
     results = run_network_on_rtl(network, images[:1], build_dir=rtl_build, stall=0.3)
