@@ -13,6 +13,13 @@ would run at the storage of the shared rounds: its cycles are those of the
 same layer with its weights replicated at every position, which the
 current core runs as is (`replicated`, whose weight words are listed too).
 
+Both leave C - 1 of the array's C columns idle (one output pixel). The
+third figure prices using them: the (H x 1) convolution with a 1 x W output
+(column c sums column c of the map over its rows), weights replicated over
+the H rows, one round per weight shift, on the current core; the W column
+sums would still have to be added by the PPU (a column-sum mode, not built),
+so this is a lower bound for that design.
+
 Writes bench/results/global_pool.json and .md.
 
     PYTHONPATH=. .venv/bin/python bench/global_pool.py
@@ -54,6 +61,18 @@ def replicated(spec):
                                shift=eg.copy())
 
 
+def column_parallel(spec):
+    """The pooled layer as the (H x 1) convolution with a 1 x W output,
+    its weights replicated over the H rows (raw: the column sums are the
+    PPU's business in that design)."""
+    channels, height, _ = spec.input_shape
+    pg, eg = spec.conv_groups
+    return dataclasses.replace(spec, kind="conv", global_pool=False, raw=True, multiplier=None,
+                               requant_shift=None, act_bits_out=None,
+                               weights=spec.conv_weights[:, :, :, :1].copy(),
+                               precision=pg[:, :, :1].copy(), shift=eg[:, :, :1].copy())
+
+
 def measure(config_name, width, precision, work):
     torch.manual_seed(SEED)
     model = resnet8(width=width)
@@ -84,6 +103,7 @@ def measure(config_name, width, precision, work):
     def words(layer):
         return max(layer.manifest["regions"]["weights"]["entries_per_bank"])
 
+    columns = compile_layer(column_parallel(fc_spec), config).expected_counters["cycles"]
     fc_cycles, one_round = cycles[fc_spec.name], other.expected_counters["cycles"]
     return {
         "config": config_name, "rows": config.rows, "cols": config.cols, "width": width,
@@ -100,6 +120,8 @@ def measure(config_name, width, precision, work):
         "one_round_per_shift_percent": 100 * one_round / (total - fc_cycles + one_round),
         "saving_percent_of_network": 100 * (fc_cycles - one_round) / total,
         "replicated_weight_words_per_bank": words(other),
+        "column_parallel_cycles": columns,
+        "column_parallel_percent": 100 * columns / (total - fc_cycles + columns),
     }
 
 
@@ -111,8 +133,9 @@ def main():
              "",
              "| config | width | precision | network cycles | classifier: rounds, busy, cycles "
              "(share) | one round per shift (rewind or replicated): rounds, cycles (share) "
-             "| saving of the network | weight words per bank: shared / replicated |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| saving of the network | weight words per bank: shared / replicated "
+             "| column-parallel (H x 1, PPU column sum not built): cycles (share) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         lines.append(
             f"| {row['config']} ({row['rows']}x{row['cols']}) | {row['width']} "
@@ -122,7 +145,8 @@ def main():
             f"{row['one_round_per_shift_cycles']} ({row['one_round_per_shift_percent']:.2f}%) "
             f"| {row['saving_percent_of_network']:.2f}% "
             f"| {row['classifier_weight_words_per_bank']} / "
-            f"{row['replicated_weight_words_per_bank']} |")
+            f"{row['replicated_weight_words_per_bank']} | {row['column_parallel_cycles']} "
+            f"({row['column_parallel_percent']:.2f}%) |")
     (RESULTS / "global_pool.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
