@@ -5,7 +5,8 @@ model and with a plain numpy integer layer, and every counter with the
 golden model's prediction. The random layers include stride-2
 convolutions (parity-split inputs) and parity-split outputs
 (`random_layer_spec`), and about one layer in three that may be residual
-is (unsigned and signed shortcuts of 2 to 4 bits, signed outputs); the
+is (unsigned and signed shortcuts of 2 to 4 bits, signed outputs), and
+globally pooled linear layers apart; the
 iCE40 options build no residual hardware (residual=False) and draw none.
 MPQ_CORE_LAYERS sets the number of random layers (CI default 200; a deep
 run: 2000), MPQ_SEED the seed.
@@ -84,6 +85,23 @@ def test_random_residual_layers_on_verilator(rtl_build):
         layers, goldens, references = random_layers(config, 24, seed, max_channels=11, max_size=6,
                                                     residual=True)
         assert any(g.counters["shortcut_reads"] for g in goldens)
+        results = run_on_rtl(layers, config, simulator="verilator", seed=SEED, stall=0.3,
+                             build_dir=rtl_build)
+        check(layers, goldens, references, results)
+
+
+def test_random_global_pool_layers_on_verilator(rtl_build):
+    """Globally pooled linear layers (one ROUND per kernel position and
+    weight shift, all reading the same stored planes), hidden and raw, odd
+    maps, every weight style (8-bit: three digit passes), on `small` and on
+    a 3x2 array."""
+    for config, seed in ((get_config("small"), SEED + 6),
+                         (dataclasses.replace(get_config("small"), name="small-r3c2", rows=3, cols=2),
+                          SEED + 7)):
+        layers, goldens, references = random_layers(config, 16, seed, max_channels=20, max_size=7,
+                                                    global_pool=True)
+        assert sum(compiled.manifest["rounds"] > compiled.manifest["tiles"] * 3
+                   for compiled, _, _ in layers) >= 8
         results = run_on_rtl(layers, config, simulator="verilator", seed=SEED, stall=0.3,
                              build_dir=rtl_build)
         check(layers, goldens, references, results)
