@@ -295,14 +295,20 @@ def test_global_pooling_forms_agree(tmp_path):
     assert torch.equal(outputs[0], outputs[1])
 
 
-def test_the_compiler_names_what_the_core_cannot_run_yet(resnet_file):
+def test_the_compiler_runs_resnet8(resnet_file):
+    """Every layer of ResNet-8 compiles (residual adds at stride 1 and 2,
+    global pooling before the classifier) and the golden model equals the
+    integer reference (tests/sim/test_global_pool_network.py: on the RTL too)."""
     from hw.config import get_config
+    from sim.network_sim import first_mismatch
     from sw.compile.network import compile_network
 
     header, arrays = read_model_file(str(resnet_file))
-    # The core runs the residual adds (stride 1 and 2 blocks); global pooling
-    # before the classifier is the step left.
-    last = len(header["layers"]) - 1
-    with pytest.raises(UserError, match=rf"layers\[{last}\] \('fc'\): global average pooling is "
-                                        r"not in the accelerator core yet"):
-        compile_network(header, arrays, get_config("small"))
+    network = compile_network(header, arrays, get_config("small"))
+    assert network.specs[-1].global_pool and network.specs[-1].raw
+    images = torch.randint(0, 256, (1, 3, 16, 16), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(2))
+    logits, trace = IntegerModel.load(str(resnet_file))(images, return_codes=True)
+    outputs, _ = network.run_golden(images[0].numpy())
+    expected = [t[0].numpy() for t in trace] + [logits[0].numpy()]
+    assert first_mismatch(outputs, expected, [spec.label for spec in network.specs]) is None
