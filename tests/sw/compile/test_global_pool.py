@@ -12,6 +12,7 @@ import pytest
 
 from common.errors import UserError
 from hw.config import CONFIGS, AcceleratorConfig
+from hw.isa import GROUP_SIZE
 from sw.compile import compile_layer, random_input, random_layer_spec, reference_layer, run_golden
 from sw.compile.lower import accumulator_bound
 
@@ -102,3 +103,21 @@ def test_a_map_larger_than_the_kernel_limit_is_refused():
     spec = random_layer_spec(rng, global_pool=True, height=17, width=2, raw=True)
     with pytest.raises(UserError, match="global pooling of a 17x2 map"):
         compile_layer(spec, CONFIGS["default"])
+
+
+def test_each_position_costs_one_round():
+    """A position more is one ROUND more per weight shift: its fetch, the
+    prefetch, one cycle a step, the skew and the drain (docs/isa.md, "Timing")."""
+    from hw.timing import FETCH_CYCLES, PIPE_CYCLES, PREFETCH_CYCLES
+    rng = np.random.default_rng(13)
+    config = CONFIGS["default"]
+    R, C = config.rows, config.cols
+    spec = random_layer_spec(rng, global_pool=True, height=3, width=4, in_channels=40,
+                             out_channels=R, style="uniform4", act_bits_in=4, raw=True)
+    wider = random_layer_spec(rng, global_pool=True, height=3, width=5, in_channels=40,
+                              out_channels=R, style="uniform4", act_bits_in=4, raw=True)
+    cycles = [compile_layer(s, config).expected_counters["cycles"] for s in (spec, wider)]
+    steps = 3 * GROUP_SIZE      # 40 channels: 3 blocks, W4A4
+    per_round = FETCH_CYCLES + PREFETCH_CYCLES + steps + R + C - 1 + PIPE_CYCLES + R
+    assert per_round == 2 + 9 + 48 + 15 + 8 == 82
+    assert cycles[1] - cycles[0] == 3 * per_round
