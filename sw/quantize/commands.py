@@ -21,8 +21,11 @@ def register(subparsers):
                "`mpq train --precision 'w4a4,first=w8,last=w8' --init runs/float/checkpoint.pt "
                "--out runs/w4a4`, then `mpq export runs/w4a4/checkpoint.pt -o w4a4.mpq`.")
     what = parser.add_argument_group("what to train")
-    what.add_argument("--model", default=defaults.model, choices=MODELS,
-                      help="network (default %(default)s)")
+    what.add_argument("--model", default=defaults.model, metavar="MODEL",
+                      help=f"network: {', '.join(MODELS)}, or your own as PATH.py:NAME or "
+                           "package.module:NAME, NAME a class or function called with "
+                           "num_classes= and in_channels= where it takes them "
+                           "(docs/quantize.md); default %(default)s")
     what.add_argument("--dataset", default=defaults.dataset, choices=DATASETS,
                       help="data set: digits ships with scikit-learn; cifar10 needs --data "
                            "(default %(default)s)")
@@ -33,7 +36,8 @@ def register(subparsers):
                       help="download CIFAR-10 into --data through torchvision if absent")
     what.add_argument("--width", type=positive_float, default=defaults.width,
                       help="channel width multiplier: 0.25 is a quarter of the channels of "
-                           "every layer (default %(default)s)")
+                           "every layer; your own network gets it as width= and must take it "
+                           "(default %(default)s)")
     what.add_argument("--precision", default=defaults.precision,
                       help="float (pre-training), or weight/activation bits for retraining: "
                            "w4a4, 'w4a4,first=w8,last=w8', 'w2a4,3=w4' (layer 3), or a JSON "

@@ -6,6 +6,8 @@ a `Normalize` module, so they take raw 0..255 pixels as floats in float
 training and are converted by the same path as a user's own network.
 """
 
+from collections import OrderedDict
+
 import torch
 from torch import nn
 
@@ -79,9 +81,18 @@ CIFAR_MODELS = ("vgg9", "resnet8", "resnet20")
 
 def build_model(name, width, dataset_info):
     """The float network `Normalize -> body` for a data set's image shape,
-    classes and normalisation."""
+    classes and normalisation. `name`: a built-in network or the user's
+    `PATH.py:NAME` (sw/quantize/user_model.py)."""
+    from sw.quantize import user_model
+    if user_model.is_user_model(name):
+        body = user_model.build(name, dataset_info.num_classes, dataset_info.input_shape[0], width)
+        # Named children, so that messages and layer names read `tiny_resnet.layer1.0.conv1`.
+        return nn.Sequential(OrderedDict([
+            ("normalize", Normalize(dataset_info.mean, dataset_info.std)),
+            (user_model.locate(name).name, body)]))
     if name not in MODELS:
-        raise UserError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+        raise UserError(f"unknown model {name!r}; choose one of {sorted(MODELS)} or give your own "
+                        "as PATH.py:NAME")
     if name in CIFAR_MODELS and tuple(dataset_info.input_shape[1:]) != (32, 32):
         raise UserError(f"{name} takes 32x32 images (CIFAR-10)")
     if name == "digits-cnn" and tuple(dataset_info.input_shape[1:]) != (8, 8):

@@ -25,8 +25,10 @@ from common.errors import UserError
 from common.files import write_atomically, writing_file
 from common.progress import Progress
 from sw.quantize import data as data_module
+from sw.quantize import user_model
 from sw.quantize.config import parse_precision
 from sw.quantize.convert import QuantNetwork, calibrate, quantize_network
+from sw.quantize.graph import plan_layers
 from sw.quantize.models import build_model
 from sw.quantize.train_config import TrainConfig  # noqa: F401 - re-exported for callers
 
@@ -60,10 +62,15 @@ def _device(name, local_rank):
 
 # -- model building ----------------------------------------------------------------------
 def model_spec(config, dataset):
-    return {"model": config.model, "width": config.width, "dataset": config.dataset,
+    spec = {"model": config.model, "width": config.width, "dataset": config.dataset,
             "input_shape": list(dataset.input_shape), "num_classes": dataset.num_classes,
             "mean": list(dataset.mean), "std": list(dataset.std),
             "precision": parse_precision(config.precision, config.group_size).to_dict()}
+    if user_model.is_user_model(config.model):
+        # Rebuilt from the file later (export, eval, --init): its hash says if it changed.
+        located = user_model.locate(config.model)
+        spec.update(model=located.spec, model_sha256=located.sha256())
+    return spec
 
 
 class _DatasetInfo:
@@ -76,6 +83,8 @@ class _DatasetInfo:
 def build_network(spec):
     """The float or quantized network a model spec describes (fresh weights)."""
     from sw.quantize.config import PrecisionConfig
+    if user_model.is_user_model(spec["model"]):
+        user_model.check_unchanged(spec["model"], spec.get("model_sha256"))
     model = build_model(spec["model"], spec["width"], _DatasetInfo(spec))
     precision = PrecisionConfig.from_dict(spec["precision"])
     if precision.is_float:
@@ -113,28 +122,43 @@ def load_checkpoint(path, map_location="cpu"):
     return checkpoint
 
 
+def _load_weights(network, checkpoint, path):
+    try:
+        network.load_state_dict(checkpoint["model"])
+    except RuntimeError as error:  # the user's file changed since training
+        first = str(error).strip().splitlines()
+        raise UserError(f"{path}: its weights do not fit the network {checkpoint['spec']['model']} "
+                        f"builds now ({first[1].strip() if len(first) > 1 else first[0]}); was "
+                        "the network's file changed since training?") from None
+
+
 def network_from_checkpoint(path, map_location="cpu"):
     """`(network, spec)` rebuilt from a checkpoint, in eval mode."""
     checkpoint = load_checkpoint(path, map_location)
     network = build_network(checkpoint["spec"])
-    network.load_state_dict(checkpoint["model"])
+    _load_weights(network, checkpoint, path)
     network.eval()
     return network, checkpoint["spec"]
 
 
 def _initial_network(config, dataset, spec, device):
     precision = parse_precision(config.precision, config.group_size)
-    float_model = build_model(config.model, config.width, dataset)
     if config.init:
         checkpoint = load_checkpoint(config.init)
         init_spec = checkpoint["spec"]
-        if (init_spec["model"], init_spec["width"]) != (config.model, config.width):
+        if (init_spec["model"], init_spec["width"]) != (spec["model"], config.width):
             raise UserError(f"--init {config.init} holds {init_spec['model']} at width "
-                            f"{init_spec['width']}, not {config.model} at width {config.width}")
+                            f"{init_spec['width']}, not {spec['model']} at width {config.width}")
         if init_spec["precision"]["weight_bits"] is not None:
             raise UserError(f"--init {config.init} is not a float checkpoint")
-        float_model.load_state_dict(checkpoint["model"])
+        if user_model.is_user_model(spec["model"]):
+            user_model.check_unchanged(spec["model"], init_spec.get("model_sha256"))
+    float_model = build_model(config.model, config.width, dataset)
+    if config.init:
+        _load_weights(float_model, checkpoint, config.init)
     if precision.is_float:
+        # Refuse a network the accelerator cannot take before training it, not at export.
+        plan_layers(float_model, dataset.input_shape)
         return float_model.to(device)
     network = quantize_network(float_model, precision, dataset.input_shape).to(device)
     generator = torch.Generator().manual_seed(config.seed)
@@ -226,6 +250,8 @@ def train(config, on_step=None):
     """Train as `config` says; returns the list of per-epoch log entries.
     `on_step(epoch, step, steps_per_epoch)` (1-based) after every step."""
     config.check()
+    if user_model.is_user_model(config.model):  # the same run from any folder (--resume)
+        config = dataclasses.replace(config, model=user_model.locate(config.model).spec)
     checkpoint_path = os.path.join(config.out, CHECKPOINT)
     if config.resume and not os.path.isfile(checkpoint_path):
         raise UserError(f"--resume: {config.out} holds no {CHECKPOINT} to continue; start the "
@@ -262,7 +288,9 @@ def train(config, on_step=None):
     if config.resume:
         checkpoint = load_checkpoint(checkpoint_path, device)
         _resume_config_check(checkpoint["config"], config)
-        network.load_state_dict(checkpoint["model"])
+        if user_model.is_user_model(config.model):
+            user_model.check_unchanged(config.model, checkpoint["spec"].get("model_sha256"))
+        _load_weights(network, checkpoint, checkpoint_path)
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         _set_rng_state(checkpoint["rng"])

@@ -9,6 +9,7 @@ import dataclasses
 import math
 
 from common.errors import UserError
+from sw.quantize.user_model import is_user_model, locate
 
 MODELS = ("vgg9", "digits-cnn", "resnet8", "resnet20")
 DATASETS = ("digits", "cifar10")
@@ -61,8 +62,12 @@ class TrainConfig:
                     (value <= low if low is not None else value < 0):
                 rule = "a positive number" if low is not None else "0 or more"
                 raise UserError(f"--{name.replace('_', '-')} must be {rule}, got {value!r}")
-        for name, value, choices in (("model", self.model, MODELS),
-                                     ("dataset", self.dataset, DATASETS),
+        if is_user_model(self.model):
+            locate(self.model)   # the file is there and the spec well formed
+        elif self.model not in MODELS:
+            raise UserError(f"--model {self.model!r}: choose one of {', '.join(MODELS)}, or give "
+                            "your own network as PATH.py:NAME (docs/quantize.md)")
+        for name, value, choices in (("dataset", self.dataset, DATASETS),
                                      ("optimizer", self.optimizer, OPTIMIZERS),
                                      ("lr_schedule", self.lr_schedule, LR_SCHEDULES)):
             if value not in choices:
