@@ -312,3 +312,69 @@ def test_the_compiler_runs_resnet8(resnet_file):
     outputs, _ = network.run_golden(images[0].numpy())
     expected = [t[0].numpy() for t in trace] + [logits[0].numpy()]
     assert first_mismatch(outputs, expected, [spec.label for spec in network.specs]) is None
+
+
+class UserForms(nn.Module):
+    """A stem and one identity block written in the forms user code (and
+    torchvision) uses: `form` picks one spelling of each step."""
+
+    def __init__(self, form):
+        super().__init__()
+        self.form = form
+        self.stem, self.stem_bn = nn.Conv2d(3, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6)
+        # One ReLU module called three times, as torchvision's BasicBlock calls `self.relu` twice.
+        self.relu = nn.ReLU(inplace=form == "inplace")
+        self.maxpool = nn.Identity()        # torchvision's max-pool replaced for small images
+        self.conv1, self.bn1 = nn.Conv2d(6, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6)
+        self.conv2, self.bn2 = nn.Conv2d(6, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6)
+        self.downsample = nn.Identity() if form == "identity_downsample" else None
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.flatten = nn.Flatten()
+        self.dropout = nn.Dropout(0.5)
+        self.fc = nn.Linear(6, 4)
+
+    def forward(self, x):
+        form = self.form
+        x = self.relu(self.stem_bn(self.stem(x)))
+        x = self.maxpool(x)
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.bn1(self.conv1(x))
+        out = F.relu(out) if form == "functional_relu" else self.relu(out)
+        out = self.bn2(self.conv2(out))
+        if form == "plus":
+            out = out + identity
+        elif form == "torch_add":
+            out = torch.add(out, identity)
+        else:
+            out += identity
+        out = F.relu(out, inplace=True) if form == "functional_relu" else self.relu(out)
+        out = self.avgpool(out)
+        out = self.flatten(out) if form == "flatten_module" else torch.flatten(out, 1)
+        if form == "functional_dropout":
+            out = F.dropout(out, 0.3, self.training)
+        else:
+            out = self.dropout(out)
+        return self.fc(out)
+
+
+USER_FORMS = ["plain", "inplace", "identity_downsample", "functional_relu", "plus", "torch_add",
+              "flatten_module", "functional_dropout"]
+
+
+def test_user_code_forms_map_to_the_same_integers(tmp_path):
+    """Every spelling gives the same plan (stem, conv1, conv2 adding the stem,
+    fc; Identity and Dropout dropped) and the same integers bit for bit."""
+    images = torch.randint(0, 256, (4, 3, 6, 6), dtype=torch.uint8)
+    outputs = []
+    for form in USER_FORMS:
+        torch.manual_seed(5)
+        model = UserForms(form)
+        _randomise_batch_norm(model, torch.Generator().manual_seed(5))
+        network = quantize_network(model, parse_precision("w4a4"), (3, 6, 6))
+        assert [layer.name for layer in network.layers] == ["stem", "conv1", "conv2", "fc"], form
+        assert network.sources == [(IMAGE, None), (0, None), (1, 0), (2, None)], form
+        calibrate(network, images)
+        _, path = _agree(network, images, tmp_path)
+        outputs.append(IntegerModel.load(str(path))(images))
+    for form, output in zip(USER_FORMS, outputs):
+        assert torch.equal(output, outputs[0]), form
