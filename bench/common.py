@@ -14,8 +14,9 @@ RESULTS = pathlib.Path(__file__).parent / "results"
 def provenance():
     def git(*args):
         try:
-            return subprocess.run(["git", *args], capture_output=True, text=True,
-                                  check=True).stdout.strip()
+            # In the checkout, wherever the bench runs from.
+            return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
+                                  cwd=pathlib.Path(__file__).resolve().parents[1]).stdout.strip()
         except (OSError, subprocess.CalledProcessError):
             return "unknown"
     return {

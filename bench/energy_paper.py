@@ -48,8 +48,8 @@ from sim.network_sim import first_mismatch, run_network_on_rtl  # noqa: E402
 from sw.compile.network import compile_network  # noqa: E402
 from sw.energy.designs import DESIGNS, host_traffic, uniform_storage  # noqa: E402
 from sw.energy.model import NODE_NM, EnergyModel  # noqa: E402
+from sw.energy.summary import layer_energies, network_counters  # noqa: E402
 from sw.energy.summary import measured_fused_pe_factor as fused_pe_factor  # noqa: E402
-from sw.energy.summary import network_counters  # noqa: E402
 from sw.quantize.data import load_dataset  # noqa: E402
 from sw.quantize.export import read_model_file  # noqa: E402
 from sw.quantize.reference import IntegerModel  # noqa: E402
@@ -179,12 +179,8 @@ def run_network(name, paths, data, args, factor, progress):
             energies = {pricing: summary(price(counters, traffic, config, design.pe, factor, pricing))
                         for pricing in PRICINGS}
             primary = price(counters, traffic, config, design.pe, factor)
-            layers = []
-            for spec, layer in zip(network.specs, network.layers):
-                report = price(layer.expected_counters, None, config, design.pe, factor)
-                layers.append({"name": spec.name, "cycles": int(layer.expected_counters["cycles"]),
-                               "total_pj": report.total(), "compute_pj": report.total("compute"),
-                               "on_chip_memory_pj": report.total("on_chip")})
+            layers = layer_energies(network, EnergyModel(config, fused_pe_factor=factor,
+                                                         pe=design.pe, **PRICINGS[PRIMARY]))
             designs[design.name] = {
                 "title": design.title, "network": design.network, "storage": design.storage,
                 "pe": design.pe, "phases": len(network.phases), "cycles": counters["cycles"],

@@ -57,3 +57,17 @@ def energy_summary(header, arrays, network, counters=None, fused_pe_factor=None)
         "baseline_over_this": {name: baseline.total() / report.total()
                                for name, baseline in baselines.items()},
     }
+
+
+def layer_energies(network, model):
+    """Per layer of `network`: its cycles and its energy priced by `model`
+    (an EnergyModel) from the golden model's counters of that layer:
+    compute and on-chip memory; the host's traffic (input, phases, logits,
+    DRAM) belongs to the whole inference, not to a layer."""
+    layers = []
+    for spec, layer in zip(network.specs, network.layers):
+        report = model.price(layer.expected_counters)
+        layers.append({"name": spec.name, "cycles": int(layer.expected_counters["cycles"]),
+                       "total_pj": report.total(), "compute_pj": report.total("compute"),
+                       "on_chip_memory_pj": report.total("on_chip")})
+    return layers
