@@ -17,8 +17,17 @@ file, image count and wall times. `--eval-json KEY=FILE` adds the integer
 accuracy on the test split from `mpq eval --json` (or a bench/mpq_paper.py
 row file) to that entry.
 
-`resnet8_mpq` is ResNet-8 with the paper's extra bit (2-bit base, one more
-bit for the weight groups that kept switching: bench/mpq_resnet.py).
+`resnet8_mpq` is ResNet-8 with the paper's extra bit: 2-bit middle layers,
+one more bit for the quarter of the compiler's weight groups that kept
+switching, first and last layers 8-bit; bench/mpq_paper.py's headline row,
+retrained from the float checkpoint, exported and scored on the test split:
+
+    .venv/bin/python bench/mpq_paper.py --model resnet8 --data DIR \
+        --float-checkpoint FLOAT/checkpoint.pt --qat-epochs N --state runs/mpq_resnet \
+        --only 'resnet8_w1/lsq/mpq-switching-25/s0' --threads 2
+    .venv/bin/python bench/e2e_resnet.py --data DIR \
+        --resnet8-mpq runs/mpq_resnet/resnet8_w1/models/lsq__mpq-switching-25__s0.mpq \
+        --eval-json resnet8_mpq=runs/mpq_resnet/resnet8_w1/rows/lsq__mpq-switching-25__s0.json
 """
 
 import argparse

@@ -70,11 +70,12 @@ FAMILIES = {
                        lr=0.01, float_batch_size=64, float_lr=0.05,
                        seconds_per_image=0.0003, eval_seconds_per_image=0.0005),
 }
-# ResNet-20 joins here once residual networks land (sw/quantize/models.py and
-# the converter): an entry like vgg9's, width 1.0. Plan, runner, storage and
+# The residual networks (sw/quantize/resnet.py): vgg9's protocol at width 1.0
+# (its time priors too, until a row has finished). Plan, runner, storage and
 # report are model-agnostic.
-if "resnet20" in TRAINABLE_MODELS:
-    FAMILIES["resnet20"] = dict(FAMILIES["vgg9"], width=1.0)
+for _resnet in ("resnet8", "resnet20"):
+    if _resnet in TRAINABLE_MODELS:
+        FAMILIES[_resnet] = dict(FAMILIES["vgg9"], width=1.0)
 
 QUANTIZERS = {"lsq": "learned", "stats": "statistics"}
 CRITERIA = ("switching", "fisher", "random")
