@@ -3,7 +3,9 @@ one torchvision-style BasicBlock (stride 1 with an identity shortcut or a
 1x1 projection with batch norm and no ReLU, whose codes are signed; or
 stride 2, its first convolution and projection reading the block's input
 parity-split) and a
-flatten + Linear classifier, exported (model file version 2), compiled
+flatten + Linear classifier, uniform or with the MPQ extra bit (2-bit
+coarse groups and 3-bit fine ones mixed within each layer of the block),
+exported (model file version 2), compiled
 (`compile_network` follows the graph: each layer reads the region of the
 layer its `inputs` name, the block's second convolution adds its shortcut
 from the producer's region), and run by the golden model and the RTL, every
@@ -18,6 +20,7 @@ from hw.config import get_config
 from sim.network_sim import first_mismatch, run_network_on_rtl
 from sw.compile.lower import compile_layer
 from sw.compile.network import compile_network, layer_specs
+from sw.quantize import mpq
 from sw.quantize.config import parse_precision
 from sw.quantize.convert import calibrate, quantize_network
 from sw.quantize.export import read_model_file, write_model_file
@@ -48,7 +51,12 @@ class ResidualNet(nn.Module):
 
 
 CASES = {"identity": (8, 8, 1, "w4a4"), "projection": (5, 7, 1, "w3a2"),
-         "stride2": (6, 9, 2, "w2a4")}
+         "stride2": (6, 9, 2, "w2a4"), "mpq": (6, 20, 2, "w3a4")}
+# The "mpq" case as bench/mpq_paper.py retrains: per-weight quantizers, the
+# middle layers (the block's convolutions and projection) on the coarse 2-bit
+# grid, the extra bit for whole compiler groups (here a random 40%: which
+# groups does not matter to the flow, that both kinds share a layer does).
+EXTRA_BIT = mpq.MPQConfig(base_bits=2, granularity="hardware", criterion="random", fraction=0.4)
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
@@ -64,13 +72,18 @@ def residual_model(request, tmp_path_factory):
                 module.running_var.uniform_(0.5, 1.5, generator=generator)
                 module.weight.uniform_(0.5, 1.5, generator=generator)
                 module.bias.uniform_(-0.1, 0.3, generator=generator)
-    network = quantize_network(model, parse_precision(precision), SHAPE)
+    extra_bit = request.param == "mpq"
+    network = quantize_network(model, parse_precision(precision, group_size=1 if extra_bit else 16),
+                               SHAPE)
     images = torch.randint(0, 256, (8, *SHAPE), dtype=torch.uint8)
     calibrate(network, images)
+    if extra_bit:
+        mpq.prepare(network, EXTRA_BIT)
+        assert mpq.assign_extra_bit(mpq.middle_layers(network), None, EXTRA_BIT) > 0
     network.eval()
     path = tmp_path_factory.mktemp(request.param) / "model.mpq"
     write_model_file(network, str(path))
-    return request.param, path, images[:3].numpy()
+    return request.param, path, images[:3].numpy(), network
 
 
 def reference_outputs(path, images):
@@ -80,7 +93,7 @@ def reference_outputs(path, images):
 
 
 def test_the_graph_becomes_residual_layers(residual_model):
-    kind, path, _ = residual_model
+    kind, path, _, _ = residual_model
     header, arrays = read_model_file(str(path))
     specs = layer_specs(header, arrays)
     residual = [spec for spec in specs if spec.residual]
@@ -88,11 +101,36 @@ def test_the_graph_becomes_residual_layers(residual_model):
     assert any(spec.act_signed for spec in specs) == (kind != "identity")
     assert residual[0].shortcut_signed == (kind != "identity")
     # At stride 2 the stem's map is read parity-split by conv1 and the projection.
-    assert specs[0].split_output == (kind == "stride2")
+    assert specs[0].split_output == (CASES[kind][2] == 2)
+
+
+def test_fake_quant_equals_the_integer_reference(residual_model):
+    _, path, images, network = residual_model
+    with torch.no_grad():
+        _, codes, logits = network(torch.as_tensor(images).float(), return_codes=True)
+    reference = reference_outputs(path, images)
+    for index, expected in enumerate(reference):
+        for fake, exact in zip(list(codes) + [logits], expected):
+            assert torch.equal(fake[index], torch.as_tensor(exact))
+
+
+def test_the_extra_bit_mixes_grids_within_the_block(residual_model):
+    """Every layer of the block holds coarse (2-bit, shift 1) and fine
+    (3-bit) compiler groups, the residual layer's chunks included: the array
+    switches PE modes inside the layer whose drain adds the shortcut."""
+    kind, path, _, _ = residual_model
+    if kind != "mpq":
+        pytest.skip("uniform precision")
+    header, arrays = read_model_file(str(path))
+    specs = layer_specs(header, arrays)
+    for spec in specs[1:-1]:
+        pairs = {(int(p), int(e)) for p, e in zip(spec.precision.flat, spec.shift.flat)}
+        assert pairs == {(2, 1), (3, 0)}, f"{spec.name}: {sorted(pairs)}"
+    assert any(spec.residual for spec in specs[1:-1])
 
 
 def test_golden_model_equals_the_integer_reference(residual_model):
-    kind, path, images = residual_model
+    kind, path, images, _ = residual_model
     header, arrays = read_model_file(str(path))
     network = compile_network(header, arrays, get_config("small"))
     names = [spec.label for spec in network.specs]
@@ -109,7 +147,7 @@ def test_the_residual_add_costs_no_cycles(residual_model):
     shortcut: the same cycles (the shortcut is read during the drain), only
     shortcut_reads more."""
     import dataclasses
-    _, path, _ = residual_model
+    _, path, _, _ = residual_model
     header, arrays = read_model_file(str(path))
     config = get_config("small")
     spec = [spec for spec in layer_specs(header, arrays) if spec.residual][0]
@@ -122,7 +160,7 @@ def test_the_residual_add_costs_no_cycles(residual_model):
 
 @pytest.mark.cocotb
 def test_network_on_verilator_is_bit_exact(residual_model, rtl_build):
-    _, path, images = residual_model
+    _, path, images, _ = residual_model
     header, arrays = read_model_file(str(path))
     network = compile_network(header, arrays, get_config("small"))
     results = run_network_on_rtl(network, images[:2], build_dir=rtl_build, stall=0.3)
