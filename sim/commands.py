@@ -126,7 +126,12 @@ def simulate(directory, count, *, simulator="verilator", data_path=None, dataset
     report = {
         "directory": str(directory), "config": manifest["config"], "simulator": simulator,
         "images": count, "data": source, "bit_exact": not mismatches,
-        "mismatches": mismatches[:20], "accuracy": correct / count if count else None,
+        "mismatches": mismatches[:20],
+        # The layers compared: those whose output survives a run (all of them
+        # unless the compiler reused activation memory; the logits always).
+        "checked_layers": [spec.name for spec, checked in zip(network.specs, network.checked)
+                           if checked],
+        "accuracy": correct / count if count else None,
         "cycles_per_inference": int(np.mean(cycles)) if cycles else 0,
         "counters_per_inference": results[0]["counters"] if results else {},
         "layers": layers,
@@ -167,6 +172,10 @@ def run_sim(args):
           f"{'yes' if report['bit_exact'] else 'NO'}, accuracy {report['accuracy']:.2%}, "
           f"{report['cycles_per_inference']:,} cycles per inference, "
           f"{report['sim_s_per_inference']:.2f} s of simulation per inference")
+    if len(report["checked_layers"]) < len(report["layers"]):
+        print(f"compared {len(report['checked_layers'])} of {len(report['layers'])} layers "
+              f"(the others' outputs were overwritten to reuse activation memory): "
+              f"{', '.join(report['checked_layers'])}")
     for layer in report["layers"]:
         print(f"  {layer['name']:>8s}: {layer['cycles']:>10,} cycles, utilisation "
               f"{layer['utilization']:.1%}")

@@ -4,8 +4,10 @@ Each image is one bench case: for a single-phase network the first image of
 each simulation loads the static images (program, chunks, weight pointers, parameters,
 weights) and every image loads its input; a multi-phase network reloads each
 phase's static images for every image (the external-memory model). After the
-last phase, every layer's output region is read back, so each layer can be
-compared with the PyTorch integer reference. The images may be cut into
+last phase, the output region of every layer whose output survives the run
+(`CompiledNetwork.checked`; all of them unless the compiler reused
+activation memory) is read back, so each can be compared with the PyTorch
+integer reference. The images may be cut into
 shards that run side by side (sim/shards.py).
 """
 
@@ -17,12 +19,17 @@ from sw import driver
 from sw.compile.images import host_word_stream
 
 
+def checked_layers(network):
+    """The compiled layers whose output survives a run, in layer order."""
+    return [layer for layer, checked in zip(network.layers, network.checked) if checked]
+
+
 def network_cases(network, images, first_index=0):
     """One case per image, named by its index in the whole run
     (`first_index` + position), the first of them loading the static images."""
     config = network.config
     single = len(network.phases) == 1
-    readback = [r for layer in network.layers for r in readback_ranges(layer)]
+    readback = [r for layer in checked_layers(network) for r in readback_ranges(layer)]
     expected = sum(layer.expected_counters["cycles"] for layer in network.layers)
     cases = []
     for position, x in enumerate(images):
@@ -42,7 +49,8 @@ def network_cases(network, images, first_index=0):
 def run_network_on_rtl(network, images, *, core=None, first_index=0, jobs=1, client=None,
                        progress=None, simulator="verilator", build_dir="build/sim/network",
                        seed=1, stall=0.2, waves=False, work_root=None):
-    """Per image: {"outputs": [per-layer arrays], "counters", "status", timings}.
+    """Per image: {"outputs": [per-layer arrays; None for a layer whose
+    output a later one overwrote], "counters", "status", timings}.
 
     The images run in `jobs` shards side by side on one build of the core
     (`core` from `build_core`, else built here), on local cores or on the
@@ -61,7 +69,10 @@ def run_network_on_rtl(network, images, *, core=None, first_index=0, jobs=1, cli
     for result in results:
         entries = iter(result["readback"])
         outputs = []
-        for layer in network.layers:
+        for layer, checked in zip(network.layers, network.checked):
+            if not checked:
+                outputs.append(None)
+                continue
             ranges = readback_ranges(layer)
             outputs.append(decode_readback(layer, [next(entries) for _ in ranges]))
         result["outputs"] = outputs
@@ -70,8 +81,11 @@ def run_network_on_rtl(network, images, *, core=None, first_index=0, jobs=1, cli
 
 def first_mismatch(outputs, expected, names):
     """`None`, or a message naming the first layer and element that differ.
-    `names` are how messages name the layers (`LayerSpec.label`)."""
+    `names` are how messages name the layers (`LayerSpec.label`). A layer
+    whose output is None (overwritten by a later layer) is not compared."""
     for name, got, want in zip(names, outputs, expected):
+        if got is None:
+            continue
         want = np.asarray(want).reshape(got.shape)
         if not np.array_equal(got, want):
             index = tuple(int(i) for i in np.argwhere(got != want)[0])

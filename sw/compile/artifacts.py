@@ -7,7 +7,8 @@ FPGA host) reads. Written all or nothing; byte-identical for the same inputs.
     DIR/phase<p>/<memory>_bank<b>.bin   raw entries, little-endian, ceil(width/8)
                                         bytes each, addresses 0 .. last
     DIR/golden.npz         `inputs` (N, C, H, W) uint8 and `layer<i>` outputs
-                           (N, ...) of the golden model on those inputs
+                           (N, ...) of the golden model on those inputs (the
+                           layers whose output survives a run: `checked`)
 """
 
 import hashlib
@@ -68,6 +69,8 @@ def write_compiled(model_path, config_name, out_dir, golden_inputs, progress=Non
     files["model.mpq"] = pathlib.Path(model_path).read_bytes()
     golden = {"inputs": golden_inputs}
     for index in range(len(network.layers)):
+        if not network.checked[index]:
+            continue   # overwritten by a later layer's map: nothing to compare
         golden[f"layer{index}"] = np.stack([out[index] for out in outputs])
     buffer = _npz_bytes(golden)
     files["golden.npz"] = buffer

@@ -10,8 +10,11 @@ host reloads each phase's static images for every image, and the manifest
 counts those bytes.
 
 Activations stay on chip: every layer's output has its own region of the
-activation memory, so after a run every layer's output can be read back and
-compared with the PyTorch integer reference. A layer reads the region of
+activation memory where all fit, so after a run every layer's output can be
+read back and compared with the PyTorch integer reference; where they do
+not, a map reuses the space of maps no later layer reads
+(sw/compile/act_alloc.py), and only the layers whose output survives to the
+end (`CompiledNetwork.checked`; the logits always) are compared. A layer reads the region of
 the layer its `inputs` name (model file version 2), and a residual layer its
 shortcut from the region of its second input: a graph needs no copies.
 
@@ -44,6 +47,7 @@ import numpy as np
 from common.errors import UserError
 from hw.isa import GROUP_SIZE, Memory
 from sw.compile import encoding as enc
+from sw.compile.act_alloc import ActMap, allocate
 from sw.compile.golden import execute
 from sw.compile.images import empty_images, merge_images, sparse
 from sw.compile.layer import LayerSpec
@@ -202,6 +206,9 @@ class CompiledNetwork:
     input_base2: int | None
     manifest: dict
     input_packing: TapPacking | None = None
+    # Per layer: its output survives to the end of a run (not overwritten by
+    # a later map, sw/compile/act_alloc.py), so it can be compared.
+    checked: list | None = None
 
     @property
     def image_shape(self):
@@ -224,7 +231,8 @@ class CompiledNetwork:
         return images
 
     def run_golden(self, x):
-        """Per-layer outputs (list of arrays; logits last) and summed counters."""
+        """Per-layer outputs (list of arrays; logits last; None for a layer
+        whose output a later one overwrote, `checked`) and summed counters."""
         memories = None
         counters = {}
         for index in range(len(self.phases)):
@@ -239,7 +247,8 @@ class CompiledNetwork:
             memories = execution.memories
             for key, value in execution.counters.items():
                 counters[key] = counters.get(key, 0) + int(value)
-        return [layer.decode_output(memories) for layer in self.layers], counters
+        return [layer.decode_output(memories) if checked else None
+                for layer, checked in zip(self.layers, self.checked)], counters
 
 
 def compile_network(header, arrays, config, progress=None, pack_first_layer=True):
@@ -251,28 +260,8 @@ def compile_network(header, arrays, config, progress=None, pack_first_layer=True
     if pack_first_layer:
         specs[0], packing = pack_taps(specs[0])
     sources = layer_sources(header)
-    # Activation regions: the input map(s), then every layer's output.
-    first = specs[0]
-    cols = config.cols
-    words = enc.map_words_per_bank
-    cursor = 0
-    input_base = cursor
-    cursor += words(first.input_shape[1], first.input_shape[2], first.input_shape[0], cols)
-    input_base2 = None
-    if first.act_bits_in == 8:
-        input_base2 = cursor
-        cursor += words(first.input_shape[1], first.input_shape[2], first.input_shape[0], cols)
-    out_bases = []
-    for spec in specs:
-        out_bases.append(cursor)
-        if not spec.raw:
-            channels, height, width = spec.output_shape
-            cursor += words(height, width, channels, cols)
-    if cursor > config.act_depth:
-        raise UserError(f"the network's activations need {cursor} words per bank (every layer's "
-                        f"output kept on chip, residual shortcuts read in place), the activation "
-                        f"memory holds {config.act_depth} (act_depth): choose a configuration with "
-                        f"more activation memory")
+    input_base, input_base2, out_bases, checked, allocation = _place_activations(specs, sources,
+                                                                                 config)
 
     layers, phases = [], []
     phase_layers, bases = [], dict(chunk=0, wptr=0, param=0, weight=0, program=0)
@@ -316,9 +305,42 @@ def compile_network(header, arrays, config, progress=None, pack_first_layer=True
         if progress:
             progress(spec.name)
     phases.append(_phase(phase_layers, layers, config))
-    network = CompiledNetwork(config, specs, layers, phases, input_base, input_base2, {}, packing)
-    network.manifest = _manifest(network, header, out_bases)
+    network = CompiledNetwork(config, specs, layers, phases, input_base, input_base2, {}, packing,
+                              checked)
+    network.manifest = _manifest(network, header, out_bases, allocation)
     return network
+
+
+def _place_activations(specs, sources, config):
+    """(input_base, input_base2, out_bases, checked, allocation): the input
+    map(s) and every non-raw layer's output in the activation memory
+    (sw/compile/act_alloc.py); `checked[i]`: layer i's output survives to
+    the end of a run (a raw layer's results always do)."""
+    last = {}
+    for index, pair in enumerate(sources):
+        for source in pair:
+            if source is not None:
+                last[source] = index
+    first = specs[0]
+    input_words = enc.map_words_per_bank(first.input_shape[1], first.input_shape[2],
+                                         first.input_shape[0], config.cols)
+    # An 8-bit image is two nibble maps, one after the other.
+    maps = [ActMap("the input image", input_words * (2 if first.act_bits_in == 8 else 1),
+                   IMAGE, last.get(IMAGE, IMAGE))]
+    for index, spec in enumerate(specs):
+        if not spec.raw:
+            channels, height, width = spec.output_shape
+            maps.append(ActMap(spec.label, enc.map_words_per_bank(height, width, channels,
+                                                                  config.cols),
+                               index, last.get(index, index)))
+    allocation = allocate(maps, config.act_depth)
+    bases = dict(zip((m.first for m in maps), allocation.bases))
+    survives = dict(zip((m.first for m in maps), allocation.survives))
+    input_base2 = bases[IMAGE] + input_words if first.act_bits_in == 8 else None
+    # A raw layer writes the result memory; its OUT_BASE is unused.
+    out_bases = [bases.get(index, allocation.words) for index in range(len(specs))]
+    checked = [spec.raw or survives[index] for index, spec in enumerate(specs)]
+    return bases[IMAGE], input_base2, out_bases, checked, allocation
 
 
 def _phase(indices, layers, config):
@@ -336,7 +358,7 @@ def _image_bytes(images, config):
                for mem, banks in images.items() for bank in banks)
 
 
-def _manifest(network, header, out_bases):
+def _manifest(network, header, out_bases, allocation):
     config = network.config
     static_bytes = [_image_bytes(phase.images, config) for phase in network.phases]
     sources = layer_sources(header)
@@ -352,6 +374,9 @@ def _manifest(network, header, out_bases):
         # One phase: its images stay loaded. Several: every image reloads them all.
         "external_bytes_per_inference": sum(static_bytes) if len(network.phases) > 1 else 0,
         "external_bytes_once": static_bytes[0] if len(network.phases) == 1 else 0,
+        # Words per bank: used, and what every map in its own region would need.
+        "activation_words": {"used": allocation.words, "keep_all": allocation.keep_all_words,
+                             "depth": config.act_depth, "reused": allocation.reused},
         "layers": [{
             "name": spec.name, "kind": spec.kind, "input_shape": list(spec.input_shape),
             "output_shape": list(spec.output_shape), "raw": spec.raw, "pool": spec.pool,
@@ -359,7 +384,8 @@ def _manifest(network, header, out_bases):
             "inputs": [IMAGE_NAME if source == IMAGE else network.specs[source].name
                        for source in sources[i] if source is not None],
             "residual": spec.residual, "act_signed": spec.act_signed,
-            "out_base": out_bases[i], "expected_counters": compiled.expected_counters,
+            "out_base": out_bases[i], "checked": network.checked[i],
+            "expected_counters": compiled.expected_counters,
             "precision_histogram": compiled.manifest.get("precision_histogram"),
         } for i, (spec, compiled) in enumerate(zip(network.specs, network.layers))],
     }

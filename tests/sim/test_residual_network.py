@@ -11,11 +11,14 @@ layer its `inputs` name, the block's second convolution adds its shortcut
 from the producer's region), and run by the golden model and the RTL, every
 layer bit-exact against the PyTorch integer reference (sw/quantize/reference.py)."""
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.errors import UserError
 from hw.config import get_config
 from sim.network_sim import first_mismatch, run_network_on_rtl
 from sw.compile.lower import compile_layer
@@ -31,9 +34,10 @@ SHAPE = (3, 6, 6)
 
 
 class ResidualNet(nn.Module):
-    """Stem, one BasicBlock, flatten + Linear (no global pooling)."""
+    """Stem, one BasicBlock (or two: a second identity block), flatten +
+    Linear (no global pooling)."""
 
-    def __init__(self, channels, width, stride=1):
+    def __init__(self, channels, width, stride=1, blocks=1):
         super().__init__()
         self.stem = nn.Conv2d(3, channels, 3, padding=1, bias=False)
         self.stem_bn = nn.BatchNorm2d(channels)
@@ -42,11 +46,14 @@ class ResidualNet(nn.Module):
             downsample = nn.Sequential(nn.Conv2d(channels, width, 1, stride=stride, bias=False),
                                        nn.BatchNorm2d(width))
         self.block = BasicBlock(channels, width, stride, downsample)
+        self.block2 = BasicBlock(width, width) if blocks == 2 else None
         side = (SHAPE[1] - 1) // stride + 1
         self.fc = nn.Linear(width * side * side, 5)
 
     def forward(self, x):
         x = self.block(F.relu(self.stem_bn(self.stem(x))))
+        if self.block2 is not None:
+            x = self.block2(x)
         return self.fc(torch.flatten(x, 1))
 
 
@@ -59,11 +66,11 @@ CASES = {"identity": (8, 8, 1, "w4a4"), "projection": (5, 7, 1, "w3a2"),
 EXTRA_BIT = mpq.MPQConfig(base_bits=2, granularity="hardware", criterion="random", fraction=0.4)
 
 
-@pytest.fixture(scope="module", params=sorted(CASES))
-def residual_model(request, tmp_path_factory):
-    channels, width, stride, precision = CASES[request.param]
-    torch.manual_seed(3)
-    model = ResidualNet(channels, width, stride)
+def write_residual_model(model, precision, path, extra_bit=False):
+    """Quantize `model` (batch norms made non-trivial; `extra_bit`: per-weight
+    quantizers with the MPQ extra bit, EXTRA_BIT), calibrate it on random
+    images and write its model file; returns (3 of those images, the
+    quantized network)."""
     generator = torch.Generator().manual_seed(4)
     with torch.no_grad():
         for module in model.modules():
@@ -72,7 +79,6 @@ def residual_model(request, tmp_path_factory):
                 module.running_var.uniform_(0.5, 1.5, generator=generator)
                 module.weight.uniform_(0.5, 1.5, generator=generator)
                 module.bias.uniform_(-0.1, 0.3, generator=generator)
-    extra_bit = request.param == "mpq"
     network = quantize_network(model, parse_precision(precision, group_size=1 if extra_bit else 16),
                                SHAPE)
     images = torch.randint(0, 256, (8, *SHAPE), dtype=torch.uint8)
@@ -81,9 +87,18 @@ def residual_model(request, tmp_path_factory):
         mpq.prepare(network, EXTRA_BIT)
         assert mpq.assign_extra_bit(mpq.middle_layers(network), None, EXTRA_BIT) > 0
     network.eval()
-    path = tmp_path_factory.mktemp(request.param) / "model.mpq"
     write_model_file(network, str(path))
-    return request.param, path, images[:3].numpy(), network
+    return images[:3].numpy(), network
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def residual_model(request, tmp_path_factory):
+    channels, width, stride, precision = CASES[request.param]
+    torch.manual_seed(3)
+    model = ResidualNet(channels, width, stride)
+    path = tmp_path_factory.mktemp(request.param) / "model.mpq"
+    images, network = write_residual_model(model, precision, path, extra_bit=request.param == "mpq")
+    return request.param, path, images, network
 
 
 def reference_outputs(path, images):
@@ -146,7 +161,6 @@ def test_the_residual_add_costs_no_cycles(residual_model):
     """The block's residual layer against the same layer without its
     shortcut: the same cycles (the shortcut is read during the drain), only
     shortcut_reads more."""
-    import dataclasses
     _, path, _, _ = residual_model
     header, arrays = read_model_file(str(path))
     config = get_config("small")
@@ -167,5 +181,58 @@ def test_network_on_verilator_is_bit_exact(residual_model, rtl_build):
     names = [spec.label for spec in network.specs]
     for x, result, expected in zip(images, results, reference_outputs(path, images)):
         assert result["status"]["done"] and not result["status"]["error"]
+        assert first_mismatch(result["outputs"], expected, names) is None
+        assert result["counters"] == network.run_golden(x)[1]
+
+
+# Two identity blocks need 432 activation words per bank each map in its own
+# region (the 8-bit image's two nibble maps 192, five 8x6x6 maps of 48); at
+# 256 the second block's maps reuse the first's, overwriting block.conv1.
+REUSE_DEPTH = 256
+
+
+@pytest.fixture(scope="module")
+def two_block_model(tmp_path_factory):
+    torch.manual_seed(3)
+    path = tmp_path_factory.mktemp("two-blocks") / "model.mpq"
+    images, _ = write_residual_model(ResidualNet(8, 8, blocks=2), "w4a4", path)
+    header, arrays = read_model_file(str(path))
+    config = dataclasses.replace(get_config("small"), name="small-acts256", act_depth=REUSE_DEPTH)
+    return compile_network(header, arrays, config), path, images
+
+
+def test_reused_activation_memory_keeps_the_logits_exact(two_block_model):
+    network, path, images = two_block_model
+    words = network.manifest["activation_words"]
+    assert words["reused"] and words["keep_all"] > REUSE_DEPTH >= words["used"]
+    overwritten = [spec.name for spec, checked in zip(network.specs, network.checked)
+                   if not checked]
+    assert overwritten == ["block.conv1"]
+    assert [layer["checked"] for layer in network.manifest["layers"]] == network.checked
+    names = [spec.label for spec in network.specs]
+    for x, expected in zip(images, reference_outputs(path, images)):
+        outputs, _ = network.run_golden(x)
+        assert [out is not None for out in outputs] == network.checked
+        assert first_mismatch(outputs, expected, names) is None
+        assert outputs[-1].any()
+
+
+def test_too_little_activation_memory_names_the_peak(two_block_model):
+    _, path, _ = two_block_model
+    header, arrays = read_model_file(str(path))
+    config = dataclasses.replace(get_config("small"), act_depth=128)
+    with pytest.raises(UserError, match=r"need 240 words per bank at their peak, while the input "
+                                        r"image, layers\[0\] \('stem'\) are live.*\(act_depth\)"):
+        compile_network(header, arrays, config)
+
+
+@pytest.mark.cocotb
+def test_reused_activation_memory_on_verilator_is_bit_exact(two_block_model, rtl_build):
+    network, path, images = two_block_model
+    results = run_network_on_rtl(network, images[:2], build_dir=rtl_build, stall=0.3)
+    names = [spec.label for spec in network.specs]
+    for x, result, expected in zip(images, results, reference_outputs(path, images)):
+        assert result["status"]["done"] and not result["status"]["error"]
+        assert [out is not None for out in result["outputs"]] == network.checked
         assert first_mismatch(result["outputs"], expected, names) is None
         assert result["counters"] == network.run_golden(x)[1]
