@@ -311,11 +311,10 @@ def compile_network(header, arrays, config, progress=None, pack_first_layer=True
     return network
 
 
-def _place_activations(specs, sources, config):
-    """(input_base, input_base2, out_bases, checked, allocation): the input
-    map(s) and every non-raw layer's output in the activation memory
-    (sw/compile/act_alloc.py); `checked[i]`: layer i's output survives to
-    the end of a run (a raw layer's results always do)."""
+def activation_maps(specs, sources, cols):
+    """The `ActMap`s of a network's activation memory (words per bank of
+    `cols` banks), in the order they are written: the input map(s), then
+    every non-raw layer's output, each with the last layer that reads it."""
     last = {}
     for index, pair in enumerate(sources):
         for source in pair:
@@ -323,20 +322,29 @@ def _place_activations(specs, sources, config):
                 last[source] = index
     first = specs[0]
     input_words = enc.map_words_per_bank(first.input_shape[1], first.input_shape[2],
-                                         first.input_shape[0], config.cols)
+                                         first.input_shape[0], cols)
     # An 8-bit image is two nibble maps, one after the other.
     maps = [ActMap("the input image", input_words * (2 if first.act_bits_in == 8 else 1),
                    IMAGE, last.get(IMAGE, IMAGE))]
     for index, spec in enumerate(specs):
         if not spec.raw:
             channels, height, width = spec.output_shape
-            maps.append(ActMap(spec.label, enc.map_words_per_bank(height, width, channels,
-                                                                  config.cols),
+            maps.append(ActMap(spec.label, enc.map_words_per_bank(height, width, channels, cols),
                                index, last.get(index, index)))
+    return maps
+
+
+def _place_activations(specs, sources, config):
+    """(input_base, input_base2, out_bases, checked, allocation): the input
+    map(s) and every non-raw layer's output in the activation memory
+    (sw/compile/act_alloc.py); `checked[i]`: layer i's output survives to
+    the end of a run (a raw layer's results always do)."""
+    maps = activation_maps(specs, sources, config.cols)
     allocation = allocate(maps, config.act_depth)
     bases = dict(zip((m.first for m in maps), allocation.bases))
     survives = dict(zip((m.first for m in maps), allocation.survives))
-    input_base2 = bases[IMAGE] + input_words if first.act_bits_in == 8 else None
+    first = specs[0]
+    input_base2 = (bases[IMAGE] + maps[0].words // 2) if first.act_bits_in == 8 else None
     # A raw layer writes the result memory; its OUT_BASE is unused.
     out_bases = [bases.get(index, allocation.words) for index in range(len(specs))]
     checked = [spec.raw or survives[index] for index, spec in enumerate(specs)]
