@@ -34,12 +34,13 @@ from sw.quantize.resnet import resnet8, resnet20  # noqa: E402
 
 NETWORKS = [("resnet8", resnet8, 1.0), ("resnet20", resnet20, 0.5), ("resnet20", resnet20, 1.0)]
 SHAPE = (3, 32, 32)
-PRECISION = "w4a4"
+PRECISION = "w4a4,first=w8,last=w8"     # as tests/sw/quantize/test_graph.py names them
 
 
 def model_file(make, width, path):
     torch.manual_seed(0)
-    network = quantize_network(make(width=width), parse_precision(PRECISION), SHAPE)
+    network = quantize_network(make(width=width), parse_precision(PRECISION), SHAPE,
+                               input_mean=0.5, input_std=0.25)
     calibrate(network, torch.randint(0, 256, (4, *SHAPE), dtype=torch.uint8))
     network.eval()
     write_model_file(network, str(path))
@@ -62,10 +63,15 @@ def measure(header, arrays, config, compile_it):
                "act_depth": config.act_depth, "keep_all_fits": keep_all <= config.act_depth,
                "reuse_fits": reuse is not None and reuse <= config.act_depth}
     if compile_it:
-        network = compile_network(header, arrays, config)
-        figures["compiled"] = {**network.manifest["activation_words"],
-                               "checked_layers": sum(network.checked),
-                               "layers": len(network.checked)}
+        try:
+            network = compile_network(header, arrays, config)
+        except UserError as error:   # a limit other than the activation memory's
+            figures["compiled"] = {"error": str(error)}
+        else:
+            figures["compiled"] = {**network.manifest["activation_words"],
+                                   "phases": len(network.phases),
+                                   "checked_layers": sum(network.checked),
+                                   "layers": len(network.checked)}
     return figures
 
 
@@ -82,6 +88,8 @@ def main():
             row = {"network": name, "width": width,
                    **measure(header, arrays, config, args.compile)}
             rows.append(row)
+            if "compiled" in row:
+                print(f"  compiled: {row['compiled']}", flush=True)
             print(f"{name} width {width}: keep-all {row['keep_all_words']} words per bank, "
                   f"with reuse {row['reuse_words']} (peak live {row['peak_live_words']}), "
                   f"act_depth {config.act_depth}: keep-all "

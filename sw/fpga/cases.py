@@ -80,8 +80,11 @@ def cases_from_network(network, golden, count=None):
             images = (network.input_images(x) if single and index > 0
                       else network.phase_images(number, x))
             phases.append(_segments(images, config))
+        # Only the layers whose output survives the run (`checked`): a later
+        # layer may have reused an earlier one's activation memory.
         outputs = [output_of(layer, golden[f"layer{k}"][index], spec.name)
-                   for k, (spec, layer) in enumerate(zip(network.specs, network.layers))]
+                   for k, (spec, layer) in enumerate(zip(network.specs, network.layers))
+                   if network.checked[k]]
         counters = network.manifest.get("expected_counters_per_inference")
         cases.append({"name": f"image{index}", "config": config.name, "phases": phases,
                       "outputs": outputs, "expected_counters": counters})

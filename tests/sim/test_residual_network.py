@@ -148,6 +148,7 @@ def test_golden_model_equals_the_integer_reference(residual_model):
     kind, path, images, _ = residual_model
     header, arrays = read_model_file(str(path))
     network = compile_network(header, arrays, get_config("small"))
+    assert all(network.checked) and not network.manifest["activation_words"]["reused"]
     names = [spec.label for spec in network.specs]
     block = [i for i, spec in enumerate(network.specs) if spec.residual][0]
     for x, expected in zip(images, reference_outputs(path, images)):
@@ -196,13 +197,23 @@ def two_block_model(tmp_path_factory):
     torch.manual_seed(3)
     path = tmp_path_factory.mktemp("two-blocks") / "model.mpq"
     images, _ = write_residual_model(ResidualNet(8, 8, blocks=2), "w4a4", path)
+    return path, images
+
+
+def reuse_network(path, **memories):
     header, arrays = read_model_file(str(path))
-    config = dataclasses.replace(get_config("small"), name="small-acts256", act_depth=REUSE_DEPTH)
-    return compile_network(header, arrays, config), path, images
+    config = dataclasses.replace(get_config("small"), name="small-acts256", act_depth=REUSE_DEPTH,
+                                 **memories)
+    return compile_network(header, arrays, config)
 
 
-def test_reused_activation_memory_keeps_the_logits_exact(two_block_model):
-    network, path, images = two_block_model
+# One phase, and two (the classifier's weights in a phase of their own: the
+# activation memory is carried into it as it is).
+@pytest.mark.parametrize("weight_depth,phases", [(4096, 1), (512, 2)])
+def test_reused_activation_memory_keeps_the_logits_exact(two_block_model, weight_depth, phases):
+    path, images = two_block_model
+    network = reuse_network(path, weight_depth=weight_depth)
+    assert len(network.phases) == phases
     words = network.manifest["activation_words"]
     assert words["reused"] and words["keep_all"] > REUSE_DEPTH >= words["used"]
     overwritten = [spec.name for spec, checked in zip(network.specs, network.checked)
@@ -218,7 +229,7 @@ def test_reused_activation_memory_keeps_the_logits_exact(two_block_model):
 
 
 def test_too_little_activation_memory_names_the_peak(two_block_model):
-    _, path, _ = two_block_model
+    path, _ = two_block_model
     header, arrays = read_model_file(str(path))
     config = dataclasses.replace(get_config("small"), act_depth=128)
     with pytest.raises(UserError, match=r"need 240 words per bank at their peak, while the input "
@@ -228,7 +239,9 @@ def test_too_little_activation_memory_names_the_peak(two_block_model):
 
 @pytest.mark.cocotb
 def test_reused_activation_memory_on_verilator_is_bit_exact(two_block_model, rtl_build):
-    network, path, images = two_block_model
+    path, images = two_block_model
+    network = reuse_network(path)
+    assert not all(network.checked)
     results = run_network_on_rtl(network, images[:2], build_dir=rtl_build, stall=0.3)
     names = [spec.label for spec in network.specs]
     for x, result, expected in zip(images, results, reference_outputs(path, images)):
