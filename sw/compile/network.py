@@ -14,9 +14,10 @@ activation memory where all fit, so after a run every layer's output can be
 read back and compared with the PyTorch integer reference; where they do
 not, a map reuses the space of maps no later layer reads
 (sw/compile/act_alloc.py), and only the layers whose output survives to the
-end (`CompiledNetwork.checked`; the logits always) are compared. A layer reads the region of
-the layer its `inputs` name (model file version 2), and a residual layer its
-shortcut from the region of its second input: a graph needs no copies.
+end (`CompiledNetwork.checked`; the logits always) are compared. A layer
+reads the region of the layer its `inputs` name (model file version 2), and
+a residual layer its shortcut from the region of its second input: a graph
+needs no copies.
 
 A stride-2 convolution reads its input map parity-split (docs/isa.md,
 "Activations"): the layer that produces it writes its output so
