@@ -38,7 +38,7 @@ def test_live_maps_never_overlap_and_fit(seed):
     try:
         allocation = allocate(maps, depth)
     except UserError as error:
-        # First fit may fragment; it must then say so, naming the limit.
+        # Placement may fragment; it must then say so, naming the limit.
         assert "act_depth" in str(error) and f"need {words} words per bank" in str(error)
         return
     assert allocation.keep_all_words == keep_all
@@ -91,3 +91,17 @@ def test_too_little_memory_names_the_peak_and_the_live_maps():
                                         r"layer1, layer2 are live.*holds 23 \(act_depth\).*more "
                                         r"activation memory"):
         allocate(maps, 23)
+
+
+def test_where_first_fit_fragments_another_end_places_the_maps():
+    # From either end, layer0 lands beside the image's 4 words and layer1 finds
+    # no 6 free words in one piece; alternating ends puts layer0 at the other end.
+    maps = [ActMap("the input image", 4, -1, 0), ActMap("layer0", 10, 0, 1),
+            ActMap("layer1", 6, 1, 2), ActMap("layer2", 10, 2, 3), ActMap("layer3", 4, 3, 3)]
+    allocation = allocate(maps, 16)
+    assert allocation.bases == [0, 6, 0, 6, 0]
+    for i, m in enumerate(maps):
+        assert allocation.bases[i] + m.words <= 16
+        for j in range(i):
+            if maps[j].last >= m.first:
+                assert not overlaps(allocation.bases[j], maps[j], allocation.bases[i], m)
