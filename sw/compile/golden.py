@@ -149,14 +149,14 @@ def _load(config, images):
 
 
 class _Core:
-    def __init__(self, config, images, compute):
+    def __init__(self, config, images, compute, timeline=None):
         self.config = config
         self.R, self.C = config.rows, config.cols
         self.compute = compute
         self.mem = _load(config, images)
         self.regs = {register.name: 0 for register in Register}
         self.counters = dict.fromkeys(COUNTERS, 0)
-        self.timeline = Timeline(self.R, self.C)
+        self.timeline = (timeline or Timeline)(self.R, self.C)
         self.oab = np.zeros((2, self.R, self.C), dtype=np.int64)
         self.tile = (0, 0, 0)
         self.tile_number = -1
@@ -376,12 +376,15 @@ class _Core:
                 | ((codes[sel] & 15) << (4 * s))
 
 
-def execute(config, images, *, compute=True, max_instructions=50_000_000):
+def execute(config, images, *, compute=True, max_instructions=50_000_000, timeline=None):
     """Run the program in `images` from address 0 to HALT.
 
     `compute=False` skips the data path (weights, activations, PPU values)
-    and only counts and times: the counters do not depend on the data."""
-    core = _Core(config, images, compute)
+    and only counts and times: the counters do not depend on the data.
+    `timeline`: a `Timeline` subclass to time the run with instead, for
+    models of a core that is not built (bench/round_overlap.py); the RTL
+    matches only the default."""
+    core = _Core(config, images, compute, timeline)
     error, error_pc = core.run(max_instructions)
     counters = core.counters
     counters["cycles"] = core.timeline.now
