@@ -8,11 +8,15 @@ import pytest
 import torch
 from torch import nn
 
+from hw.config import get_config
+from sim.network_sim import first_mismatch, run_network_on_rtl
+from sw.compile.network import compile_network
 from sw.quantize.config import parse_precision
 from sw.quantize.convert import calibrate, quantize_network
 from sw.quantize.data import load_digits
-from sw.quantize.export import write_model_file
+from sw.quantize.export import read_model_file, write_model_file
 from sw.quantize.models import Normalize, build_model
+from sw.quantize.reference import IntegerModel
 
 
 def make_model_file(path, precision="w4a4,first=w8,last=w8", mixed=False, seed=0, group_size=16,
@@ -77,3 +81,38 @@ def strided_models(tmp_path_factory):
     return {"first": make_model_file(directory / "first.mpq", body=stride2_first),
             "middle": make_model_file(directory / "middle.mpq", precision="w4a2", mixed=True,
                                       body=stride2_middle)}
+
+
+def randomize_batch_norms(model, seed):
+    """Non-trivial batch norms (running statistics, scale and shift drawn from
+    `seed`), so that folding them into the integer layers is exercised."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.2, 0.2, generator=generator)
+                module.running_var.uniform_(0.5, 1.5, generator=generator)
+                module.weight.uniform_(0.5, 1.5, generator=generator)
+                module.bias.uniform_(-0.1, 0.3, generator=generator)
+
+
+def reference_outputs(path, images):
+    """Per image: every layer's output codes and the logits of the PyTorch
+    integer reference on the model file at `path`."""
+    model = IntegerModel.load(str(path))
+    logits, trace = model(torch.as_tensor(images), return_codes=True)
+    return [[t[i].numpy() for t in trace] + [logits[i].numpy()] for i in range(len(images))]
+
+
+def assert_bit_exact_on_rtl(path, images, rtl_build, config="small"):
+    """Compile the model file at `path` for `config`, run `images` on the
+    Verilator core (with stalls) and compare every layer with the integer
+    reference and every counter with the golden model."""
+    header, arrays = read_model_file(str(path))
+    network = compile_network(header, arrays, get_config(config))
+    results = run_network_on_rtl(network, images, build_dir=rtl_build, stall=0.3)
+    names = [spec.label for spec in network.specs]
+    for x, result, expected in zip(images, results, reference_outputs(path, images)):
+        assert result["status"]["done"] and not result["status"]["error"]
+        assert first_mismatch(result["outputs"], expected, names) is None
+        assert result["counters"] == network.run_golden(x)[1]

@@ -13,13 +13,13 @@ import torch
 from torch import nn
 
 from hw.config import get_config
-from sim.network_sim import first_mismatch, run_network_on_rtl
+from sim.network_sim import first_mismatch
 from sw.compile.network import compile_network
 from sw.quantize.config import parse_precision
 from sw.quantize.convert import calibrate, quantize_network
 from sw.quantize.export import read_model_file, write_model_file
-from sw.quantize.reference import IntegerModel
 from sw.quantize.resnet import resnet8
+from tests.sim.conftest import assert_bit_exact_on_rtl, randomize_batch_norms, reference_outputs
 
 
 class PoolNet(nn.Module):
@@ -53,23 +53,12 @@ CASES = {
 }
 
 
-def _randomize_batch_norms(model, seed):
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.2, 0.2, generator=generator)
-                module.running_var.uniform_(0.5, 1.5, generator=generator)
-                module.weight.uniform_(0.5, 1.5, generator=generator)
-                module.bias.uniform_(-0.1, 0.3, generator=generator)
-
-
 @pytest.fixture(scope="module", params=sorted(CASES))
 def pooled_model(request, tmp_path_factory):
     make, shape, precision, group_size, mixed = CASES[request.param]
     torch.manual_seed(5)
     model = make()
-    _randomize_batch_norms(model, 6)
+    randomize_batch_norms(model, 6)
     network = quantize_network(model, parse_precision(precision, group_size=group_size), shape)
     if mixed:  # MPQ-style groups: coarse 2-bit (shift 1), fine 3-bit, some 4-bit
         generator = torch.Generator().manual_seed(7)
@@ -84,12 +73,6 @@ def pooled_model(request, tmp_path_factory):
     path = tmp_path_factory.mktemp(request.param) / "model.mpq"
     write_model_file(network, str(path))
     return request.param, path, images[:3].numpy()
-
-
-def reference_outputs(path, images):
-    model = IntegerModel.load(str(path))
-    logits, trace = model(torch.as_tensor(images), return_codes=True)
-    return [[t[i].numpy() for t in trace] + [logits[i].numpy()] for i in range(len(images))]
 
 
 def test_the_classifier_pools_globally(pooled_model):
@@ -120,12 +103,5 @@ def test_golden_model_equals_the_integer_reference(pooled_model, config):
 
 @pytest.mark.cocotb
 def test_network_on_verilator_is_bit_exact(pooled_model, rtl_build):
-    name, path, images = pooled_model
-    header, arrays = read_model_file(str(path))
-    network = compile_network(header, arrays, get_config("small"))
-    results = run_network_on_rtl(network, images[:1], build_dir=rtl_build, stall=0.3)
-    names = [spec.label for spec in network.specs]
-    for x, result, expected in zip(images, results, reference_outputs(path, images)):
-        assert result["status"]["done"] and not result["status"]["error"]
-        assert first_mismatch(result["outputs"], expected, names) is None
-        assert result["counters"] == network.run_golden(x)[1]
+    _, path, images = pooled_model
+    assert_bit_exact_on_rtl(path, images[:1], rtl_build)

@@ -27,8 +27,8 @@ from sw.quantize import mpq
 from sw.quantize.config import parse_precision
 from sw.quantize.convert import calibrate, quantize_network
 from sw.quantize.export import read_model_file, write_model_file
-from sw.quantize.reference import IntegerModel
 from sw.quantize.resnet import BasicBlock
+from tests.sim.conftest import assert_bit_exact_on_rtl, randomize_batch_norms, reference_outputs
 
 SHAPE = (3, 6, 6)
 
@@ -71,14 +71,7 @@ def write_residual_model(model, precision, path, extra_bit=False):
     quantizers with the MPQ extra bit, EXTRA_BIT), calibrate it on random
     images and write its model file; returns (3 of those images, the
     quantized network)."""
-    generator = torch.Generator().manual_seed(4)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.2, 0.2, generator=generator)
-                module.running_var.uniform_(0.5, 1.5, generator=generator)
-                module.weight.uniform_(0.5, 1.5, generator=generator)
-                module.bias.uniform_(-0.1, 0.3, generator=generator)
+    randomize_batch_norms(model, 4)
     network = quantize_network(model, parse_precision(precision, group_size=1 if extra_bit else 16),
                                SHAPE)
     images = torch.randint(0, 256, (8, *SHAPE), dtype=torch.uint8)
@@ -99,12 +92,6 @@ def residual_model(request, tmp_path_factory):
     path = tmp_path_factory.mktemp(request.param) / "model.mpq"
     images, network = write_residual_model(model, precision, path, extra_bit=request.param == "mpq")
     return request.param, path, images, network
-
-
-def reference_outputs(path, images):
-    model = IntegerModel.load(str(path))
-    logits, trace = model(torch.as_tensor(images), return_codes=True)
-    return [[t[i].numpy() for t in trace] + [logits[i].numpy()] for i in range(len(images))]
 
 
 def test_the_graph_becomes_residual_layers(residual_model):
@@ -176,14 +163,7 @@ def test_the_residual_add_costs_no_cycles(residual_model):
 @pytest.mark.cocotb
 def test_network_on_verilator_is_bit_exact(residual_model, rtl_build):
     _, path, images, _ = residual_model
-    header, arrays = read_model_file(str(path))
-    network = compile_network(header, arrays, get_config("small"))
-    results = run_network_on_rtl(network, images[:2], build_dir=rtl_build, stall=0.3)
-    names = [spec.label for spec in network.specs]
-    for x, result, expected in zip(images, results, reference_outputs(path, images)):
-        assert result["status"]["done"] and not result["status"]["error"]
-        assert first_mismatch(result["outputs"], expected, names) is None
-        assert result["counters"] == network.run_golden(x)[1]
+    assert_bit_exact_on_rtl(path, images[:2], rtl_build)
 
 
 # Two identity blocks need 432 activation words per bank each map in its own
