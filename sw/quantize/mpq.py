@@ -680,7 +680,9 @@ def retrain(network, dataset, config, epochs, lr, batch_size=64, seed=0, optimiz
         if evaluate_each_epoch:
             _, entry["fake_quant_accuracy"] = evaluate(network, dataset, device)
         history.append(entry)
-        if state_path is not None and epoch + 1 < epochs:
+        # Also after the last epoch: a run that dies while exporting or scoring
+        # resumes with no epoch trained again.
+        if state_path is not None:
             _save_retrain_state(state_path, {
                 "format": RETRAIN_STATE_FORMAT, "settings": settings, "epoch": epoch + 1,
                 "network": network.state_dict(), "optimizer": opt.state_dict(),

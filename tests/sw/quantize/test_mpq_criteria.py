@@ -179,3 +179,12 @@ def test_retraining_resumes_from_its_state_with_the_same_result(make_cnn, synthe
     assert result["assignments"] == expected["assignments"]
     for (name, value), (_, other) in zip(whole.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(value, other), name
+    # The state of a finished retraining: resuming trains nothing and ends the same.
+    steps = []
+    again = _network(make_cnn, synthetic_dataset, config)
+    finished = mpq.retrain(again, synthetic_dataset, config, epochs=2, lr=0.05, batch_size=32,
+                           state_path=str(state), on_step=lambda: steps.append(1))
+    assert steps == [] and finished["history"] == result["history"]
+    assert finished["upgraded_weights"] == expected["upgraded_weights"]
+    for (name, value), (_, other) in zip(whole.state_dict().items(), again.state_dict().items()):
+        assert torch.equal(value, other), name
