@@ -65,7 +65,7 @@ _STATIC = (Memory.CHUNKS, Memory.WPTR, Memory.PARAMS, Memory.WEIGHTS)
 
 def layer_specs(header, arrays):
     """The model file's layers as LayerSpecs (docs/model_format.md): any
-    graph whose layers read earlier ones; global pooling is refused."""
+    graph whose layers read earlier ones."""
     specs = []
     shapes = {IMAGE: tuple(header["input"]["shape"])}
     readers = {}     # producer -> [(reader, stride; None for a shortcut)]
