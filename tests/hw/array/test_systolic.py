@@ -1,68 +1,48 @@
 # amaranth: UnusedElaboratable=no
-"""The systolic array in Amaranth's simulator: random steps in random modes
-against a numpy matrix product, then the drain order and the cleared array."""
+"""The systolic array in Amaranth's simulator: rounds of random steps in
+random modes, back to back, against numpy matrix products, each round's rows
+checked at exactly the cycles the array promises (hw/array/systolic.py)."""
 
 import random
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from hw.array.systolic import SystolicArray
-from hw.pe import PeMode, pack_activations, pack_weights
-from hw.pe.modes import activation_range, weight_range
+from hw.pe import PeMode
+from tests.hw.array.conftest import Schedule, drained, random_schedule, run
+
+SHAPES = [(1, 1), (1, 3), (4, 1), (3, 4), (4, 4), (5, 3), (2, 6)]
 
 
-@pytest.mark.parametrize("rows, cols", [(1, 2), (3, 4), (4, 4), (2, 6)])
-def test_array_accumulates_and_drains(rows, cols):
+@pytest.mark.parametrize("rows, cols", SHAPES)
+def test_rounds_back_to_back_drain_in_the_background(rows, cols):
     rng = random.Random(rows * 10 + cols)
-    array = SystolicArray(rows=rows, cols=cols, acc_width=20)
-    steps = 40
-    expected = np.zeros((rows, cols), dtype=np.int64)
-    stimulus = []
-    for _ in range(steps):
-        mode = rng.choice(list(PeMode))
-        low, high = weight_range(mode.weight_bits)
-        w = [[rng.randint(low, high) for _ in range(mode.lanes)] for _ in range(rows)]
-        a = [[rng.randint(*activation_range(mode.activation_bits)) for _ in range(mode.lanes)]
-             for _ in range(cols)]
-        valid = rng.random() < 0.8
-        if valid:
-            expected += np.array(w) @ np.array(a).T
-        stimulus.append((mode, w, a, valid))
+    schedule = random_schedule(rng, rows, cols, list(PeMode))
+    outputs = run(SystolicArray(rows=rows, cols=cols, acc_width=20), schedule, seed=rows + cols)
+    got = drained(schedule, outputs)
+    assert [round_.tolist() for round_ in got] == [round_.tolist() for round_ in schedule.sums]
+    # Not vacuous: consecutive rounds differ, so a round drained in another's
+    # place or a sum carried into the next round would show.
+    assert all((a != b).any() for a, b in zip(schedule.sums, schedule.sums[1:]))
 
-    sim = Simulator(array)
-    sim.add_clock(1e-6)
-    drained = []
 
-    async def testbench(ctx):
-        for mode, w, a, valid in stimulus:
-            for r in range(rows):
-                ctx.set(array.weights[r], pack_weights(mode, w[r]))
-                ctx.set(array.modes[r], mode)
-            for c in range(cols):
-                ctx.set(array.activations[c], pack_activations(mode, a[c]))
-            ctx.set(array.valid, valid)
-            await ctx.tick()
-        ctx.set(array.valid, 0)
-        # Garbage on the idle operand inputs must not matter.
-        for r in range(rows):
-            ctx.set(array.weights[r], 0xFF)
-        for c in range(cols):
-            ctx.set(array.activations[c], 0xFF)
-        for _ in range(rows + cols - 1):  # the last step reaches PE (R-1, C-1)
-            await ctx.tick()
-        ctx.set(array.drain, 1)
-        for _ in range(rows):
-            drained.append([ctx.get(array.drain_out[c]) for c in range(cols)])
-            await ctx.tick()
-        ctx.set(array.drain, 0)
-        assert [ctx.get(array.drain_out[c]) for c in range(cols)] == [0] * cols
-
-    sim.add_testbench(testbench)
-    sim.run()
-    # drain_out shows rows R-1 .. 0.
-    assert np.array(drained[::-1]).tolist() == expected.tolist()
+def test_last_steps_closer_than_r_cycles_lose_sums():
+    """The caller's rule is needed: a round whose last step is only R - 1
+    cycles after the previous round's overwrites shadows the previous round
+    has not yet passed down its column."""
+    rows, cols = 4, 3
+    rng = random.Random(7)
+    schedule = Schedule(rows, cols)
+    schedule.add_round(rng, [PeMode.W4A4], 6, lead=0, gap_chance=0)
+    schedule.add_round(rng, [PeMode.W4A4], rows - 1, lead=0, gap_chance=0)
+    assert schedule.last_cycles[1] - schedule.last_cycles[0] == rows   # padded to the rule
+    del schedule.cycles[schedule.last_cycles[0] + 1]                   # now R - 1 cycles apart
+    schedule.last_cycles[1] -= 1
+    outputs = run(SystolicArray(rows=rows, cols=cols, acc_width=20), schedule)
+    first = schedule.last_cycles[0] + rows + cols + 1
+    got = [outputs[first + k] for k in range(rows)][::-1]
+    assert not np.array_equal(got, schedule.sums[0])
 
 
 def test_array_rejects_bad_shapes():
