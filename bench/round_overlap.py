@@ -1,13 +1,17 @@
-"""Where a ROUND's fixed cycles go, and what overlapping them would buy: a
-cycle model of two designs on the golden model's instruction stream (issue
-15; docs/dataflow.md, "Per-round overhead").
+"""Where a ROUND's fixed cycles go, and what overlapping them buys: cycle
+models of round-overlap designs on the golden model's instruction stream
+(issue 15; docs/dataflow.md, "Per-round overhead").
 
-Neither design is built. Each is a `Timeline` (the golden model's timing
-rules) with its rules changed; `sw.compile.golden.execute(timeline=...)`
-runs the compiled program with it (compute=False: the cycles do not depend
-on the data), so the count of rounds, steps, tiles, SETs and PPU jobs is
-exactly the compiled program's. `now` is today's golden model (what the
-RTL matches cycle for cycle).
+Each design is a `Timeline` (the golden model's timing rules) with its rules
+changed; `sw.compile.golden.execute(timeline=...)` runs the compiled program
+with it (compute=False: the cycles do not depend on the data), so the count
+of rounds, steps, tiles, SETs and PPU jobs is exactly the compiled
+program's. `built` is the golden model (what the RTL matches cycle for
+cycle): the array hands its sums to shadow registers that drain in the
+background and the controller decodes ahead (docs/isa.md, "Timing").
+`serial` is the design before it, every round fetched, prefetched, skewed
+and drained in turn (the rules the RTL matched before issue 15, kept here
+for the comparison).
 
   A  "prefetch under drain": the controller fetches the next instructions
      and the round engine prefetches the next round's first chunk while the
@@ -74,7 +78,7 @@ class OverlapTimeline(golden.Timeline):
         if wait > self.ctrl - 1:
             self.ctrl = wait + 1
 
-    def round(self, tile_number, first, last, steps):
+    def round(self, tile_number, first, last, steps, waits_for_drain=False):
         rows, cols = self.rows, self.cols
         start = self.ctrl
         if first and tile_number - 2 in self.ppu_end:
@@ -112,7 +116,33 @@ class AccumulatorHandoff(OverlapTimeline):
     handoff = True
 
 
-DESIGNS = {"now": None, "A": PrefetchUnderDrain, "B": AccumulatorHandoff}
+class SerialRounds(golden.Timeline):
+    """Before issue 15: a ROUND's fetch, prefetch, steps, skew and drain in
+    turn (the golden model's rules, which the RTL matched, until 2026-11)."""
+
+    def set(self):
+        decode = self.now - 1
+        if self.ppu_idle > decode:
+            self.now = self.ppu_idle + 1
+
+    def round(self, tile_number, first, last, steps, waits_for_drain=False):
+        start = self.now
+        if first and tile_number - 2 in self.ppu_end:
+            start = max(start, self.ppu_end[tile_number - 2])
+        self.stall += start - self.now
+        self.now = start + timing.PREFETCH_CYCLES + steps
+        self.busy += steps
+        self.now += self.rows + self.cols - 1 + timing.PIPE_CYCLES + self.rows
+        if last:
+            accept = self.now if self.last_element is None else max(self.now, self.last_element)
+            self.last_element = accept + self.rows * self.cols
+            self.ppu_idle = self.ppu_end[tile_number] = self.last_element + timing.PPU_CYCLES
+
+    def halt(self):
+        self.now = max(self.now + timing.HALT_CYCLES - 1, self.ppu_idle) + 1
+
+
+DESIGNS = {"serial": SerialRounds, "A": PrefetchUnderDrain, "built": None, "B": AccumulatorHandoff}
 
 
 def program_cycles(config, phases):
@@ -165,7 +195,7 @@ def main():
     args = parser.parse_args()
     config = get_config(args.config)
     figures = {"config": config.name, "array": [config.rows, config.cols],
-               "designs": {name: (timeline.__doc__ or "") if timeline else "today's golden model"
+               "designs": {name: (timeline.__doc__ or "") if timeline else "the golden model (built)"
                            for name, timeline in DESIGNS.items()},
                "layers": layer_rows(config), "models": model_rows(config, args.models)}
     print(f"wrote {write_json(f'round_overlap_{config.name}', figures)}")

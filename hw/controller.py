@@ -1,18 +1,22 @@
 """The controller: runs the program (docs/isa.md, "Program").
 
 It fetches and decodes instructions, keeps the layer registers and the
-tile, and for each ROUND waits for the tile's OAB buffer, starts the round
-engine, and when the engine is done has the round drained into the OAB.
-Its cycle-by-cycle behaviour is what the golden model's timing rules
-describe (hw/timing.py).
+tile, and for each ROUND waits for the tile's OAB buffer and for the round
+engine, starts the engine and goes on to the next instruction while the
+round runs: when the engine is done, the round's record (latched at its
+start) goes to the OAB, which drains it in the background. Only a residual
+tile's last round waits for its drain, as the shortcut is read from the
+activation banks then (hw/shortcut.py). Its cycle-by-cycle behaviour is
+what the golden model's timing rules describe (hw/timing.py).
 """
 
 from amaranth.hdl import Module, Signal
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from hw import timing
 from hw.isa import INSTRUCTION, PAD_BITS, ROUND_FIELDS, Opcode, Register
-from hw.oab import DRAIN
+from hw.oab import drain_layout
 from hw.ppu import PPU_REGISTERS, tile_layout
 
 # The layer registers, each as wide as the datapath reads it: the round
@@ -32,11 +36,13 @@ class Controller(wiring.Component):
     """Runs the program from address 0 on `start` until HALT or a bad opcode.
 
     `program` reads the program memory; its data holds until the next
-    FETCH, so a ROUND's fields are read from it until the round is drained.
-    `round` starts the round engine (`round_done`: its last step is in the
-    array), `drain` has the OAB drain the array (`drained`: the last row is
-    in). `job_done` pulses when the PPU wrote a tile, `ppu_quiet` says no
-    tile waits for or is in the PPU: SET and HALT wait for it.
+    FETCH, and the engine latches a ROUND's fields when it starts. `round`
+    starts the round engine (`engine_busy` until the cycle after
+    `round_done`, which pulses in the cycle after its last step), `drain`
+    gives the OAB the round's record in that cycle. `job_done` pulses when
+    the PPU wrote a tile; `quiet` says nothing is in the engine, the OAB or
+    the PPU: SET and HALT wait for it, and `oab_idle` is what a residual
+    tile's last round waits for.
     """
 
     def __init__(self, config):
@@ -53,10 +59,11 @@ class Controller(wiring.Component):
             "tile": Out(tile_layout(config.coord_bits)),
             "round": Out(stream.Signature(ROUND_FIELDS, always_ready=True)),
             "round_done": In(1),
-            "drain": Out(stream.Signature(DRAIN, always_ready=True)),
-            "drained": In(1),
+            "engine_busy": In(1),
+            "drain": Out(stream.Signature(drain_layout(config.coord_bits), always_ready=True)),
+            "oab_idle": In(1),
             "job_done": In(1),
-            "ppu_quiet": In(1),
+            "quiet": In(1),
             "stall": Out(1),         # a ROUND waits for its OAB buffer (a counter's event)
         })
 
@@ -85,12 +92,31 @@ class Controller(wiring.Component):
         else:
             blocked = instruction.round.first & (jobs_done + 2 < tiles_started)
 
-        m.d.comb += [
-            self.round.payload.eq(instruction.round),
-            self.drain.payload.buffer.eq(tile_buffer), self.drain.payload.shift.eq(instruction.round.shift),
-            self.drain.payload.first.eq(instruction.round.first),
-            self.drain.payload.last.eq(instruction.round.last),
-        ]
+        # The running round's record for the OAB, latched at its start: the
+        # controller moves on to the next instructions (TILE included)
+        # while the round runs.
+        record = Signal(drain_layout(config.coord_bits))
+        m.d.comb += [self.round.payload.eq(instruction.round),
+                     self.drain.payload.eq(record), self.drain.valid.eq(self.round_done)]
+        with m.If(self.round.valid):
+            m.d.sync += [record.buffer.eq(tile_buffer), record.shift.eq(instruction.round.shift),
+                         record.first.eq(instruction.round.first), record.last.eq(instruction.round.last),
+                         record.tile.eq(self.tile)]
+        # The next round starts round_start_gap cycles after the engine's
+        # done at the earliest (the array's shadow rule; hw/timing.py).
+        gap = timing.round_start_gap(config.rows)
+        if gap > 1:
+            since_done = Signal(range(gap + 1), init=gap)
+            with m.If(self.round_done):
+                m.d.sync += since_done.eq(1)
+            with m.Elif(since_done != gap):
+                m.d.sync += since_done.eq(since_done + 1)
+            engine_ready = ~self.engine_busy & (since_done == gap)
+        else:
+            engine_ready = ~self.engine_busy
+        # A residual tile's last round is drained before anything else
+        # runs: the shortcut loader reads the activation banks meanwhile.
+        waits_for_drain = instruction.round.last & self.layer.sc_enable if config.residual else 0
         with m.FSM(name="controller"):
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -106,7 +132,7 @@ class Controller(wiring.Component):
                     with m.Case(Opcode.HALT):
                         m.next = "HALT"
                     with m.Case(Opcode.SET):
-                        with m.If(self.ppu_quiet):
+                        with m.If(self.quiet):
                             self._set_register(m, instruction.set)
                             m.next = "FETCH"
                         with m.Else():
@@ -127,23 +153,25 @@ class Controller(wiring.Component):
             with m.State("SET_WAIT"):
                 # SET is a barrier: the previous layer's tiles are all written
                 # before its registers change or the next layer reads them.
-                with m.If(self.ppu_quiet):
+                with m.If(self.quiet):
                     self._set_register(m, instruction.set)
                     m.next = "FETCH"
             with m.State("STALL"):
                 m.d.comb += self.stall.eq(blocked)
-                with m.If(~blocked):
+                with m.If(~blocked & engine_ready):
                     m.d.comb += self.round.valid.eq(1)
-                    m.next = "RUN"
+                    with m.If(waits_for_drain):
+                        m.next = "RUN"
+                    with m.Else():
+                        m.next = "FETCH"
             with m.State("RUN"):
                 with m.If(self.round_done):
-                    m.d.comb += self.drain.valid.eq(1)
                     m.next = "DRAIN"
             with m.State("DRAIN"):
-                with m.If(self.drained):
+                with m.If(self.oab_idle):
                     m.next = "FETCH"
             with m.State("HALT"):
-                with m.If(self.ppu_quiet):
+                with m.If(self.quiet):
                     m.d.sync += [self.running.eq(0), self.done.eq(1)]
                     m.next = "IDLE"
         return m

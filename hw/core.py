@@ -4,8 +4,9 @@ component of its own, wired here.
 
 The controller runs the program (docs/isa.md, "Program", hw/controller.py);
 for each ROUND it starts the round engine (hw/round_engine.py), which feeds
-the systolic array (hw/array/), then has the array drained into the output
-accumulator buffer (hw/oab.py), which hands finished tiles to the
+the systolic array (hw/array/); the array hands each round's sums to its
+shadow registers and drains them, while the next round runs, into the
+output accumulator buffer (hw/oab.py), which hands finished tiles to the
 post-processor (hw/ppu.py). The memories (hw/memory_arbiter.py) belong to
 the host while the core is idle and to those components while it runs.
 """
@@ -98,7 +99,9 @@ class Core(wiring.Component):
                 m.d.comb += [port.addr.eq(Mux(shortcut.en, shortcut.addr, request.addr)),
                              port.en.eq(request.en | shortcut.en),
                              request.data.eq(port.data), shortcut.data.eq(port.data)]
-            # A residual tile's shortcut, read while its last round drains.
+            # A residual tile's shortcut, read while its last round drains
+            # (the controller runs nothing else meanwhile, so the tile is
+            # still the controller's).
             m.d.comb += [
                 loader.start.eq(controller.drain.valid & controller.drain.p.last
                                 & controller.layer.sc_enable),
@@ -109,7 +112,8 @@ class Core(wiring.Component):
                 loader.out_wb.eq(controller.layer.out_wb),
                 loader.out_words.eq(controller.layer.out_words),
             ]
-        # The controller starts rounds and drains; the array between engine and OAB.
+        # The controller starts rounds and gives the OAB their records; the
+        # array between engine and OAB drains on its own.
         m.d.comb += [
             engine.start.eq(controller.round.valid),
             engine.chunk_start.eq(controller.round.p.chunk_start),
@@ -119,12 +123,13 @@ class Core(wiring.Component):
             engine.y.eq(controller.tile.y), engine.x0.eq(controller.tile.x0),
             controller.round_done.eq(engine.done),
             array.weights.eq(engine.array_weights), array.modes.eq(engine.array_modes),
-            array.valid.eq(engine.array_valid), array.activations.eq(engine.array_acts),
-            array.drain.eq(oab.array_drain), oab.array_out.eq(array.drain_out),
-            oab.tile.eq(controller.tile),
-            controller.drained.eq(oab.drained),
+            array.valid.eq(engine.array_valid), array.last.eq(engine.array_last),
+            array.activations.eq(engine.array_acts),
+            oab.array_out.eq(array.drain_out),
+            controller.engine_busy.eq(engine.busy),
+            controller.oab_idle.eq(oab.idle),
             controller.job_done.eq(ppu.job_done),
-            controller.ppu_quiet.eq(ppu.idle & ~oab.job.valid),
+            controller.quiet.eq(~engine.busy & oab.idle & ppu.idle & ~oab.job.valid),
         ]
         # The layer registers.
         for name in ENGINE_REGISTERS:

@@ -2,44 +2,71 @@
 
 The OAB holds two tiles (buffer b's row r at entry b * R + r, C accumulators
 of A bits each): the array computes into one while the PPU reads the other
-(docs/isa.md, "Dataflow"). At the end of a round the array's columns are
-shifted out, bottom row first, one row per cycle; each row, shifted left by
-the round's `shift`, is added into its OAB entry (or replaces it in the
-tile's first round). After the tile's last round the tile goes to the PPU
-as a job.
+(docs/isa.md, "Dataflow"). At the end of a round the array hands its sums to
+its shadow registers and shifts them out, bottom row first, one row per
+cycle (hw/array/systolic.py); each row, shifted left by the round's
+`shift`, is added into its OAB entry (or replaces it in the tile's first
+round). After the tile's last round the tile goes to the PPU as a job.
+
+The drain runs in the background: the next round's steps may already be in
+the array, so a round's record (its buffer, shift, first/last and tile)
+waits here, in order, until its rows arrive.
 """
 
+import functools
+
 from amaranth.hdl import Cat, Module, Mux, Signal, signed
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from hw import timing
 from hw.isa import ROUND_FIELDS
 from hw.ppu import job_layout, oab_read_signature, tile_layout
 
-# A round to drain: its OAB buffer, its shift, and whether it is its tile's
-# first round (start from zero) or last (then hand the tile to the PPU).
-DRAIN = data.StructLayout({"buffer": 1, "shift": ROUND_FIELDS["shift"].shape, "first": 1, "last": 1})
+
+@functools.cache
+def drain_layout(coord_bits):
+    """A round to drain: its OAB buffer, its shift, whether it is its tile's
+    first round (start from zero) or last (then hand the tile to the PPU),
+    and the tile (which the controller may have moved past by then)."""
+    return data.StructLayout({"buffer": 1, "shift": ROUND_FIELDS["shift"].shape, "first": 1, "last": 1,
+                              "tile": tile_layout(coord_bits)})
+
+
+def drain_delay(rows, cols):
+    """Cycles from a round's record (the engine's `done`, the cycle after the
+    round's last step) to the cycle before its first row arrives, when the
+    OAB reads that row's entry ahead."""
+    return rows + cols - 1 + timing.PIPE_CYCLES + timing.HANDOFF_CYCLES - 1
+
+
+def records_in_flight(rows, cols):
+    """Most rounds between their record and their drain: the controller
+    starts rounds so that their last steps are at least max(R,
+    MIN_ROUND_STEPS) cycles apart (hw/timing.py, round_start_gap)."""
+    spacing = max(rows, timing.MIN_ROUND_STEPS)
+    return drain_delay(rows, cols) // spacing + 1
 
 
 class OutputAccumulators(wiring.Component):
-    """Drains a round from the array into the OAB and hands finished tiles
-    to the PPU.
+    """Drains rounds from the array into the OAB and hands finished tiles to
+    the PPU.
 
-    A `round` is accepted in the cycle its last step entered the array; the
-    array is flushed for R + C - 2 cycles (the step reaches PE (R-1, C-1)),
-    then drained in R cycles; `drained` pulses in the last. A last round's
-    tile (`tile`, held by the controller) is then offered on `job` until the
-    PPU takes it. The PPU reads the OAB through `ppu`.
+    A `round` record is accepted in the cycle after its last step entered
+    the array (the engine's `done`); its rows arrive on `array_out`
+    `drain_delay + 1` cycles later, one per cycle for R cycles, bottom row
+    first. Records come at least max(R, MIN_ROUND_STEPS) cycles apart, so
+    drains never overlap. A last round's tile is then offered on `job`
+    until the PPU takes it. `idle`: no record waiting or draining. The PPU
+    reads the OAB through `ppu`.
     """
 
     def __init__(self, config):
         self._config = config
         super().__init__({
-            "round": In(stream.Signature(DRAIN, always_ready=True)),
-            "drained": Out(1),
-            "array_drain": Out(1),                  # shift the array's accumulators down
+            "round": In(stream.Signature(drain_layout(config.coord_bits), always_ready=True)),
+            "idle": Out(1),
             "array_out": In(data.ArrayLayout(signed(config.acc_width), config.cols)),
-            "tile": In(tile_layout(config.coord_bits)),
             "job": Out(stream.Signature(job_layout(config.coord_bits))),
             "ppu": Out(oab_read_signature(config)),
             # Events this cycle, for the counters.
@@ -60,8 +87,23 @@ class OutputAccumulators(wiring.Component):
         wiring.connect(m, wiring.flipped(self.ppu), ppu_read)
         m.d.comb += [self.reads.eq(drain_read.en + ppu_read.en), self.writes.eq(write.en)]
 
-        round_ = Signal(DRAIN)
-        flush_left = Signal(range(rows + cols + 1))
+        layout = drain_layout(config.coord_bits)
+        m.submodules.records = records = fifo.SyncFIFO(width=layout.size,
+                                                        depth=records_in_flight(rows, cols))
+        delay = drain_delay(rows, cols)
+        # due[i]: a record came i + 1 cycles ago; its drain is due at the top bit.
+        due = Signal(delay, name="due")
+        m.d.sync += due.eq(Cat(self.round.valid, due[:-1]))
+        pop = Signal()
+        m.d.comb += [records.w_en.eq(self.round.valid), records.w_data.eq(self.round.payload),
+                     pop.eq(due[-1]), records.r_en.eq(pop)]
+        popped = layout(records.r_data)
+
+        in_flight = Signal(range(records_in_flight(rows, cols) + 2))
+        m.d.comb += self.idle.eq(in_flight == 0)
+
+        round_ = Signal(layout)
+        draining = Signal()
         drain_step = Signal(range(rows + 1))
         drain_row = Signal(range(max(rows, 2)))    # 1 bit, not 0, for a 1-row array
         m.d.comb += drain_row.eq(rows - 1 - drain_step)
@@ -80,29 +122,24 @@ class OutputAccumulators(wiring.Component):
         with m.If(self.job.valid & self.job.ready):
             m.d.sync += self.job.valid.eq(0)
 
-        with m.FSM(name="drain"):
-            with m.State("IDLE"):
-                with m.If(self.round.valid):
-                    m.d.sync += [round_.eq(self.round.payload), flush_left.eq(rows + cols - 2)]
-                    m.next = "FLUSH"
-            with m.State("FLUSH"):
-                m.d.sync += flush_left.eq(flush_left - 1)
-                with m.If(flush_left == 1):
-                    # Read the bottom row's entry, to add to in the first DRAIN cycle.
-                    m.d.comb += [drain_read.addr.eq(base + rows - 1), drain_read.en.eq(~round_.first)]
-                    m.d.sync += drain_step.eq(0)
-                    m.next = "DRAIN"
-            with m.State("DRAIN"):
-                m.d.comb += [
-                    self.array_drain.eq(1),
-                    write.addr.eq(base + drain_row), write.en.eq(1),
-                    drain_read.addr.eq(base + drain_row - 1),
-                    drain_read.en.eq(~round_.first & (drain_step != rows - 1)),
-                ]
-                m.d.sync += drain_step.eq(drain_step + 1)
-                with m.If(drain_step == rows - 1):
-                    m.d.comb += self.drained.eq(1)
-                    with m.If(round_.last):
-                        m.d.sync += [self.job.valid.eq(1), job.eq(Cat(self.tile, round_.buffer))]
-                    m.next = "IDLE"
+        ending = draining & (drain_step == rows - 1)
+        m.d.sync += in_flight.eq(in_flight + self.round.valid - ending)
+        with m.If(draining):
+            m.d.comb += [
+                write.addr.eq(base + drain_row), write.en.eq(1),
+                drain_read.addr.eq(base + drain_row - 1),
+                drain_read.en.eq(~round_.first & ~ending),
+            ]
+            m.d.sync += drain_step.eq(drain_step + 1)
+        with m.If(ending):
+            m.d.sync += draining.eq(0)
+            with m.If(round_.last):
+                m.d.sync += [self.job.valid.eq(1), job.eq(Cat(round_.tile, round_.buffer))]
+        # A record's drain is due: read its bottom row's entry ahead, to add
+        # to in its first drain cycle. It may come in the previous drain's
+        # last cycle (records are R apart), which reads nothing.
+        with m.If(pop):
+            m.d.comb += [drain_read.addr.eq(popped.buffer * rows + rows - 1),
+                         drain_read.en.eq(~popped.first)]
+            m.d.sync += [round_.eq(popped), draining.eq(1), drain_step.eq(0)]
         return m

@@ -675,8 +675,9 @@ class Emitter(wiring.Component):
     of each in its PE mode. It takes a chunk (`chunks`, its buffer's
     header) when idle or in the current chunk's last step, `chunk_count`
     of them from `start`; `steps` carries the emitting chunk's header in
-    each of its steps, and `progress` tells the buffers. `idle`: no chunk of
-    the round left to present."""
+    each of its steps, and `progress` tells the buffers. `last`: this step
+    is the round's last (the array hands its sums off after it). `idle`: no
+    chunk of the round left to present."""
 
     def __init__(self, config):
         self._config = config
@@ -686,6 +687,7 @@ class Emitter(wiring.Component):
             "chunks": In(stream.Signature(header_layout(config))),
             "progress": Out(PROGRESS),
             "steps": Out(stream.Signature(header_layout(config), always_ready=True)),
+            "last": Out(1),
             "idle": Out(1),
         })
 
@@ -709,6 +711,7 @@ class Emitter(wiring.Component):
             progress.ending.eq(emitting & (step >= steps_in_chunk - 2)),
             chunks.ready.eq((~emitting | progress.last) & (chunks_to_emit != 0)),
             self.steps.valid.eq(emitting), self.steps.payload.eq(header),
+            self.last.eq(progress.last & (chunks_to_emit == 0)),
             self.idle.eq((chunks_to_emit == 0) & ~emitting),
         ]
         with m.If(self.start):
@@ -806,6 +809,7 @@ class RoundEngine(wiring.Component):
             "array_weights": Out(data.ArrayLayout(8, rows)),
             "array_modes": Out(data.ArrayLayout(PeMode, rows)),
             "array_valid": Out(1),
+            "array_last": Out(1),       # the round's last step
             "array_acts": Out(data.ArrayLayout(8, cols)),
 
             # Events this cycle, for the counters.
@@ -851,7 +855,7 @@ class RoundEngine(wiring.Component):
             self.array_weights.eq(packer.array.payload.weights),
             self.array_modes.eq(packer.array.payload.modes),
             self.array_acts.eq(packer.array.payload.acts),
-            self.array_valid.eq(packer.array.valid),
+            self.array_valid.eq(packer.array.valid), self.array_last.eq(emitter.last),
             self.weight_reads.eq(fetcher.weight_reads), self.act_reads.eq(fetcher.act_reads),
         ]
         _forward_read(m, reader.wptr, self.wptr)

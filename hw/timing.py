@@ -13,6 +13,14 @@ FETCH_CYCLES = 2
 PREFETCH_CYCLES = 9
 # Beyond the R + C - 1 cycles the last step needs to reach PE (R-1, C-1).
 PIPE_CYCLES = 0
+# A PE hands its round's sum to its shadow register in the cycle after the
+# round's last step passed it (hw/array/systolic.py), so the shadows' drain
+# reaches the OAB HANDOFF_CYCLES after the step has crossed the array: the
+# OAB takes row R-1-k in cycle T + R + C + PIPE_CYCLES + HANDOFF_CYCLES + k
+# for a last step presented in cycle T.
+HANDOFF_CYCLES = 1
+# The fewest steps a ROUND has: one W2A2 chunk, G / 4 lanes (tests check it).
+MIN_ROUND_STEPS = 4
 # A PPU job: accepted in some cycle, it counts R * C elements in the next
 # R * C cycles and its last write comes PPU_PIPELINE cycles after the last
 # element; the cycle after that write is when its OAB buffer is free again.
@@ -24,14 +32,25 @@ HALT_CYCLES = 1
 # A residual layer's shortcut reads (docs/isa.md, "Residual shortcut"): for
 # each tile, every activation bank reads the J words that hold channels
 # ktile*R .. ktile*R + R - 1 of its pixel, J <= shortcut_words_max(R). They
-# start with the drain of the tile's last ROUND (the cycle the OAB takes it)
-# and the engine's ShortcutLoader issues them in the next J cycles, their
-# data captured SHORTCUT_LATENCY cycles after each. The OAB flushes and
-# drains for 2R + C - 2 cycles before the tile reaches the PPU, and the PPU
+# start in the cycle the OAB takes the record of the tile's last ROUND (the
+# engine's done; the controller starts nothing else until that round is
+# drained) and the engine's ShortcutLoader issues them in the next J cycles,
+# their data captured SHORTCUT_LATENCY cycles after each. The round crosses
+# the array, hands off and drains for 2R + C - 1 cycles (at least 2R + C -
+# 2, the bound below) before the tile reaches the PPU, and the PPU
 # reads the buffer two cycles after taking the tile, so the reads add no
 # cycle to the timing rules above (`shortcut_reads_hidden` holds for every
 # array; ShortcutLoader refuses one where it would not).
 SHORTCUT_LATENCY = 1
+
+
+def round_start_gap(rows):
+    """Fewest cycles from the round engine's `done` (the cycle after a
+    round's last step) to the next ROUND's start. The array's shadows need
+    two rounds' last steps `rows` cycles apart (hw/array/systolic.py), and a
+    round's last step comes at least PREFETCH_CYCLES + MIN_ROUND_STEPS - 1
+    cycles after its start, so only arrays of more than 13 rows ever wait."""
+    return max(1, rows - PREFETCH_CYCLES - MIN_ROUND_STEPS)
 
 
 def shortcut_words_max(rows):

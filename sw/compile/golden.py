@@ -53,23 +53,31 @@ _DENSE = (Memory.WEIGHTS, Memory.ACTIVATIONS, Memory.RESULTS)  # dense numpy ban
 class Timeline:
     """The cycle rules of docs/isa.md, "Timing", and nothing else.
 
-    `now` is the index of the next cycle (cycle 0 is the first FETCH).
+    `now` is the controller's next free cycle (cycle 0 is the first FETCH).
 
     * every instruction: FETCH_CYCLES (FETCH, DECODE);
-    * SET is a barrier: it writes its register only once the PPU is idle
-      (no job pending or in the pipeline), so a layer's registers never
-      change under the previous layer's last tile and its first ROUND never
-      reads activations the PPU has not written yet;
-    * ROUND: if `first` and the PPU job of tile n - 2 (the other user of this
-      tile's OAB buffer) has not ended, stall until it has; then
-      PREFETCH_CYCLES, one cycle per step (busy), R + C - 1 + PIPE_CYCLES for
-      the last step to reach PE (R-1, C-1), and R drain cycles;
-    * a `last` ROUND hands its tile to the PPU in the cycle after its drain;
-      the PPU accepts it then, or in the cycle of the previous job's last
-      element, counts R * C elements in the following cycles, and is done
-      with it PPU_CYCLES after the last element (hw/timing.py);
-    * HALT: HALT_CYCLES after its fetch, or until the PPU is idle; `cycles`
-      counts every cycle from the first FETCH to the one where done rises.
+    * SET is a barrier: it writes its register only once nothing is in the
+      round engine, the OAB or the PPU, so a layer's registers never change
+      under the previous layer's last tile and its first ROUND never reads
+      activations the PPU has not written yet;
+    * ROUND: it starts (the cycle after its DECODE, or later) once the round
+      engine is free, `round_start_gap(R)` cycles after the previous round's
+      `done`, and, if `first`, once the PPU job of tile n - 2 (the other
+      user of this tile's OAB buffer) has ended (the wait for that job
+      counts as stall cycles); then PREFETCH_CYCLES and one cycle per step
+      (busy); `done` the cycle after the last step. The controller fetches
+      the next instruction the cycle after the start, except after a
+      residual tile's `last` ROUND, when it waits until the OAB is idle;
+    * the round's sums reach the OAB R + C - 1 + PIPE_CYCLES +
+      HANDOFF_CYCLES cycles after its last step and drain in R cycles (the
+      next rounds run meanwhile); a `last` ROUND hands its tile to the PPU
+      in the cycle after its drain; the PPU accepts it then, or in the
+      cycle of the previous job's last element, counts R * C elements in
+      the following cycles, and is done with it PPU_CYCLES after the last
+      element (hw/timing.py);
+    * HALT: HALT_CYCLES after its fetch, or until nothing is in the engine,
+      the OAB or the PPU; `cycles` counts every cycle from the first FETCH
+      to the one where done rises.
     """
 
     def __init__(self, rows, cols):
@@ -77,6 +85,8 @@ class Timeline:
         self.now = 0
         self.busy = 0
         self.stall = 0
+        self.done = None           # cycle of the latest round's `done`
+        self.oab_idle = 0          # first cycle with no round in the OAB
         self.last_element = None   # cycle of the latest PPU job's last element
         self.ppu_idle = 0          # first cycle the PPU is idle again
         self.ppu_end = {}          # tile number -> first cycle after its PPU job
@@ -84,26 +94,39 @@ class Timeline:
     def fetch(self):
         self.now += timing.FETCH_CYCLES
 
+    def quiet(self):
+        """The first cycle from which nothing is in the engine, OAB or PPU."""
+        engine_free = 0 if self.done is None else self.done + 1
+        return max(engine_free, self.oab_idle, self.ppu_idle)
+
     def set(self):
         decode = self.now - 1
-        if self.ppu_idle > decode:
-            self.now = self.ppu_idle + 1
+        quiet = self.quiet()
+        if quiet > decode:
+            self.now = quiet + 1
 
-    def round(self, tile_number, first, last, steps):
+    def round(self, tile_number, first, last, steps, waits_for_drain=False):
+        rows, cols = self.rows, self.cols
         start = self.now
         if first and tile_number - 2 in self.ppu_end:
+            self.stall += max(0, self.ppu_end[tile_number - 2] - self.now)
             start = max(start, self.ppu_end[tile_number - 2])
-        self.stall += start - self.now
-        self.now = start + timing.PREFETCH_CYCLES + steps
+        if self.done is not None:
+            start = max(start, self.done + timing.round_start_gap(rows))
+        last_step = start + timing.PREFETCH_CYCLES + steps - 1
         self.busy += steps
-        self.now += self.rows + self.cols - 1 + timing.PIPE_CYCLES + self.rows
+        self.done = last_step + 1
+        # The first cycle after the drain's R rows.
+        drain_end = (last_step + rows + cols + timing.PIPE_CYCLES + timing.HANDOFF_CYCLES + rows)
+        self.oab_idle = drain_end
+        self.now = drain_end + 1 if waits_for_drain else start + 1
         if last:
-            accept = self.now if self.last_element is None else max(self.now, self.last_element)
-            self.last_element = accept + self.rows * self.cols
+            accept = drain_end if self.last_element is None else max(drain_end, self.last_element)
+            self.last_element = accept + rows * cols
             self.ppu_idle = self.ppu_end[tile_number] = self.last_element + timing.PPU_CYCLES
 
     def halt(self):
-        self.now = max(self.now + timing.HALT_CYCLES - 1, self.ppu_idle) + 1
+        self.now = max(self.now + timing.HALT_CYCLES - 1, self.quiet()) + 1
 
 
 @dataclasses.dataclass
@@ -233,7 +256,8 @@ class _Core:
         counters["oab_writes"] += R
         if not first:
             counters["oab_reads"] += R
-        self.timeline.round(self.tile_number, first, last, steps)
+        waits_for_drain = bool(last and self.config.residual and self.regs["SC_ENABLE"] & 1)
+        self.timeline.round(self.tile_number, first, last, steps, waits_for_drain)
         if last:
             self.ppu(self.oab[buffer])
 

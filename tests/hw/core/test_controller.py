@@ -2,11 +2,14 @@
 """The controller in Amaranth's simulator, at its ports, with a program
 memory, a round engine, the OAB and the PPU modelled around it: SET writes
 the layer registers (their low bits; unknown registers ignored), TILE the
-tile, ROUND starts the engine with the instruction's fields and then a
-drain with the tile's buffer; a tile's first round waits while the PPU
-still has the tile two back (both tile counters); SET and HALT wait for the
-PPU; a bad opcode stops with `error` and its address. Every
-instruction takes hw/timing.py's FETCH_CYCLES."""
+tile, ROUND starts the engine with the instruction's fields once the engine
+is free and goes on to the next instruction, and gives the OAB the round's
+record (buffer, shift, first/last, the tile at its start) when the engine is
+done; a tile's first round waits while the PPU still has the tile two back
+(both tile counters); a residual tile's last round waits for the OAB; on a
+tall array rounds start round_start_gap after the previous done; SET and
+HALT wait for everything to be quiet; a bad opcode stops with `error` and
+its address. Every instruction takes hw/timing.py's FETCH_CYCLES."""
 
 import dataclasses
 
@@ -16,7 +19,7 @@ from amaranth.sim import Simulator
 from hw.config import AcceleratorConfig
 from hw.controller import Controller
 from hw.isa import INSTRUCTION, Opcode, Register
-from hw.timing import FETCH_CYCLES
+from hw.timing import FETCH_CYCLES, round_start_gap
 
 CONFIG = AcceleratorConfig("controller", rows=2, cols=2, program_depth=64, coord_bits=10)
 ENGINE_CYCLES = 5       # round start to round_done
@@ -38,29 +41,38 @@ def ROUND(**fields):
 HALT = INSTRUCTION.const({"opcode": Opcode.HALT}).as_bits()
 
 
-def run(program, config=CONFIG, ppu=None, cycles=300):
+def run(program, config=CONFIG, ppu=None, cycles=300, engine_cycles=ENGINE_CYCLES):
     """Runs `program` (a list of words); `ppu(cycle, log)` -> (job_done, ppu_quiet)
-    each cycle (default: done at once, quiet). Returns the log of events."""
+    each cycle (default: done at once, quiet). The engine is done
+    `engine_cycles` after a start and busy in between; the OAB holds a record
+    for DRAIN_CYCLES after it. Returns the log of events."""
     dut = Controller(config)
-    log = {"rounds": [], "drains": [], "fetches": [], "stalls": 0, "done": None, "layer": None}
+    log = {"rounds": [], "drains": [], "fetches": [], "stalls": 0, "done": None, "layer": None,
+           "tiles": []}
 
     async def environment(ctx):
         ctx.set(dut.start, 1)
         await ctx.tick()
         ctx.set(dut.start, 0)
-        round_at = drain_at = None
+        round_at = None
+        drains = []
         for cycle in range(cycles):
-            job_done, quiet = ppu(cycle, log) if ppu else (0, 1)
+            job_done, ppu_quiet = ppu(cycle, log) if ppu else (0, 1)
+            engine_busy = round_at is not None and round_at < cycle <= round_at + engine_cycles
+            oab_idle = not any(at < cycle <= at + DRAIN_CYCLES for at in drains)
             ctx.set(dut.job_done, job_done)
-            ctx.set(dut.ppu_quiet, quiet)
-            ctx.set(dut.round_done, round_at is not None and cycle == round_at + ENGINE_CYCLES)
-            ctx.set(dut.drained, drain_at is not None and cycle == drain_at + DRAIN_CYCLES)
+            ctx.set(dut.quiet, ppu_quiet and oab_idle and not engine_busy)
+            ctx.set(dut.oab_idle, oab_idle)
+            ctx.set(dut.engine_busy, engine_busy)
+            ctx.set(dut.round_done, round_at is not None and cycle == round_at + engine_cycles)
             if ctx.get(dut.round.valid):
+                assert not engine_busy
                 round_at = cycle
                 log["rounds"].append((cycle, ctx.get(dut.round.payload)))
             if ctx.get(dut.drain.valid):
-                drain_at = cycle
+                drains.append(cycle)
                 log["drains"].append((cycle, ctx.get(dut.drain.payload)))
+            log["tiles"].append(ctx.get(dut.tile))
             log["stalls"] += ctx.get(dut.stall)
             fetch = ctx.get(dut.program.en)
             address = ctx.get(dut.program.addr)
@@ -90,7 +102,8 @@ def test_set_tile_round_halt():
     layer = log["layer"]
     assert (layer.in_h, layer.pad, layer.req_shift, layer.cout) == (7, 0xF, 63, 0)
     assert log["tile"] == {"y": 3, "x0": 8, "ktile": 1}
-    # Every instruction is FETCH_CYCLES apart, except the ROUND's engine and drain.
+    # Every instruction is FETCH_CYCLES apart, and the next one is fetched
+    # the cycle after the ROUND starts.
     fetches = log["fetches"]
     assert len(fetches) == len(program)
     assert all(b - a == FETCH_CYCLES for a, b in zip(fetches[:5], fetches[1:6]))
@@ -99,9 +112,10 @@ def test_set_tile_round_halt():
     assert {name: getattr(payload, name) for name in fields} == fields
     (drain, payload), = log["drains"]
     assert drain == start + ENGINE_CYCLES
-    assert payload == {"buffer": 0, "shift": 2, "first": 1, "last": 1}
-    assert fetches[6] == drain + DRAIN_CYCLES + 1
-    assert log["done"] == fetches[6] + FETCH_CYCLES + 1    # HALT's own cycle (the PPU is quiet)
+    assert payload == {"buffer": 0, "shift": 2, "first": 1, "last": 1, "tile": {"y": 3, "x0": 8, "ktile": 1}}
+    assert fetches[6] == start + 1
+    # HALT waits for the engine and the OAB; done rises the cycle after.
+    assert log["done"] == drain + DRAIN_CYCLES + 1 + 1
 
 
 @pytest.mark.parametrize("narrow", [False, True], ids=["wide-counts", "narrow-counts"])
@@ -119,11 +133,51 @@ def test_a_tile_waits_for_its_buffer(narrow):
     starts = [cycle for cycle, _ in log["rounds"]]
     assert [payload.buffer for _, payload in log["drains"]] == [0, 1, 0, 1, 0]
     assert [payload.shift for _, payload in log["drains"]] == list(range(5))
+    # Round 1 waits for the engine only (no stall), rounds 2-4 for their buffers.
+    assert starts[1] == starts[0] + ENGINE_CYCLES + 1
     assert starts[2:] == [done + 1 for done in job_done_at[:3]]
     waits = [start - (fetch + FETCH_CYCLES) for start, fetch in zip(starts, log["fetches"])]
-    assert waits[:2] == [0, 0] and min(waits[2:]) > 0
-    assert log["stalls"] == sum(waits)
+    assert waits[0] == 0 and min(waits[2:]) > 0
+    assert log["stalls"] == sum(waits[2:])
     assert log["done"] > job_done_at[-1]     # HALT waits for the PPU
+
+
+def test_the_next_instructions_run_while_a_round_does():
+    """TILE changes the tile while the round runs; the record keeps the
+    round's; the next ROUND waits for the engine, not for the drain."""
+    program = [TILE(1, 2, 3), ROUND(first=1, last=1, shift=1), TILE(4, 5, 6), ROUND(first=1, last=1),
+               HALT]
+    log = run(program, engine_cycles=20)
+    (start0, _), (start1, _) = log["rounds"]
+    assert log["fetches"][2] == start0 + 1
+    assert log["tiles"][start0 + 1 + FETCH_CYCLES + 1] == {"y": 4, "x0": 5, "ktile": 6}
+    assert start1 == start0 + 20 + 1
+    tiles = [payload.tile for _, payload in log["drains"]]
+    assert tiles == [{"y": 1, "x0": 2, "ktile": 3}, {"y": 4, "x0": 5, "ktile": 6}]
+
+
+@pytest.mark.parametrize("sc_enable", [0, 1])
+def test_a_residual_tiles_last_round_waits_for_its_drain(sc_enable):
+    program = [SET(Register.SC_ENABLE, sc_enable), ROUND(first=1, last=0), ROUND(first=0, last=1),
+               ROUND(first=1, last=1), HALT]
+    log = run(program)
+    starts = [cycle for cycle, _ in log["rounds"]]
+    drains = [cycle for cycle, _ in log["drains"]]
+    assert log["fetches"][2] == starts[0] + 1
+    if sc_enable:    # fetched once the OAB is idle again
+        assert log["fetches"][3] == drains[1] + DRAIN_CYCLES + 1 + 1
+    else:
+        assert log["fetches"][3] == starts[1] + 1
+
+
+def test_a_tall_array_spaces_its_rounds():
+    config = dataclasses.replace(CONFIG, rows=32, cols=2)
+    gap = round_start_gap(config.rows)
+    assert gap > 1
+    log = run([ROUND(first=1, last=0), ROUND(first=0, last=0), ROUND(first=0, last=1), HALT], config)
+    starts = [cycle for cycle, _ in log["rounds"]]
+    dones = [cycle for cycle, _ in log["drains"]]
+    assert [b - a for a, b in zip(dones, starts[1:])] == [gap, gap]
 
 
 def test_set_waits_for_the_ppu_and_a_bad_opcode_stops():

@@ -62,6 +62,7 @@ def run(rounds, *, ready_at=lambda index: 0, cycles=200):
                     "mode": ctx.get(dut.steps.payload.mode), "shift": ctx.get(dut.progress.shift),
                     "pmode": ctx.get(dut.progress.mode), "last": ctx.get(dut.progress.last),
                     "ending": ctx.get(dut.progress.ending), "idle": ctx.get(dut.idle),
+                    "round_last": ctx.get(dut.last),
                 })
                 if taken:
                     queue.pop(0)
@@ -139,3 +140,11 @@ def test_rounds_one_after_another():
     trace, ends = run(rounds)
     assert len(check_steps(trace)) == 6 and len(ends) == 3
     assert [cycle for cycle, t in enumerate(trace) if t["start"]] == [0] + ends[:2]
+    # `last` marks each round's last step only: the cycle before it ends.
+    assert [cycle for cycle, t in enumerate(trace) if t["round_last"]] == [end - 1 for end in ends]
+
+
+def test_the_round_last_step_waits_for_a_late_last_chunk():
+    rng = random.Random(9)
+    trace, ends = run([(3, [random_header(rng) for _ in range(3)])], ready_at=lambda index: 1 + 25 * index)
+    assert [cycle for cycle, t in enumerate(trace) if t["round_last"]] == [ends[0] - 1]

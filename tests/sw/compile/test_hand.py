@@ -26,14 +26,17 @@ def one_by_one(cout, width, weight_bits=2, act_bits=2, cin=16, name="hand"):
                      act_bits_out=2, input_shape=(cin, 1, width), name=name)
 
 
-F, P, PIPE, PPU = (timing.FETCH_CYCLES, timing.PREFETCH_CYCLES, timing.PIPE_CYCLES,
-                   timing.PPU_CYCLES)
+F, P, PIPE, PPU, HANDOFF = (timing.FETCH_CYCLES, timing.PREFETCH_CYCLES, timing.PIPE_CYCLES,
+                            timing.PPU_CYCLES, timing.HANDOFF_CYCLES)
 HALT = timing.HALT_CYCLES
 SETS = len(Register)     # a layer's program starts with a SET of every register
 
 
 def round_cycles(rows, cols, steps):
-    return P + steps + rows + cols - 1 + PIPE + rows
+    """From a ROUND's start to the first cycle after its drain: the
+    prefetch, the steps, the last one's way to PE (R-1, C-1), the hand-off
+    and R drain cycles."""
+    return P + steps + rows + cols - 1 + PIPE + HANDOFF + rows
 
 
 def test_single_chunk_layer():
@@ -64,12 +67,13 @@ def test_single_chunk_layer():
     run = run_golden(compiled, x)
     assert np.array_equal(run.output, reference_layer(spec, x))
     # SETS + 2 instructions' fetches, then the ROUND's prefetch, 4 steps, the
-    # R + C - 1 + PIPE cycles to cross the array and 4 drain cycles. The PPU
-    # accepts the tile in the next cycle, counts 16 elements and is idle
-    # PPU cycles after the last; HALT (fetched meanwhile) waits for it, and
-    # the cycle done rises in counts too.
-    drain_end = (SETS + 2) * F + round_cycles(4, 4, 4)
-    cycles = max(drain_end + F + HALT, drain_end + 16 + PPU + 1)
+    # R + C - 1 + PIPE cycles to cross the array, the hand-off and 4 drain
+    # cycles. The PPU accepts the tile in the next cycle, counts 16 elements
+    # and is idle PPU cycles after the last; HALT (fetched the cycle after
+    # the ROUND started) waits for it, and the cycle done rises in counts too.
+    start = (SETS + 2) * F
+    drain_end = start + round_cycles(4, 4, 4)
+    cycles = max(start + 1 + F + HALT, drain_end + 16 + PPU + 1)
     assert run.counters == {
         "cycles": cycles, "busy_cycles": 4, "stall_cycles": 0,
         "macs_w4a4": 0, "macs_w4a2": 0, "macs_w2a4": 0, "macs_w2a2": 4 * 4 * 4 * 4,
@@ -92,14 +96,17 @@ def test_ragged_rows_and_columns():
     assert counters["act_reads"] == 12
     assert counters["act_writes"] == 9
     assert counters["param_reads"] == 3
-    drain_end = (SETS + 2) * F + round_cycles(4, 4, 4)
-    assert counters["cycles"] == max(drain_end + F + HALT, drain_end + 16 + PPU + 1)
+    start = (SETS + 2) * F
+    drain_end = start + round_cycles(4, 4, 4)
+    assert counters["cycles"] == max(start + 1 + F + HALT, drain_end + 16 + PPU + 1)
 
 
 def test_stall_on_the_default_array():
     """1x1 conv, 16 -> 8 channels, a 1x24 map on the 8x8 array: three tiles of
     one W2A2 chunk. A ROUND is much shorter than a 64-element PPU job, so
     tile 2 waits for the PPU job of tile 0 (the other user of its OAB buffer).
+    A ROUND starts once the engine is free (the cycle after its done, the
+    cycle after the last step); its TILE and ROUND are fetched meanwhile.
     The PPU accepts a job in the cycle after the drain, or in the cycle of
     the previous job's last element, and is done with it PPU cycles after
     its own last element."""
@@ -107,19 +114,20 @@ def test_stall_on_the_default_array():
     spec = one_by_one(cout=8, width=24)
     compiled = compile_layer(spec, config)
     length = round_cycles(8, 8, 4)
-    drain0 = (SETS + 2) * F + length
-    last0 = drain0 + 64                      # tile 0's last PPU element
-    drain1 = drain0 + 2 * F + length
-    last1 = max(drain1, last0) + 64
-    start2 = drain1 + 2 * F
-    stall = max(0, last0 + PPU - start2)     # until tile 0's PPU job is done
-    drain2 = start2 + stall + length
-    last2 = max(drain2, last1) + 64
+    free = P + 4 + 1                         # start to the engine's first free cycle
+    start0 = (SETS + 2) * F
+    last0 = start0 + length + 64             # tile 0's last PPU element
+    start1 = max(start0 + 1 + 2 * F, start0 + free)
+    last1 = max(start1 + length, last0) + 64
+    ready2 = start1 + 1 + 2 * F              # ROUND 2 decoded
+    stall = max(0, last0 + PPU - ready2)     # until tile 0's PPU job is done
+    start2 = max(ready2 + stall, start1 + free)
+    last2 = max(start2 + length, last1) + 64
     ppu2 = last2 + PPU + 1                   # idle, and done rises, in that cycle
     counters = compiled.expected_counters
     assert stall > 0
     assert counters["stall_cycles"] == stall
-    assert counters["cycles"] == max(drain2 + F + HALT, ppu2)
+    assert counters["cycles"] == max(start2 + 1 + F + HALT, ppu2)
     assert counters["busy_cycles"] == 12
     assert counters["program_reads"] == SETS + 3 * 2 + 1
     assert counters["macs_w2a2"] == 3 * 4 * 64 * 4
