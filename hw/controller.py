@@ -38,8 +38,9 @@ class Controller(wiring.Component):
     `program` reads the program memory; its data holds until the next
     FETCH, and the engine latches a ROUND's fields when it starts. `round`
     starts the round engine (`engine_busy` until the cycle after
-    `round_done`, which pulses in the cycle after its last step), `drain`
-    gives the OAB the round's record in that cycle. `job_done` pulses when
+    `round_done`, which pulses in the cycle after its last step; the next
+    round may start in the `round_done` cycle), `drain` gives the OAB the
+    round's record in that cycle. `job_done` pulses when
     the PPU wrote a tile; `quiet` says nothing is in the engine, the OAB or
     the PPU: SET and HALT wait for it, and `oab_idle` is what a residual
     tile's last round waits for.
@@ -103,9 +104,10 @@ class Controller(wiring.Component):
                          record.first.eq(instruction.round.first), record.last.eq(instruction.round.last),
                          record.tile.eq(self.tile)]
         # The next round starts round_start_gap cycles after the engine's
-        # done at the earliest (the array's shadow rule; hw/timing.py).
+        # done at the earliest (the array's shadow rule; hw/timing.py): in
+        # the done cycle itself on arrays of up to 13 rows.
         gap = timing.round_start_gap(config.rows)
-        if gap > 1:
+        if gap > 0:
             since_done = Signal(range(gap + 1), init=gap)
             with m.If(self.round_done):
                 m.d.sync += since_done.eq(1)
@@ -113,7 +115,7 @@ class Controller(wiring.Component):
                 m.d.sync += since_done.eq(since_done + 1)
             engine_ready = ~self.engine_busy & (since_done == gap)
         else:
-            engine_ready = ~self.engine_busy
+            engine_ready = ~self.engine_busy | self.round_done
         # A residual tile's last round is drained before anything else
         # runs: the shortcut loader reads the activation banks meanwhile.
         waits_for_drain = instruction.round.last & self.layer.sc_enable if config.residual else 0

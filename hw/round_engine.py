@@ -204,7 +204,8 @@ class DescriptorReader(wiring.Component):
     `requests` with every row's weight pointer, which advance past the
     chunk's planes when it is taken. `done` pulses once the pointers are in
     and the emitter reports no chunk left (`emitted`); `busy` from the cycle
-    after `start` until then."""
+    after `start` until then. The next round may start in the `done`
+    cycle."""
 
     def __init__(self, config):
         self._config = config
@@ -266,9 +267,12 @@ class DescriptorReader(wiring.Component):
             for pointer, row in zip(request.pointers, request.chunk.rows):
                 m.d.sync += pointer.eq(pointer + plane_count(row.pcode))
 
-        with m.If(active & ~loading & self.emitted & ~self.start):
+        # Done once the emitter has presented every chunk; a `start` in that
+        # cycle begins the next round at once (the controller's back-to-back
+        # rounds), so the reader stays active.
+        m.d.comb += self.done.eq(active & ~loading & self.emitted)
+        with m.If(self.done & ~self.start):
             m.d.sync += active.eq(0)
-            m.d.comb += self.done.eq(1)
         return m
 
 

@@ -46,11 +46,12 @@ SHORTCUT_LATENCY = 1
 
 def round_start_gap(rows):
     """Fewest cycles from the round engine's `done` (the cycle after a
-    round's last step) to the next ROUND's start. The array's shadows need
-    two rounds' last steps `rows` cycles apart (hw/array/systolic.py), and a
-    round's last step comes at least PREFETCH_CYCLES + MIN_ROUND_STEPS - 1
-    cycles after its start, so only arrays of more than 13 rows ever wait."""
-    return max(1, rows - PREFETCH_CYCLES - MIN_ROUND_STEPS)
+    round's last step) to the next ROUND's start (0: in the `done` cycle).
+    The array's shadows need two rounds' last steps `rows` cycles apart
+    (hw/array/systolic.py), and a round's last step comes at least
+    PREFETCH_CYCLES + MIN_ROUND_STEPS - 1 cycles after its start, so only
+    arrays of more than 13 rows ever wait."""
+    return max(0, rows - PREFETCH_CYCLES - MIN_ROUND_STEPS)
 
 
 def shortcut_words_max(rows):

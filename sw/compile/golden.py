@@ -62,7 +62,7 @@ class Timeline:
       activations the PPU has not written yet;
     * ROUND: it starts (the cycle after its DECODE, or later) once the round
       engine is free, `round_start_gap(R)` cycles after the previous round's
-      `done`, and, if `first`, once the PPU job of tile n - 2 (the other
+      `done` (0: in the `done` cycle), and, if `first`, once the PPU job of tile n - 2 (the other
       user of this tile's OAB buffer) has ended (the wait for that job
       counts as stall cycles); then PREFETCH_CYCLES and one cycle per step
       (busy); `done` the cycle after the last step. The controller fetches

@@ -3,7 +3,7 @@
 memory, a round engine, the OAB and the PPU modelled around it: SET writes
 the layer registers (their low bits; unknown registers ignored), TILE the
 tile, ROUND starts the engine with the instruction's fields once the engine
-is free and goes on to the next instruction, and gives the OAB the round's
+is done and goes on to the next instruction, and gives the OAB the round's
 record (buffer, shift, first/last, the tile at its start) when the engine is
 done; a tile's first round waits while the PPU still has the tile two back
 (both tile counters); a residual tile's last round waits for the OAB; on a
@@ -66,7 +66,7 @@ def run(program, config=CONFIG, ppu=None, cycles=300, engine_cycles=ENGINE_CYCLE
             ctx.set(dut.engine_busy, engine_busy)
             ctx.set(dut.round_done, round_at is not None and cycle == round_at + engine_cycles)
             if ctx.get(dut.round.valid):
-                assert not engine_busy
+                assert not engine_busy or cycle == round_at + engine_cycles
                 round_at = cycle
                 log["rounds"].append((cycle, ctx.get(dut.round.payload)))
             if ctx.get(dut.drain.valid):
@@ -134,7 +134,7 @@ def test_a_tile_waits_for_its_buffer(narrow):
     assert [payload.buffer for _, payload in log["drains"]] == [0, 1, 0, 1, 0]
     assert [payload.shift for _, payload in log["drains"]] == list(range(5))
     # Round 1 waits for the engine only (no stall), rounds 2-4 for their buffers.
-    assert starts[1] == starts[0] + ENGINE_CYCLES + 1
+    assert starts[1] == starts[0] + ENGINE_CYCLES
     assert starts[2:] == [done + 1 for done in job_done_at[:3]]
     waits = [start - (fetch + FETCH_CYCLES) for start, fetch in zip(starts, log["fetches"])]
     assert waits[0] == 0 and min(waits[2:]) > 0
@@ -151,7 +151,7 @@ def test_the_next_instructions_run_while_a_round_does():
     (start0, _), (start1, _) = log["rounds"]
     assert log["fetches"][2] == start0 + 1
     assert log["tiles"][start0 + 1 + FETCH_CYCLES + 1] == {"y": 4, "x0": 5, "ktile": 6}
-    assert start1 == start0 + 20 + 1
+    assert start1 == start0 + 20      # in the engine's done cycle
     tiles = [payload.tile for _, payload in log["drains"]]
     assert tiles == [{"y": 1, "x0": 2, "ktile": 3}, {"y": 4, "x0": 5, "ktile": 6}]
 

@@ -105,8 +105,8 @@ def test_stall_on_the_default_array():
     """1x1 conv, 16 -> 8 channels, a 1x24 map on the 8x8 array: three tiles of
     one W2A2 chunk. A ROUND is much shorter than a 64-element PPU job, so
     tile 2 waits for the PPU job of tile 0 (the other user of its OAB buffer).
-    A ROUND starts once the engine is free (the cycle after its done, the
-    cycle after the last step); its TILE and ROUND are fetched meanwhile.
+    A ROUND starts once the engine is done (the cycle after the last step);
+    its TILE and ROUND are fetched meanwhile.
     The PPU accepts a job in the cycle after the drain, or in the cycle of
     the previous job's last element, and is done with it PPU cycles after
     its own last element."""
@@ -114,7 +114,7 @@ def test_stall_on_the_default_array():
     spec = one_by_one(cout=8, width=24)
     compiled = compile_layer(spec, config)
     length = round_cycles(8, 8, 4)
-    free = P + 4 + 1                         # start to the engine's first free cycle
+    free = P + 4                             # start to the engine's done (the next may start)
     start0 = (SETS + 2) * F
     last0 = start0 + length + 64             # tile 0's last PPU element
     start1 = max(start0 + 1 + 2 * F, start0 + free)
