@@ -78,7 +78,7 @@ class OverlapTimeline(golden.Timeline):
         if wait > self.ctrl - 1:
             self.ctrl = wait + 1
 
-    def round(self, tile_number, first, last, steps, waits_for_drain=False):
+    def round(self, tile_number, first, last, steps, reads_shortcut=False):
         rows, cols = self.rows, self.cols
         start = self.ctrl
         if first and tile_number - 2 in self.ppu_end:
@@ -125,7 +125,7 @@ class SerialRounds(golden.Timeline):
         if self.ppu_idle > decode:
             self.now = self.ppu_idle + 1
 
-    def round(self, tile_number, first, last, steps, waits_for_drain=False):
+    def round(self, tile_number, first, last, steps, reads_shortcut=False):
         start = self.now
         if first and tile_number - 2 in self.ppu_end:
             start = max(start, self.ppu_end[tile_number - 2])

@@ -4,13 +4,13 @@ It fetches and decodes instructions, keeps the layer registers and the
 tile, and for each ROUND waits for the tile's OAB buffer and for the round
 engine, starts the engine and goes on to the next instruction while the
 round runs: when the engine is done, the round's record (latched at its
-start) goes to the OAB, which drains it in the background. Only a residual
-tile's last round waits for its drain, as the shortcut is read from the
-activation banks then (hw/shortcut.py). Its cycle-by-cycle behaviour is
-what the golden model's timing rules describe (hw/timing.py).
+start) goes to the OAB, which drains it in the background. After a
+residual tile's last round the next round leaves the activation banks to
+the shortcut loader for a few cycles (hw/shortcut.py). Its cycle-by-cycle
+behaviour is what the golden model's timing rules describe (hw/timing.py).
 """
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -40,10 +40,9 @@ class Controller(wiring.Component):
     starts the round engine (`engine_busy` until the cycle after
     `round_done`, which pulses in the cycle after its last step; the next
     round may start in the `round_done` cycle), `drain` gives the OAB the
-    round's record in that cycle. `job_done` pulses when
-    the PPU wrote a tile; `quiet` says nothing is in the engine, the OAB or
-    the PPU: SET and HALT wait for it, and `oab_idle` is what a residual
-    tile's last round waits for.
+    round's record in that cycle. `job_done` pulses when the PPU wrote a
+    tile; `quiet` says nothing is in the engine, the OAB or the PPU: SET
+    and HALT wait for it.
     """
 
     def __init__(self, config):
@@ -62,7 +61,6 @@ class Controller(wiring.Component):
             "round_done": In(1),
             "engine_busy": In(1),
             "drain": Out(stream.Signature(drain_layout(config.coord_bits), always_ready=True)),
-            "oab_idle": In(1),
             "job_done": In(1),
             "quiet": In(1),
             "stall": Out(1),         # a ROUND waits for its OAB buffer (a counter's event)
@@ -105,20 +103,28 @@ class Controller(wiring.Component):
                          record.tile.eq(self.tile)]
         # The next round starts round_start_gap cycles after the engine's
         # done at the earliest (the array's shadow rule; hw/timing.py): in
-        # the done cycle itself on arrays of up to 13 rows.
+        # the done cycle itself on arrays of up to 13 rows. After a residual
+        # tile's last round, also shortcut_start_gap: the shortcut loader
+        # reads the activation banks first.
         gap = timing.round_start_gap(config.rows)
-        if gap > 0:
-            since_done = Signal(range(gap + 1), init=gap)
+        shortcut_gap = max(gap, timing.shortcut_start_gap(config.rows)) if config.residual else gap
+        after_shortcut = Signal()       # the latest round read a residual tile's shortcut
+        with m.If(self.round.valid):
+            m.d.sync += after_shortcut.eq(instruction.round.last & self.layer.sc_enable
+                                          if config.residual else 0)
+        if shortcut_gap == 0:
+            engine_ready = ~self.engine_busy | self.round_done
+        else:
+            since_done = Signal(range(shortcut_gap + 1), init=shortcut_gap)
             with m.If(self.round_done):
                 m.d.sync += since_done.eq(1)
-            with m.Elif(since_done != gap):
+            with m.Elif(since_done != shortcut_gap):
                 m.d.sync += since_done.eq(since_done + 1)
-            engine_ready = ~self.engine_busy & (since_done == gap)
-        else:
-            engine_ready = ~self.engine_busy | self.round_done
-        # A residual tile's last round is drained before anything else
-        # runs: the shortcut loader reads the activation banks meanwhile.
-        waits_for_drain = instruction.round.last & self.layer.sc_enable if config.residual else 0
+            needed = Mux(after_shortcut, shortcut_gap, gap)
+            engine_ready = ~self.engine_busy & (since_done >= needed)
+            if gap == 0:
+                engine_ready |= self.round_done & ~after_shortcut
+
         with m.FSM(name="controller"):
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -162,15 +168,6 @@ class Controller(wiring.Component):
                 m.d.comb += self.stall.eq(blocked)
                 with m.If(~blocked & engine_ready):
                     m.d.comb += self.round.valid.eq(1)
-                    with m.If(waits_for_drain):
-                        m.next = "RUN"
-                    with m.Else():
-                        m.next = "FETCH"
-            with m.State("RUN"):
-                with m.If(self.round_done):
-                    m.next = "DRAIN"
-            with m.State("DRAIN"):
-                with m.If(self.oab_idle):
                     m.next = "FETCH"
             with m.State("HALT"):
                 with m.If(self.quiet):

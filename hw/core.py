@@ -93,21 +93,22 @@ class Core(wiring.Component):
             m.d.comb += [port.addr.eq(request.addr), port.en.eq(request.en), request.data.eq(port.data)]
         if config.residual:
             # The activation banks' read ports, shared: the shortcut loader
-            # reads only while the OAB drains a tile's last round, when the
-            # engine fetches nothing (hw/shortcut.py), so at most one asks.
+            # reads only in the cycles after a residual tile's last round,
+            # before the next round's first activation read (hw/timing.py,
+            # shortcut_start_gap), so at most one asks.
             for request, shortcut, port in zip(engine.acts, loader.acts, memories.activations):
                 m.d.comb += [port.addr.eq(Mux(shortcut.en, shortcut.addr, request.addr)),
                              port.en.eq(request.en | shortcut.en),
                              request.data.eq(port.data), shortcut.data.eq(port.data)]
-            # A residual tile's shortcut, read while its last round drains
-            # (the controller runs nothing else meanwhile, so the tile is
-            # still the controller's).
+            # A residual tile's shortcut, read in the cycles after its last
+            # round's done (the next round reads no activation meanwhile:
+            # shortcut_start_gap), for the tile of that round's record.
             m.d.comb += [
                 loader.start.eq(controller.drain.valid & controller.drain.p.last
                                 & controller.layer.sc_enable),
                 loader.buffer.eq(controller.drain.p.buffer),
-                loader.y.eq(controller.tile.y), loader.x0.eq(controller.tile.x0),
-                loader.ktile.eq(controller.tile.ktile),
+                loader.y.eq(controller.drain.p.tile.y), loader.x0.eq(controller.drain.p.tile.x0),
+                loader.ktile.eq(controller.drain.p.tile.ktile),
                 loader.sc_base.eq(controller.layer.sc_base),
                 loader.out_wb.eq(controller.layer.out_wb),
                 loader.out_words.eq(controller.layer.out_words),
@@ -127,7 +128,6 @@ class Core(wiring.Component):
             array.activations.eq(engine.array_acts),
             oab.array_out.eq(array.drain_out),
             controller.engine_busy.eq(engine.busy),
-            controller.oab_idle.eq(oab.idle),
             controller.job_done.eq(ppu.job_done),
             controller.quiet.eq(~engine.busy & oab.idle & ppu.idle & ~oab.job.valid),
         ]

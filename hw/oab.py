@@ -15,8 +15,8 @@ waits here, in order, until its rows arrive.
 
 import functools
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
-from amaranth.lib import data, fifo, memory, stream, wiring
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw import timing
@@ -41,11 +41,11 @@ def drain_delay(rows, cols):
 
 
 def records_in_flight(rows, cols):
-    """Most rounds between their record and their drain: the controller
-    starts rounds so that their last steps are at least max(R,
+    """Most rounds between their record and their drain's end: the
+    controller starts rounds so that their last steps are at least max(R,
     MIN_ROUND_STEPS) cycles apart (hw/timing.py, round_start_gap)."""
     spacing = max(rows, timing.MIN_ROUND_STEPS)
-    return drain_delay(rows, cols) // spacing + 1
+    return (drain_delay(rows, cols) + rows) // spacing + 1
 
 
 class OutputAccumulators(wiring.Component):
@@ -88,21 +88,34 @@ class OutputAccumulators(wiring.Component):
         m.d.comb += [self.reads.eq(drain_read.en + ppu_read.en), self.writes.eq(write.en)]
 
         layout = drain_layout(config.coord_bits)
-        m.submodules.records = records = fifo.SyncFIFO(width=layout.size,
-                                                        depth=records_in_flight(rows, cols))
         delay = drain_delay(rows, cols)
         # due[i]: a record came i + 1 cycles ago; its drain is due at the top bit.
         due = Signal(delay, name="due")
         m.d.sync += due.eq(Cat(self.round.valid, due[:-1]))
-        pop = Signal()
-        m.d.comb += [records.w_en.eq(self.round.valid), records.w_data.eq(self.round.payload),
-                     pop.eq(due[-1]), records.r_en.eq(pop)]
-        popped = layout(records.r_data)
+        start = Signal()
+        m.d.comb += start.eq(due[-1])
 
-        in_flight = Signal(range(records_in_flight(rows, cols) + 2))
+        # The records, oldest first, from their arrival to their drain's end
+        # (the tile is needed then, for the job): `starting` is the next one
+        # to drain, `draining_record` the one draining.
+        depth = records_in_flight(rows, cols)
+        slots = [Signal(layout, name=f"record{i}") for i in range(depth)]
+        write_at, start_at, end_at = (Signal(range(depth), name=name)
+                                      for name in ("write_at", "start_at", "end_at"))
+        with m.If(self.round.valid):
+            for i, slot in enumerate(slots):
+                with m.If(write_at == i):
+                    m.d.sync += slot.eq(self.round.payload)
+            m.d.sync += write_at.eq(_next(write_at, depth))
+        starting = layout(Array(slots)[start_at]) if depth > 1 else slots[0]
+        draining_record = layout(Array(slots)[end_at]) if depth > 1 else slots[0]
+
+        in_flight = Signal(range(depth + 2))
         m.d.comb += self.idle.eq(in_flight == 0)
 
-        round_ = Signal(layout)
+        # What the drain needs of its record in every cycle, copied at its start.
+        round_ = Signal(data.StructLayout({name: layout[name].shape
+                                           for name in ("buffer", "shift", "first", "last")}))
         draining = Signal()
         drain_step = Signal(range(rows + 1))
         drain_row = Signal(range(max(rows, 2)))    # 1 bit, not 0, for a 1-row array
@@ -132,14 +145,22 @@ class OutputAccumulators(wiring.Component):
             ]
             m.d.sync += drain_step.eq(drain_step + 1)
         with m.If(ending):
-            m.d.sync += draining.eq(0)
+            m.d.sync += [draining.eq(0), end_at.eq(_next(end_at, depth))]
             with m.If(round_.last):
-                m.d.sync += [self.job.valid.eq(1), job.eq(Cat(round_.tile, round_.buffer))]
+                m.d.sync += [self.job.valid.eq(1), job.eq(Cat(draining_record.tile, round_.buffer))]
         # A record's drain is due: read its bottom row's entry ahead, to add
         # to in its first drain cycle. It may come in the previous drain's
         # last cycle (records are R apart), which reads nothing.
-        with m.If(pop):
-            m.d.comb += [drain_read.addr.eq(popped.buffer * rows + rows - 1),
-                         drain_read.en.eq(~popped.first)]
-            m.d.sync += [round_.eq(popped), draining.eq(1), drain_step.eq(0)]
+        with m.If(start):
+            m.d.comb += [drain_read.addr.eq(starting.buffer * rows + rows - 1),
+                         drain_read.en.eq(~starting.first)]
+            m.d.sync += [draining.eq(1), drain_step.eq(0), start_at.eq(_next(start_at, depth))]
+            for name in ("buffer", "shift", "first", "last"):
+                m.d.sync += round_[name].eq(starting[name])
         return m
+
+
+
+def _next(index, depth):
+    """`index` + 1 modulo `depth` (a ring of `depth` slots)."""
+    return Mux(index == depth - 1, 0, index + 1) if depth > 1 else index

@@ -320,10 +320,17 @@ class Requantizer(wiring.Component):
         config = self._config
         width = RESIDUAL_TERM_BITS + 2 if config.residual else 50
         limit = width - 1
+        # The capped shift and its rounding term are registered: they depend
+        # only on layer registers, which SET changes while the PPU is idle
+        # (a barrier), so a cycle's lag is never seen, and the decode stays
+        # off the path through the adder (the iCE40's critical path).
         capped = Signal(range(limit + 1))
-        m.d.comb += capped.eq(Mux(shift > limit, limit, shift))
+        capped_now = Mux(shift > limit, limit, shift)
+        rounding = Signal(width - 1)
+        m.d.sync += [capped.eq(capped_now),
+                     rounding.eq(Mux(capped_now == 0, 0, (1 << capped_now) >> 1))]
         p = Signal(signed(width))
-        m.d.comb += p.eq(product + Mux(capped == 0, 0, (1 << capped) >> 1))
+        m.d.comb += p.eq(product + rounding)
         # The low 4 bits of p >> capped: a log shifter that keeps at each
         # stage only the bits the remaining stages can still reach.
         stages = len(capped)
@@ -342,7 +349,7 @@ class Requantizer(wiring.Component):
             m.d.comb += above[i].eq(p[i] | above[i + 1])
         signed_out = self.out_signed if config.residual else 0
         threshold = Signal(range(limit + 8))
-        m.d.comb += threshold.eq(capped + self.act_bits - signed_out)
+        m.d.sync += threshold.eq(capped_now + self.act_bits - signed_out)
         over = Array(above + [0] * ((1 << len(threshold)) - width))[threshold]
         act_max = Signal(4)
         m.d.comb += act_max.eq(Mux(signed_out, ((1 << self.act_bits) >> 1) - 1,

@@ -21,6 +21,10 @@ PIPE_CYCLES = 0
 HANDOFF_CYCLES = 1
 # The fewest steps a ROUND has: one W2A2 chunk, G / 4 lanes (tests check it).
 MIN_ROUND_STEPS = 4
+# A ROUND's first activation read comes this many cycles after its start
+# (the weight-pointer and descriptor reads, the chunk's addresses first;
+# tests/hw/core/test_round_engine.py checks it).
+FIRST_ACT_READ_CYCLES = 4
 # A PPU job: accepted in some cycle, it counts R * C elements in the next
 # R * C cycles and its last write comes PPU_PIPELINE cycles after the last
 # element; the cycle after that write is when its OAB buffer is free again.
@@ -33,11 +37,11 @@ HALT_CYCLES = 1
 # each tile, every activation bank reads the J words that hold channels
 # ktile*R .. ktile*R + R - 1 of its pixel, J <= shortcut_words_max(R). They
 # start in the cycle the OAB takes the record of the tile's last ROUND (the
-# engine's done; the controller starts nothing else until that round is
-# drained) and the engine's ShortcutLoader issues them in the next J cycles,
-# their data captured SHORTCUT_LATENCY cycles after each. The round crosses
-# the array, hands off and drains for 2R + C - 1 cycles (at least 2R + C -
-# 2, the bound below) before the tile reaches the PPU, and the PPU
+# engine's done) and the ShortcutLoader issues them in the next J cycles,
+# before the next round's first activation read (shortcut_start_gap), their
+# data captured SHORTCUT_LATENCY cycles after each. The round crosses the
+# array, hands off and drains for 2R + C - 1 cycles (at least 2R + C - 2,
+# the bound below) before the tile reaches the PPU, and the PPU
 # reads the buffer two cycles after taking the tile, so the reads add no
 # cycle to the timing rules above (`shortcut_reads_hidden` holds for every
 # array; ShortcutLoader refuses one where it would not).
@@ -52,6 +56,14 @@ def round_start_gap(rows):
     PREFETCH_CYCLES + MIN_ROUND_STEPS - 1 cycles after its start, so only
     arrays of more than 13 rows ever wait."""
     return max(0, rows - PREFETCH_CYCLES - MIN_ROUND_STEPS)
+
+
+def shortcut_start_gap(rows):
+    """Fewest cycles from the `done` of a residual tile's last ROUND to the
+    next ROUND's start: the shortcut loader reads the activation banks in
+    the J <= shortcut_words_max(R) cycles after that done, and the next
+    round's first activation read must come after them (0 up to 10 rows)."""
+    return max(0, shortcut_words_max(rows) + 1 - FIRST_ACT_READ_CYCLES)
 
 
 def shortcut_words_max(rows):

@@ -65,9 +65,10 @@ class Timeline:
       `done` (0: in the `done` cycle), and, if `first`, once the PPU job of tile n - 2 (the other
       user of this tile's OAB buffer) has ended (the wait for that job
       counts as stall cycles); then PREFETCH_CYCLES and one cycle per step
-      (busy); `done` the cycle after the last step. The controller fetches
-      the next instruction the cycle after the start, except after a
-      residual tile's `last` ROUND, when it waits until the OAB is idle;
+      (busy); `done` the cycle after the last step; after a residual
+      tile's `last` ROUND, the next starts `shortcut_start_gap(R)` cycles
+      after its done at the earliest (the shortcut reads come first). The
+      controller fetches the next instruction the cycle after the start;
     * the round's sums reach the OAB R + C - 1 + PIPE_CYCLES +
       HANDOFF_CYCLES cycles after its last step and drain in R cycles (the
       next rounds run meanwhile); a `last` ROUND hands its tile to the PPU
@@ -86,6 +87,7 @@ class Timeline:
         self.busy = 0
         self.stall = 0
         self.done = None           # cycle of the latest round's `done`
+        self.after_shortcut = False  # the latest round read a residual tile's shortcut
         self.oab_idle = 0          # first cycle with no round in the OAB
         self.last_element = None   # cycle of the latest PPU job's last element
         self.ppu_idle = 0          # first cycle the PPU is idle again
@@ -105,21 +107,25 @@ class Timeline:
         if quiet > decode:
             self.now = quiet + 1
 
-    def round(self, tile_number, first, last, steps, waits_for_drain=False):
+    def round(self, tile_number, first, last, steps, reads_shortcut=False):
         rows, cols = self.rows, self.cols
         start = self.now
         if first and tile_number - 2 in self.ppu_end:
             self.stall += max(0, self.ppu_end[tile_number - 2] - self.now)
             start = max(start, self.ppu_end[tile_number - 2])
         if self.done is not None:
-            start = max(start, self.done + timing.round_start_gap(rows))
+            gap = timing.round_start_gap(rows)
+            if self.after_shortcut:
+                gap = max(gap, timing.shortcut_start_gap(rows))
+            start = max(start, self.done + gap)
+        self.after_shortcut = reads_shortcut
         last_step = start + timing.PREFETCH_CYCLES + steps - 1
         self.busy += steps
         self.done = last_step + 1
         # The first cycle after the drain's R rows.
         drain_end = (last_step + rows + cols + timing.PIPE_CYCLES + timing.HANDOFF_CYCLES + rows)
         self.oab_idle = drain_end
-        self.now = drain_end + 1 if waits_for_drain else start + 1
+        self.now = start + 1
         if last:
             accept = drain_end if self.last_element is None else max(drain_end, self.last_element)
             self.last_element = accept + rows * cols
@@ -256,8 +262,8 @@ class _Core:
         counters["oab_writes"] += R
         if not first:
             counters["oab_reads"] += R
-        waits_for_drain = bool(last and self.config.residual and self.regs["SC_ENABLE"] & 1)
-        self.timeline.round(self.tile_number, first, last, steps, waits_for_drain)
+        reads_shortcut = bool(last and self.config.residual and self.regs["SC_ENABLE"] & 1)
+        self.timeline.round(self.tile_number, first, last, steps, reads_shortcut)
         if last:
             self.ppu(self.oab[buffer])
 

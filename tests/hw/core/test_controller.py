@@ -6,8 +6,8 @@ tile, ROUND starts the engine with the instruction's fields once the engine
 is done and goes on to the next instruction, and gives the OAB the round's
 record (buffer, shift, first/last, the tile at its start) when the engine is
 done; a tile's first round waits while the PPU still has the tile two back
-(both tile counters); a residual tile's last round waits for the OAB; on a
-tall array rounds start round_start_gap after the previous done; SET and
+(both tile counters); after a residual tile's last round, and on a tall
+array, rounds start a few cycles after the previous done; SET and
 HALT wait for everything to be quiet; a bad opcode stops with `error` and
 its address. Every instruction takes hw/timing.py's FETCH_CYCLES."""
 
@@ -62,7 +62,6 @@ def run(program, config=CONFIG, ppu=None, cycles=300, engine_cycles=ENGINE_CYCLE
             oab_idle = not any(at < cycle <= at + DRAIN_CYCLES for at in drains)
             ctx.set(dut.job_done, job_done)
             ctx.set(dut.quiet, ppu_quiet and oab_idle and not engine_busy)
-            ctx.set(dut.oab_idle, oab_idle)
             ctx.set(dut.engine_busy, engine_busy)
             ctx.set(dut.round_done, round_at is not None and cycle == round_at + engine_cycles)
             if ctx.get(dut.round.valid):
@@ -157,17 +156,20 @@ def test_the_next_instructions_run_while_a_round_does():
 
 
 @pytest.mark.parametrize("sc_enable", [0, 1])
-def test_a_residual_tiles_last_round_waits_for_its_drain(sc_enable):
+def test_after_a_residual_tiles_last_round_the_shortcut_reads_come_first(sc_enable):
+    """On 11 rows a tile's shortcut is 4 words: the next round starts
+    shortcut_start_gap (1) cycles after the done instead of in it."""
+    from hw.timing import shortcut_start_gap
+    config = dataclasses.replace(CONFIG, rows=11, cols=2)
+    assert round_start_gap(11) == 0 and shortcut_start_gap(11) == 1
     program = [SET(Register.SC_ENABLE, sc_enable), ROUND(first=1, last=0), ROUND(first=0, last=1),
                ROUND(first=1, last=1), HALT]
-    log = run(program)
+    log = run(program, config)
     starts = [cycle for cycle, _ in log["rounds"]]
-    drains = [cycle for cycle, _ in log["drains"]]
-    assert log["fetches"][2] == starts[0] + 1
-    if sc_enable:    # fetched once the OAB is idle again
-        assert log["fetches"][3] == drains[1] + DRAIN_CYCLES + 1 + 1
-    else:
-        assert log["fetches"][3] == starts[1] + 1
+    dones = [cycle for cycle, _ in log["drains"]]
+    assert log["fetches"][2:4] == [starts[0] + 1, starts[1] + 1]
+    assert starts[1] == dones[0]
+    assert starts[2] == dones[1] + (1 if sc_enable else 0)
 
 
 def test_a_tall_array_spaces_its_rounds():

@@ -110,5 +110,5 @@ def test_rounds_drain_in_the_background_and_tiles_go_to_the_ppu(rows, cols):
 def test_records_in_flight_cover_the_closest_rounds():
     for rows, cols in [(1, 1), (1, 32), (4, 4), (8, 8), (16, 16), (32, 32), (2, 32)]:
         spacing = max(rows, timing.MIN_ROUND_STEPS)
-        waiting = len(range(0, drain_delay(rows, cols), spacing))
+        waiting = len(range(0, drain_delay(rows, cols) + rows, spacing))   # arrival to drain end
         assert records_in_flight(rows, cols) >= waiting

@@ -10,6 +10,7 @@ from amaranth.hdl import Module
 from amaranth.lib import memory
 from amaranth.sim import Simulator
 
+from hw import timing
 from hw.config import AcceleratorConfig
 from hw.isa import ACT_WORD_BITS, GROUP_SIZE
 from hw.pe import PeMode
@@ -48,9 +49,10 @@ def unpack(word, mode, operand):
     return lanes
 
 
-def run_engine(chunks, weight_banks, act_banks):
+def run_engine(chunks, weight_banks, act_banks, reads=None):
     """Run one round over `chunks` (descriptor words); return per step
-    (mode, weight lanes per row, activation lanes per column)."""
+    (mode, weight lanes per row, activation lanes per column). `reads`, a
+    list, gets the cycles (from the start's) of activation reads."""
     m = Module()
     m.submodules.engine = engine = RoundEngine(CONFIG)
     mems = {
@@ -84,6 +86,8 @@ def run_engine(chunks, weight_banks, act_banks):
         ctx.set(engine.start, 0)
         cycles = 0
         while True:
+            if reads is not None and any(ctx.get(port.en) for port in engine.acts):
+                reads.append(cycles + 1)
             if ctx.get(engine.array_valid):
                 mode = PeMode(ctx.get(engine.array_modes[0]))
                 steps.append((mode, cycles,
@@ -124,11 +128,17 @@ def test_bit_planes_come_out_as_lane_values(mode, rows):
     pcodes = [0 if p == 0 else p - 1 for p, _ in rows]
     chunk = enc.encode_chunk(0, 0, 0, mode, pcodes, [fold for _, fold in rows])
     # Two identical chunks: the second's fetch overlaps the first's steps.
-    steps = run_engine([chunk, chunk], weight_banks, act_banks)
+    reads = []
+    steps = run_engine([chunk, chunk], weight_banks, act_banks, reads)
     per_chunk = 16 // mode.lanes
     assert len(steps) == 2 * per_chunk
     cycles = [cycle for _, cycle, _, _ in steps]
     assert cycles == list(range(cycles[0], cycles[0] + 2 * per_chunk)), "a step every cycle"
+    # The timing constants the golden model uses (hw/timing.py): the first
+    # step PREFETCH_CYCLES after the start, the first activation read
+    # FIRST_ACT_READ_CYCLES after it (the shortcut loader's reads end before).
+    assert cycles[0] + 1 == timing.PREFETCH_CYCLES
+    assert reads[0] == timing.FIRST_ACT_READ_CYCLES
     for index, (step_mode, _, weights, activations) in enumerate(steps):
         assert step_mode == mode
         i = index % per_chunk
@@ -137,3 +147,8 @@ def test_bit_planes_come_out_as_lane_values(mode, rows):
             assert weights[r] == [int(groups[r][e]) for e in lanes], (index, r)
         for c in range(C):
             assert activations[c] == [int(acts[c, e]) for e in lanes], (index, c)
+
+
+def test_the_shortest_round_is_one_w2a2_chunk():
+    """hw/timing.py's MIN_ROUND_STEPS, which the round-start rules rely on."""
+    assert timing.MIN_ROUND_STEPS == GROUP_SIZE // max(mode.lanes for mode in PeMode)
