@@ -100,13 +100,14 @@ class OutputAccumulators(wiring.Component):
         # to drain, `draining_record` the one draining.
         depth = records_in_flight(rows, cols)
         slots = [Signal(layout, name=f"record{i}") for i in range(depth)]
-        write_at, start_at, end_at = (Signal(range(depth), name=name)
+        # Ring positions; a one-slot ring needs none (no zero-width signals).
+        write_at, start_at, end_at = (Signal(range(depth), name=name) if depth > 1 else None
                                       for name in ("write_at", "start_at", "end_at"))
         with m.If(self.round.valid):
             for i, slot in enumerate(slots):
-                with m.If(write_at == i):
+                with m.If(write_at == i if depth > 1 else 1):
                     m.d.sync += slot.eq(self.round.payload)
-            m.d.sync += write_at.eq(_next(write_at, depth))
+            _advance(m, write_at, depth)
         starting = layout(Array(slots)[start_at]) if depth > 1 else slots[0]
         draining_record = layout(Array(slots)[end_at]) if depth > 1 else slots[0]
 
@@ -145,7 +146,8 @@ class OutputAccumulators(wiring.Component):
             ]
             m.d.sync += drain_step.eq(drain_step + 1)
         with m.If(ending):
-            m.d.sync += [draining.eq(0), end_at.eq(_next(end_at, depth))]
+            m.d.sync += draining.eq(0)
+            _advance(m, end_at, depth)
             with m.If(round_.last):
                 m.d.sync += [self.job.valid.eq(1), job.eq(Cat(draining_record.tile, round_.buffer))]
         # A record's drain is due: read its bottom row's entry ahead, to add
@@ -154,13 +156,15 @@ class OutputAccumulators(wiring.Component):
         with m.If(start):
             m.d.comb += [drain_read.addr.eq(starting.buffer * rows + rows - 1),
                          drain_read.en.eq(~starting.first)]
-            m.d.sync += [draining.eq(1), drain_step.eq(0), start_at.eq(_next(start_at, depth))]
+            m.d.sync += [draining.eq(1), drain_step.eq(0)]
+            _advance(m, start_at, depth)
             for name in ("buffer", "shift", "first", "last"):
                 m.d.sync += round_[name].eq(starting[name])
         return m
 
 
 
-def _next(index, depth):
-    """`index` + 1 modulo `depth` (a ring of `depth` slots)."""
-    return Mux(index == depth - 1, 0, index + 1) if depth > 1 else index
+def _advance(m, index, depth):
+    """`index` to the next of `depth` ring positions (None: a one-slot ring)."""
+    if index is not None:
+        m.d.sync += index.eq(Mux(index == depth - 1, 0, index + 1))

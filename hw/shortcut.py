@@ -2,17 +2,19 @@
 memory into a buffer beside the OAB for the PPU (docs/isa.md, "Residual
 shortcut").
 
-  ShortcutLoader   at `start` (a residual tile's last ROUND starts
-                   draining) latches the tile, then reads its J words per
+  ShortcutLoader   at `start` (a residual tile's last ROUND is done)
+                   latches the tile, then reads its J words per
                    bank, one a cycle, every bank at once, and hands each
                    read's data to the buffer (`captures`).
   ShortcutBuffer   two tiles' words per bank (tile n in buffer n mod 2, as
                    the OAB); offers the PPU the code of any (row, column)
                    of either buffer, combinationally.
 
-The reads run while the OAB flushes and drains the tile's last round, when
-no chunk is fetched, so they share the round engine's activation read
-ports without a conflict and add no cycle (hw/timing.py).
+The reads run in the cycles after the tile's last round is done, before
+the next round's first activation read (the controller starts it
+`shortcut_start_gap` cycles late where they would not fit), so they share
+the round engine's activation read ports without a conflict; they end
+before the tile reaches the PPU (hw/timing.py).
 """
 
 import functools
@@ -60,7 +62,7 @@ class ShortcutLoader(wiring.Component):
     def __init__(self, config):
         if not shortcut_reads_hidden(config.rows, config.cols):
             raise ValueError(f"a {config.rows}x{config.cols} array has no time to read a "
-                             f"shortcut during the drain")
+                             f"shortcut before the tile reaches the PPU")
         self._config = config
         coord = config.coord_bits
         super().__init__({
