@@ -101,29 +101,7 @@ class Controller(wiring.Component):
             m.d.sync += [record.buffer.eq(tile_buffer), record.shift.eq(instruction.round.shift),
                          record.first.eq(instruction.round.first), record.last.eq(instruction.round.last),
                          record.tile.eq(self.tile)]
-        # The next round starts round_start_gap cycles after the engine's
-        # done at the earliest (the array's shadow rule; hw/timing.py): in
-        # the done cycle itself on arrays of up to 13 rows. After a residual
-        # tile's last round, also shortcut_start_gap: the shortcut loader
-        # reads the activation banks first.
-        gap = timing.round_start_gap(config.rows)
-        shortcut_gap = max(gap, timing.shortcut_start_gap(config.rows)) if config.residual else gap
-        after_shortcut = Signal()       # the latest round read a residual tile's shortcut
-        with m.If(self.round.valid):
-            m.d.sync += after_shortcut.eq(instruction.round.last & self.layer.sc_enable
-                                          if config.residual else 0)
-        if shortcut_gap == 0:
-            engine_ready = ~self.engine_busy | self.round_done
-        else:
-            since_done = Signal(range(shortcut_gap + 1), init=shortcut_gap)
-            with m.If(self.round_done):
-                m.d.sync += since_done.eq(1)
-            with m.Elif(since_done != shortcut_gap):
-                m.d.sync += since_done.eq(since_done + 1)
-            needed = Mux(after_shortcut, shortcut_gap, gap)
-            engine_ready = ~self.engine_busy & (since_done >= needed)
-            if gap == 0:
-                engine_ready |= self.round_done & ~after_shortcut
+        engine_ready = self._engine_ready(m, instruction)
 
         with m.FSM(name="controller"):
             with m.State("IDLE"):
@@ -174,6 +152,32 @@ class Controller(wiring.Component):
                     m.d.sync += [self.running.eq(0), self.done.eq(1)]
                     m.next = "IDLE"
         return m
+
+    def _engine_ready(self, m, instruction):
+        """Whether a ROUND may start the engine now. The next round starts
+        round_start_gap cycles after the engine's done at the earliest (the
+        array's shadow rule; hw/timing.py): in the done cycle itself on
+        arrays of up to 13 rows. After a residual tile's last round, also
+        shortcut_start_gap: the shortcut loader reads the activation banks
+        first."""
+        config = self._config
+        gap = timing.round_start_gap(config.rows)
+        shortcut_gap = max(gap, timing.shortcut_start_gap(config.rows)) if config.residual else gap
+        if shortcut_gap == 0:
+            return ~self.engine_busy | self.round_done
+        after_shortcut = Signal()       # the latest round read a residual tile's shortcut
+        if config.residual:
+            with m.If(self.round.valid):
+                m.d.sync += after_shortcut.eq(instruction.round.last & self.layer.sc_enable)
+        since_done = Signal(range(shortcut_gap + 1), init=shortcut_gap)
+        with m.If(self.round_done):
+            m.d.sync += since_done.eq(1)
+        with m.Elif(since_done != shortcut_gap):
+            m.d.sync += since_done.eq(since_done + 1)
+        ready = ~self.engine_busy & (since_done >= Mux(after_shortcut, shortcut_gap, gap))
+        if gap == 0:
+            ready |= self.round_done & ~after_shortcut
+        return ready
 
     def _set_register(self, m, operands):
         with m.Switch(operands.register):
