@@ -54,31 +54,49 @@ class HostLink:
 
     async def exchange(self, words, responses):
         """Send `words`; return the `responses` words the core answers."""
-        dut = self.dut
+        # One Python wake-up per cycle is what this bench costs: handles are
+        # looked up once, and a signal is written only when it changes and
+        # read only when its value is used.
+        dut, random, stall = self.dut, self.rng.random, self.stall
+        falling = FallingEdge(dut.clk)
+        in_valid_h, in_payload_h, in_ready_h = (dut.host_in__valid, dut.host_in__payload,
+                                                dut.host_in__ready)
+        out_ready_h, out_valid_h, out_payload_h = (dut.host_out__ready, dut.host_out__valid,
+                                                   dut.host_out__payload)
+        total = len(words)
         sent = 0
         received = []
-        in_valid = out_ready = False
-        in_ready = out_valid = False
+        moves_in = moves_out = False   # valid and ready both high in the cycle before
+        in_valid = out_ready = False   # what this bench drives now
+        payload_sent = None            # index of the word on host_in__payload
         out_payload = 0
-        while sent < len(words) or len(received) < responses:
-            await FallingEdge(dut.clk)
+        while sent < total or len(received) < responses:
+            await falling
             # What happened at the rising edge just before this falling edge.
-            if in_valid and in_ready:
+            if moves_in:
                 sent += 1
-            if out_ready and out_valid:
+            if moves_out:
                 received.append(out_payload)
             # Next cycle's inputs.
-            in_valid = sent < len(words) and self.rng.random() >= self.stall
-            dut.host_in__valid.value = int(in_valid)
-            if in_valid:
-                dut.host_in__payload.value = words[sent]
-            out_ready = len(received) < responses and self.rng.random() >= self.stall
-            dut.host_out__ready.value = int(out_ready)
-            in_ready = bool(dut.host_in__ready.value)
-            out_valid = bool(dut.host_out__valid.value)
-            out_payload = int(dut.host_out__payload.value)
-        dut.host_in__valid.value = 0
-        dut.host_out__ready.value = 0
+            valid = sent < total and random() >= stall
+            if valid != in_valid:
+                in_valid_h.value = int(valid)
+                in_valid = valid
+            if valid and payload_sent != sent:
+                in_payload_h.value = words[sent]
+                payload_sent = sent
+            ready = len(received) < responses and random() >= stall
+            if ready != out_ready:
+                out_ready_h.value = int(ready)
+                out_ready = ready
+            moves_in = valid and bool(in_ready_h.value)
+            moves_out = ready and bool(out_valid_h.value)
+            if moves_out:
+                out_payload = int(out_payload_h.value)
+        if in_valid:
+            in_valid_h.value = 0
+        if out_ready:
+            out_ready_h.value = 0
         return received
 
 
