@@ -43,6 +43,7 @@ from tqdm import tqdm  # noqa: E402
 
 from bench.common import RESULTS, write_json  # noqa: E402
 from common.errors import UserError  # noqa: E402
+from common.files import write_atomically  # noqa: E402
 from hw.config import AcceleratorConfig, get_config  # noqa: E402
 from sim.network_sim import first_mismatch, run_network_on_rtl  # noqa: E402
 from sw.compile.network import compile_network  # noqa: E402
@@ -198,6 +199,8 @@ def run_network(name, paths, data, args, factor, progress):
                        / designs[d.name]["energy"][PRIMARY]["total_pj"] for d in DESIGNS}
         result["scenarios"][scenario] = {
             "config": dataclasses.asdict(config), "designs": designs, "ratios_vs_mpq": ratios,
+            # The headline figure: the whole network, primary pricing.
+            "bitfusion_over_mpq": ratios[PRIMARY]["bitfusion"],
             "middle_layers_ratios_vs_mpq": middle_ratios, "first_layer_share": first_share,
             "difference_vs_bitfusion": event_differences(designs["bitfusion"], designs["mpq"])}
     return result
@@ -425,8 +428,8 @@ def main():
         for result in figures["networks"].values():
             for row in (result.get("variants") or {}).get("rows", []):
                 price_variant(row, result["scenarios"], figures["fused_pe_factor"])
-        path.write_text(json.dumps(figures, indent=2) + "\n")
-        (RESULTS / "energy_paper.md").write_text(markdown(figures))
+        write_atomically(path, json.dumps(figures, indent=2) + "\n")
+        write_atomically(RESULTS / "energy_paper.md", markdown(figures))
         plot(figures, RESULTS / "energy_paper.png", RESULTS / "energy_paper_layers.png")
         print(f"re-rendered {path}; area: {figures['area'].get('source') or figures['area']}")
         return
@@ -455,7 +458,7 @@ def main():
             networks["vgg9"]["scenarios"])
     path = write_json("energy_paper", figures)
     written = json.loads(path.read_text())
-    (RESULTS / "energy_paper.md").write_text(markdown(written))
+    write_atomically(RESULTS / "energy_paper.md", markdown(written))
     plot(written, RESULTS / "energy_paper.png", RESULTS / "energy_paper_layers.png")
     for name, result in networks.items():
         for scenario, body in result["scenarios"].items():
