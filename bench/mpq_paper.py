@@ -14,6 +14,10 @@ bits it stores (`sw.quantize.mpq.weight_storage_bits`). Variants:
   (the control), learning-rate rule after the last assignment;
 * `layerwise-<criterion>-<percent>`: one precision per layer, whole layers
   upgraded by sensitivity per weight (the baseline a user would pick);
+* `chunkwise-<criterion>-<percent>`: the extra bit for whole chunks (the
+  array's rows x 16 weights one kernel position: what the PE runs in one
+  mode), whatever `--unit` says: what the energy needs, since a chunk with
+  one upgraded group runs in the 4-bit mode as if all its groups were;
 * extras on request (`--extra-variants`): `freezing-w2`, `lrrule-w2`.
 
 Quantizers: `lsq` (learned step) and `stats` (the paper-era step from the
@@ -78,6 +82,8 @@ for _resnet in ("resnet8", "resnet20"):
         FAMILIES[_resnet] = dict(FAMILIES["vgg9"], width=1.0)
 
 QUANTIZERS = {"lsq": "learned", "stats": "statistics"}
+# MPQ variant kinds and the unit each upgrades (None: the protocol's --unit).
+UNITS = {"mpq": None, "layerwise": "layer", "chunkwise": "chunk"}
 CRITERIA = ("switching", "fisher", "random")
 EXTRA_VARIANTS = ("freezing-w2", "lrrule-w2")
 # The protocol's settings that make rows comparable: a state folder keeps the
@@ -101,12 +107,13 @@ def variant_config(variant, quantizer, seed, protocol):
     if variant == "lrrule-w2":
         return mpq.MPQConfig(base_bits=2, extra_bit=False, weight_step=step, **lr_rule)
     criterion, _, percent = rest.rpartition("-")
-    if kind not in ("mpq", "layerwise") or criterion not in CRITERIA or not percent.isdigit():
+    if kind not in UNITS or criterion not in CRITERIA or not percent.isdigit():
         raise UserError(f"unknown variant {variant!r}: uniform-wB, mpq-CRITERION-PERCENT, "
-                        f"layerwise-CRITERION-PERCENT or one of {', '.join(EXTRA_VARIANTS)}")
+                        f"layerwise-CRITERION-PERCENT, chunkwise-CRITERION-PERCENT or one of "
+                        f"{', '.join(EXTRA_VARIANTS)}")
     # With the extra bit, the rule starts after the last assignment: damping
     # before it would hide the oscillations the switching criterion looks for.
-    return mpq.MPQConfig(base_bits=2, granularity="layer" if kind == "layerwise" else protocol["unit"],
+    return mpq.MPQConfig(base_bits=2, granularity=UNITS[kind] or protocol["unit"],
                          fraction=int(percent) / 100, criterion=criterion, fill=True, seed=seed,
                          weight_step=step, **(dict(lr_rule, lr_start=0.6) if lr_rule else {}))
 
@@ -136,7 +143,8 @@ def build_plan(folder, args):
     head = args.headline_budget
     budgets = [b for b in args.budgets if b != head]
     decisive = ["uniform-w4", "uniform-w2", f"mpq-switching-{head}", f"mpq-random-{head}"]
-    rest = (["uniform-w3", f"mpq-fisher-{head}", f"layerwise-fisher-{head}"]
+    rest = ([f"chunkwise-switching-{head}", "uniform-w3", f"mpq-fisher-{head}",
+             f"layerwise-fisher-{head}"]
             + [f"mpq-switching-{b}" for b in budgets])
     headline = decisive + ["uniform-w3"]
     paper_era = decisive + ["uniform-w3"] + [f"mpq-switching-{b}" for b in budgets]
@@ -549,10 +557,11 @@ def measure_overhead(protocol, dataset, args, steps, repeats):
 
 # -- the report -----------------------------------------------------------------------------------------
 def method_of(variant):
-    """The curve a variant belongs to: uniform, mpq-<criterion>, layerwise-<criterion>, or itself."""
+    """The curve a variant belongs to: uniform, <kind>-<criterion> (kind as
+    in UNITS), or itself."""
     if variant.startswith("uniform"):
         return "uniform"
-    if variant.startswith(("mpq-", "layerwise-")):
+    if variant.startswith(tuple(f"{kind}-" for kind in UNITS)):
         return variant.rpartition("-")[0]
     return variant
 
@@ -613,7 +622,8 @@ def summarise(rows):
     return summary
 
 
-METHOD_ORDER = ("uniform", "mpq-switching", "mpq-random", "mpq-fisher", "layerwise-fisher")
+METHOD_ORDER = ("uniform", "mpq-switching", "mpq-random", "mpq-fisher", "layerwise-fisher",
+                "chunkwise-switching")
 
 
 def _mean_or_none(values):
@@ -639,7 +649,7 @@ def targets(summary, overheads):
         by_variant = {s["variant"]: s for s in entries}
         title = f"{setting[0]} width {setting[1]:g}, {setting[2]}"
         w4 = by_variant.get("uniform-w4")
-        mpq_entries = [s for s in entries if s["method"].startswith(("mpq", "layerwise"))]
+        mpq_entries = [s for s in entries if s["method"].startswith(tuple(UNITS))]
         if w4:
             candidates = [s for s in mpq_entries if s["compression_vs_uniform_w4"] >= 1.7]
             hits = [s for s in candidates if s["integer_accuracy_mean"] >= w4["integer_accuracy_min"]]
@@ -762,7 +772,8 @@ def plot(summary, rows, stem):
     if not settings:
         return
     styles = {"uniform": ("k", "o", "--"), "mpq-switching": ("C0", "o", "-"), "mpq-random": ("C1", "s", ":"),
-              "mpq-fisher": ("C2", "^", "-."), "layerwise-fisher": ("C3", "D", ":")}
+              "mpq-fisher": ("C2", "^", "-."), "layerwise-fisher": ("C3", "D", ":"),
+              "chunkwise-switching": ("C4", "v", "-")}
     figure, axes = plt.subplots(1, len(settings), figsize=(6.5 * len(settings), 4.8), squeeze=False)
     for axis, setting in zip(axes[0], settings):
         entries = [s for s in summary if (s["model"], s["width"], s["quantizer"]) == setting]

@@ -27,6 +27,11 @@ def test_the_plan_puts_the_decisive_rows_first():
     assert names.index("lsq/mpq-switching-100/s0") < names.index("lsq/uniform-w4/s1")   # sweep, then seeds
     assert {"lsq/uniform-w4/s2", "lsq/mpq-random-25/s2", "stats/mpq-switching-25/s1"} <= set(names)
     assert "lsq/mpq-fisher-25/s2" not in names           # 3 seeds only for the headline rows
+    # The chunk-unit row (what the energy comparison needs) right after the decisive ones.
+    assert names[4] == "lsq/chunkwise-switching-25/s0"
+    assert mpq_paper.variant_config("chunkwise-switching-25", "lsq", 0, {
+        "unit": "hardware", "lr_rule": "linear"}).granularity == "chunk"
+    assert mpq_paper.method_of("chunkwise-switching-25") == "chunkwise-switching"
     only = mpq_paper.selected(plan, ["stats/uniform-*"])
     assert {row.name for row in only} == {f"stats/uniform-w{b}/s{s}" for b in (2, 3, 4) for s in (0, 1, 2)}
     for row in plan:   # every variant is one the runner can build
