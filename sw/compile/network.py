@@ -46,7 +46,7 @@ import math
 import numpy as np
 
 from common.errors import UserError
-from hw.isa import GROUP_SIZE, Memory
+from hw.isa import ACT_SLOT_BITS, GROUP_SIZE, RESULT_WIDTH, Memory
 from sw.compile import encoding as enc
 from sw.compile.act_alloc import ActMap, allocate
 from sw.compile.golden import execute
@@ -393,6 +393,11 @@ def _manifest(network, header, out_bases, allocation):
             "inputs": [IMAGE_NAME if source == IMAGE else network.specs[source].name
                        for source in sources[i] if source is not None],
             "residual": spec.residual, "act_signed": spec.act_signed,
+            # Activation precision against what the memory keeps per value:
+            # 4-bit slots whatever the precision (docs/energy.md, "Activation
+            # storage at precision"); a raw layer writes 32-bit results.
+            "act_bits": spec.act_bits_out or None,
+            "act_bits_stored": RESULT_WIDTH if spec.raw else ACT_SLOT_BITS,
             "out_base": out_bases[i], "checked": network.checked[i],
             "expected_counters": compiled.expected_counters,
             "precision_histogram": compiled.manifest.get("precision_histogram"),
