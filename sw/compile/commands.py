@@ -14,13 +14,12 @@ def golden_inputs(header, count, seed=0):
 
 
 def run_compile(args):
-    from tqdm import tqdm
-
+    from common.progress import Progress
     from sw.compile.artifacts import write_compiled
     from sw.quantize.export import read_model_file
 
     header, _ = read_model_file(args.model)
-    with tqdm(total=len(header["layers"]), desc="compiling", unit="layer", disable=None) as bar:
+    with Progress("compiling", len(header["layers"]), "layer", leave=False) as bar:
         network = write_compiled(args.model, args.config, args.output,
                                  golden_inputs(header, args.golden_images),
                                  progress=lambda _: bar.update(), force=args.force)
