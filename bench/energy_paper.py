@@ -49,7 +49,7 @@ from sim.network_sim import first_mismatch, run_network_on_rtl  # noqa: E402
 from sw.compile.network import compile_network  # noqa: E402
 from sw.energy.designs import DESIGNS, host_traffic, uniform_storage  # noqa: E402
 from sw.energy.model import NODE_NM, EnergyModel  # noqa: E402
-from sw.energy.summary import layer_energies, network_counters  # noqa: E402
+from sw.energy.summary import layer_energies, network_counters, sized_for  # noqa: E402
 from sw.energy.summary import measured_fused_pe_factor as fused_pe_factor  # noqa: E402
 from sw.quantize.data import load_dataset  # noqa: E402
 from sw.quantize.export import read_model_file  # noqa: E402
@@ -87,21 +87,6 @@ ASSUMPTIONS = [
     "The fixed 4-bit array runs the same program as the Bit Fusion-style design (all W4A4), so "
     "its counts are that run's; only the PE price differs.",
 ]
-
-
-def sized_for(header, arrays, base):
-    """`base` with the smallest power-of-two weight memory that holds the
-    network's weights in one phase."""
-    depth = 256
-    while depth < base.weight_depth:
-        config = dataclasses.replace(base, name=f"{base.name}-w{depth}", weight_depth=depth)
-        try:
-            if len(compile_network(header, arrays, config).phases) == 1:
-                return config
-        except UserError:
-            pass        # a single layer that does not fit at this depth
-        depth *= 2
-    return base
 
 
 def measure(network, images, expected, build_dir):

@@ -417,6 +417,7 @@ def run_row(row, protocol, state, dataset, args, deadline):
         "mpq_config": dataclasses.asdict(config), "model_file": model_path,
         "device": str(device), "threads": torch.get_num_threads(), **provenance()}
     record["seconds"] = sum(record["seconds_per_epoch"]) + record["eval_seconds"]
+    record["energy"] = row_energy(model_path)
     if result["tracker"] is not None and row.variant.startswith("mpq-switching") and row.seed == 0:
         counters = result["tracker"].counters
         oscillations = torch.cat([c.oscillations.flatten() for c in counters]).numpy()
@@ -555,6 +556,41 @@ def measure_overhead(protocol, dataset, args, steps, repeats):
             **provenance()}
 
 
+def row_energy(model_path):
+    """The row's network on the default core: energy per inference and the
+    Bit Fusion-style design's over it, per memory scenario (golden-model
+    counts, which the RTL regressions hold equal to the RTL's; seconds, not
+    minutes). A network the compiler refuses gets the reason instead."""
+    from hw.config import get_config
+    from sw.energy.summary import bitfusion_over_mpq
+    from sw.quantize.export import read_model_file
+    try:
+        return bitfusion_over_mpq(*read_model_file(model_path), get_config("default"))
+    except UserError as error:
+        return {"error": str(error)}
+
+
+def fill_energy(rows):
+    """Price the rows finished before rows carried their energy, from their
+    model files (not written back: the row files are the runner's)."""
+    from common.progress import Progress
+    missing = [row for row in rows if "energy" not in row and os.path.isfile(row.get("model_file", ""))]
+    with Progress("pricing rows", len(missing), "row") as bar:
+        for row in missing:
+            row["energy"] = row_energy(row["model_file"])
+            bar.update()
+
+
+def _energy_mean(group):
+    """Per scenario, the mean over seeds of the Bit Fusion-style design's
+    energy over the row's; None unless every seed's row was priced."""
+    energies = [r.get("energy") for r in group]
+    if not all(e and "error" not in e for e in energies):
+        return None
+    return {scenario: statistics.mean(e[scenario]["bitfusion_over_mpq"] for e in energies)
+            for scenario in energies[0]}
+
+
 # -- the report -----------------------------------------------------------------------------------------
 def method_of(variant):
     """The curve a variant belongs to: uniform, <kind>-<criterion> (kind as
@@ -600,6 +636,7 @@ def summarise(rows):
                                                       for r in group if r["oscillating_weights"] is not None),
             "upgraded_units_that_oscillated": _scored_share(group) if first["criterion"] == "switching" else None,
             "seconds_per_epoch": statistics.mean(s for r in group for s in r["seconds_per_epoch"]),
+            "bitfusion_over_mpq": _energy_mean(group),
             "per_layer": layers})
     for entry in summary:
         uniform = sorted(((s["hardware_bits_per_weight"], s["integer_accuracy_mean"], s["integer_accuracy_spread"])
@@ -624,6 +661,10 @@ def summarise(rows):
 
 METHOD_ORDER = ("uniform", "mpq-switching", "mpq-random", "mpq-fisher", "layerwise-fisher",
                 "chunkwise-switching")
+
+
+def _ratios(energy):
+    return "" if energy is None else f"{energy['on_chip']:.3f}x, {energy['sized_for_w4']:.3f}x"
 
 
 def _mean_or_none(values):
@@ -734,8 +775,9 @@ def write_markdown(figures, path):
                   + (f" (float accuracy {100 * first['float_accuracy']:.2f}%)" if first["float_accuracy"] else "")
                   + f", {first['qat_epochs']} QAT epochs per row.", "",
                   "| variant | seeds | integer acc. % | spread | bits/weight (hw) | vs W4 | vs line | "
-                  "upgraded units that oscillated | oscillating weights | s/epoch |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "upgraded units that oscillated | oscillating weights | s/epoch | "
+                  "Bit Fusion-style energy / this, on chip, sized for W4 |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for s in entries:
             line = s["vs_uniform_line"]
             scored = s["upgraded_units_that_oscillated"]
@@ -746,7 +788,8 @@ def write_markdown(figures, path):
                 f"{s['compression_vs_uniform_w4']:.3f}x | "
                 f"{'' if line is None else f'{100 * line:+.2f}'}{'*' if s['beyond_spread'] else ''} | "
                 f"{'' if scored is None else f'{100 * scored:.0f}%'} | "
-                f"{'' if oscillating is None else f'{100 * oscillating:.2f}%'} | {s['seconds_per_epoch']:.0f} |")
+                f"{'' if oscillating is None else f'{100 * oscillating:.2f}%'} | {s['seconds_per_epoch']:.0f} | "
+                f"{_ratios(s['bitfusion_over_mpq'])} |")
         layered = [s for s in entries if s["variant"] == "uniform-w2" or s["budget_percent"] == 25]
         if layered:
             names = [p["name"] for p in layered[0]["per_layer"]]
@@ -759,7 +802,12 @@ def write_markdown(figures, path):
     lines += ["`upgraded units that oscillated` (switching): the share of the upgraded units in which "
               "some weight oscillated; the rest of the budget went by switch count (drift), then at random. "
               "`oscillating weights`: middle-layer weights that oscillated at least once over retraining "
-              "(the tracker runs in every MPQ row, whatever the criterion).", ""]
+              "(the tracker runs in every MPQ row, whatever the criterion). "
+              "`Bit Fusion-style energy / this`: the energy per inference of the same network in uniform "
+              "4-bit storage on the same fused-PE core over the row's own, on the default 8x8 core with "
+              "every weight on chip and with a weight memory sized for 4-bit weights (issue 15's "
+              "scenarios, sw/energy/summary.py, golden-model counts; bench/energy_paper.py measures the "
+              "same on the RTL), mean over seeds.", ""]
     write_atomically(path, "\n".join(lines) + "\n")
 
 
@@ -927,6 +975,7 @@ def main(argv=None):
             rows, protocols, overheads = read_reports(args.state)
             if not rows:
                 raise UserError(f"no finished rows under {args.state}/*/rows")
+            fill_energy(rows)
             write_report(rows, protocols, overheads, args.out)
             print(f"wrote {args.out}.json, .md and plots from {len(rows)} rows")
             return 0

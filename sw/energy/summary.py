@@ -59,6 +59,37 @@ def energy_summary(header, arrays, network, counters=None, fused_pe_factor=None)
     }
 
 
+def sized_for(header, arrays, base):
+    """`base` with the smallest power-of-two weight memory that holds the
+    network's weights in one phase."""
+    import dataclasses
+    depth = 256
+    while depth < base.weight_depth:
+        config = dataclasses.replace(base, name=f"{base.name}-w{depth}", weight_depth=depth)
+        try:
+            if len(compile_network(header, arrays, config).phases) == 1:
+                return config
+        except UserError:
+            pass        # a single layer that does not fit at this depth
+        depth *= 2
+    return base
+
+
+def bitfusion_over_mpq(header, arrays, base):
+    """Per memory scenario of the energy comparison (bench/energy_paper.py):
+    `on_chip` (`base`) and `sized_for_w4` (the smallest weight memory that
+    holds the network in uniform 4-bit storage), the network's energy per
+    inference (uJ) and the Bit Fusion-style design's over it, from the
+    golden model's counts."""
+    scenarios = {"on_chip": base, "sized_for_w4": sized_for(*uniform_storage(header, arrays), base)}
+    result = {}
+    for scenario, config in scenarios.items():
+        summary = energy_summary(header, arrays, compile_network(header, arrays, config))
+        result[scenario] = {"config": config.name, "energy_uj": summary["per_inference_uj"],
+                            "bitfusion_over_mpq": summary["baseline_over_this"]["bitfusion_style"]}
+    return result
+
+
 def layer_energies(network, model):
     """Per layer of `network`: its cycles and its energy priced by `model`
     (an EnergyModel) from the golden model's counters of that layer:

@@ -63,6 +63,9 @@ def test_the_runner_continues_a_stopped_row_and_skips_finished_ones(tmp_path, ca
     assert second["criterion"] == "switching" and second["budget_percent"] == 25
     assert second["test_images"] == 50 and second["train_images"] == 64 and second["qat_epochs"] == 2
     assert 0 <= second["integer_accuracy"] <= 1 and second["compression_vs_uniform_w4"] > 1
+    # Priced as it finishes: the same network in uniform 4-bit storage costs more.
+    assert second["energy"]["on_chip"]["bitfusion_over_mpq"] > 1
+    assert second["energy"]["sized_for_w4"]["energy_uj"] > 0
     capsys.readouterr()
     assert mpq_paper.main(common + ["--plan"]) == 0
     assert "2 of 2 rows done" in capsys.readouterr().out
@@ -94,6 +97,9 @@ def test_the_report_aggregates_rows_over_seeds_against_the_uniform_line(tmp_path
     rows += [_row("uniform-w4", s, a, 4.3) for s, a in ((0, 0.82), (1, 0.84))]
     rows += [_row("mpq-switching-25", s, a, 2.8) for s, a in ((0, 0.79), (1, 0.80))]
     rows += [_row("mpq-random-25", s, a, 2.8) for s, a in ((0, 0.74), (1, 0.75))]
+    for row, ratio in zip(rows[-2:], (1.2, 1.4)):
+        row["energy"] = {scenario: {"bitfusion_over_mpq": ratio, "energy_uj": 1.0}
+                         for scenario in ("on_chip", "sized_for_w4")}
     stem = str(tmp_path / "report")
     mpq_paper.write_report(rows, {}, {"vgg9_w0.25": {"overhead_percent": {"switching": 1.0, "fisher": 2.0}}},
                            stem)
@@ -114,4 +120,7 @@ def test_the_report_aggregates_rows_over_seeds_against_the_uniform_line(tmp_path
     text = (tmp_path / "report.md").read_text()
     assert "switching against random at 25%: +5.00 points" in text and "**switching better**" in text
     assert "| mpq-switching-25 | 2 | 79.50 | 1.00 | 2.800 |" in text
+    assert switching["bitfusion_over_mpq"] is None       # these rows have no model files to price
+    assert entries["mpq-random-25"]["bitfusion_over_mpq"]["on_chip"] == pytest.approx(1.3)
+    assert "| 1.300x, 1.300x |" in text
     assert (tmp_path / "report_pareto.png").stat().st_size > 0 and (tmp_path / "report_layers.png").is_file()
