@@ -22,6 +22,8 @@ changes. The images run in shards on every core (sim/shards.py), and the
 progress shows, on a terminal or in a log, which step and how far it is.
 """
 
+import contextlib
+import io
 import json
 import os
 import pathlib
@@ -94,7 +96,10 @@ def _train(out, precision, epochs, init=None, seed=0, detail=None):
 def _export(checkpoint, path):
     from sw.quantize.commands import run_export
 
-    run_export(types.SimpleNamespace(checkpoint=str(checkpoint), out=str(path), force=False))
+    # Quietly: `path` is in the staging folder, which is renamed at the end;
+    # its name would mislead (the report names the files where they land).
+    with contextlib.redirect_stdout(io.StringIO()):
+        run_export(types.SimpleNamespace(checkpoint=str(checkpoint), out=str(path), force=False))
 
 
 def _integer_accuracy(model_path):
