@@ -575,6 +575,8 @@ def fill_energy(rows):
     model files (not written back: the row files are the runner's)."""
     from common.progress import Progress
     missing = [row for row in rows if "energy" not in row and os.path.isfile(row.get("model_file", ""))]
+    if not missing:
+        return
     with Progress("pricing rows", len(missing), "row") as bar:
         for row in missing:
             row["energy"] = row_energy(row["model_file"])
