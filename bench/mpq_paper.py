@@ -39,6 +39,7 @@ folder, each row is locked while one runs it):
     .venv/bin/python bench/mpq_paper.py --data /tmp/cifar --float-checkpoint F --plan
     .venv/bin/python bench/mpq_paper.py --data /tmp/cifar --float-checkpoint F --hours 8
     .venv/bin/python bench/mpq_paper.py --report     # bench/results/mpq_paper.{json,md,png}
+    .venv/bin/python bench/mpq_paper.py --restore bench/results/mpq_paper.json   # continue elsewhere
     .venv/bin/python bench/mpq_paper.py --model digits-cnn --qat-epochs 1 --float-epochs 2 --state runs/mpq_smoke
 """
 
@@ -143,9 +144,12 @@ def build_plan(folder, args):
     head = args.headline_budget
     budgets = [b for b in args.budgets if b != head]
     decisive = ["uniform-w4", "uniform-w2", f"mpq-switching-{head}", f"mpq-random-{head}"]
+    # The chunk unit is what the energy needs (a chunk with one upgraded
+    # group runs in the 4-bit mode), so it gets its own sweep.
     rest = ([f"chunkwise-switching-{head}", "uniform-w3", f"mpq-fisher-{head}",
              f"layerwise-fisher-{head}"]
-            + [f"mpq-switching-{b}" for b in budgets])
+            + [f"mpq-switching-{b}" for b in budgets]
+            + [f"chunkwise-switching-{b}" for b in budgets if 0 < b < 100])
     headline = decisive + ["uniform-w3"]
     paper_era = decisive + ["uniform-w3"] + [f"mpq-switching-{b}" for b in budgets]
     # the other criteria at the other budgets (0% and 100% are the same for all)
@@ -935,6 +939,9 @@ def parse_args(argv=None):
                         help="list the rows: done, running, left, with the estimated time")
     action.add_argument("--report", action="store_true",
                         help="aggregate every finished row under --state into OUT.json, OUT.md and the plots")
+    action.add_argument("--restore", metavar="REPORT_JSON", default=None,
+                        help="copy a committed report's finished rows and settings into --state "
+                             "(kept where present), to continue the protocol on another machine")
     action.add_argument("--overhead", action="store_true",
                         help="measure the tracking overhead per QAT step into STATE/<model>_w<width>/overhead.json")
     action.add_argument("--overhead-steps", type=int, default=20)
@@ -970,9 +977,42 @@ def read_reports(root):
     return rows, protocols, overheads
 
 
+def restore(report_path, root):
+    """Copy a committed report's finished rows, protocols and overheads into
+    the state folder `root` (what is there already is kept): a sitting on a
+    machine without the earlier `runs/` continues the protocol instead of
+    repeating it. Restored rows carry their energy but no model file."""
+    try:
+        report = json.load(open(report_path))
+        rows, protocols, overheads = report["rows"], report["protocols"], report.get("overhead", {})
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UserError(f"--restore {report_path}: not a report of this bench ({error}); give the .json "
+                        f"that `--report` wrote") from None
+    added = 0
+    for row in rows:
+        folder, quantizer, variant, seed = row["id"].split("/")
+        state = State(root, folder)
+        path = state.row_file(Row(folder, quantizer, variant, int(seed.lstrip("s"))))
+        if not os.path.isfile(path):
+            os.makedirs(state.rows, exist_ok=True)
+            write_atomically(path, json.dumps(row, indent=1) + "\n")
+            added += 1
+    for folder, settings in (("protocol.json", protocols), ("overhead.json", overheads)):
+        for name, value in settings.items():
+            path = os.path.join(root, name, folder)
+            if not os.path.isfile(path):
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                write_atomically(path, json.dumps(value, indent=1) + "\n")
+    return added
+
+
 def main(argv=None):
     args = parse_args(argv)
     try:
+        if args.restore:
+            added = restore(args.restore, args.state)
+            print(f"restored {added} finished rows from {args.restore} into {args.state}")
+            return 0
         if args.report:
             rows, protocols, overheads = read_reports(args.state)
             if not rows:

@@ -29,6 +29,7 @@ def test_the_plan_puts_the_decisive_rows_first():
     assert "lsq/mpq-fisher-25/s2" not in names           # 3 seeds only for the headline rows
     # The chunk-unit row (what the energy comparison needs) right after the decisive ones.
     assert names[4] == "lsq/chunkwise-switching-25/s0"
+    assert {"lsq/chunkwise-switching-10/s0", "lsq/chunkwise-switching-50/s0"} <= set(names)
     assert mpq_paper.variant_config("chunkwise-switching-25", "lsq", 0, {
         "unit": "hardware", "lr_rule": "linear"}).granularity == "chunk"
     assert mpq_paper.method_of("chunkwise-switching-25") == "chunkwise-switching"
@@ -124,3 +125,25 @@ def test_the_report_aggregates_rows_over_seeds_against_the_uniform_line(tmp_path
     assert entries["mpq-random-25"]["bitfusion_over_mpq"]["on_chip"] == pytest.approx(1.3)
     assert "| 1.300x, 1.300x |" in text
     assert (tmp_path / "report_pareto.png").stat().st_size > 0 and (tmp_path / "report_layers.png").is_file()
+
+
+def test_restore_continues_the_protocol_from_a_committed_report(tmp_path, capsys):
+    rows = [_row("uniform-w2", 0, 0.70, 2.3), _row("mpq-switching-25", 0, 0.79, 2.8)]
+    stem = str(tmp_path / "report")
+    mpq_paper.write_report(rows, {"vgg9_w0.25": {"qat_epochs": 10}}, {}, stem)
+    state = tmp_path / "state"
+    kept = state / "vgg9_w0.25" / "rows" / "lsq__uniform-w2__s0.json"
+    kept.parent.mkdir(parents=True)
+    kept.write_text('{"mine": 1}')
+    assert mpq_paper.main(["--restore", stem + ".json", "--state", str(state)]) == 0
+    assert json.loads(kept.read_text()) == {"mine": 1}                # never overwritten
+    restored = json.loads((kept.parent / "lsq__mpq-switching-25__s0.json").read_text())
+    assert restored["integer_accuracy"] == 0.79
+    assert json.loads((state / "vgg9_w0.25" / "protocol.json").read_text()) == {"qat_epochs": 10}
+    args = mpq_paper.parse_args(["--state", str(state)])
+    done = mpq_paper.State(str(state), "vgg9_w0.25")
+    assert [row.name for row in mpq_paper.build_plan("vgg9_w0.25", args) if done.done(row)] == [
+        "lsq/uniform-w2/s0", "lsq/mpq-switching-25/s0"]
+    (tmp_path / "bad.json").write_text("[]")
+    assert mpq_paper.main(["--restore", str(tmp_path / "bad.json"), "--state", str(state)]) == 2
+    assert "not a report" in capsys.readouterr().err
