@@ -47,6 +47,7 @@ import argparse
 import dataclasses
 import fnmatch
 import glob
+import hashlib
 import json
 import math
 import os
@@ -257,15 +258,37 @@ class State:
         path = os.path.join(self.path, "protocol.json")
         if os.path.isfile(path):
             saved = json.load(open(path))
-            different = [k for k in IDENTITY if saved.get(k) != protocol.get(k)]
+            different = [k for k in IDENTITY if k != "float_checkpoint" and saved.get(k) != protocol.get(k)]
+            if not same_checkpoint(saved, protocol):
+                different.insert(0, "float_checkpoint")
             if different:
                 raise UserError(f"{self.path} holds rows of other settings: " + ", ".join(
                     f"{k} ({saved.get(k)!r} there, {protocol.get(k)!r} now)" for k in different)
                     + "; give another --state, or the same settings")
-            return saved
+            # The same checkpoint may lie elsewhere on this machine: load it from here.
+            return {**saved, "float_checkpoint": protocol["float_checkpoint"]}
         os.makedirs(self.path, exist_ok=True)
         write_atomically(path, json.dumps(protocol, indent=1) + "\n")
         return protocol
+
+
+def same_checkpoint(saved, current):
+    """Whether two protocols start from the same float checkpoint: by content
+    where both recorded its digest, else by file name (protocols from before
+    the digest), never by folder, so a state continues on another machine."""
+    digests = saved.get("float_checkpoint_sha256"), current.get("float_checkpoint_sha256")
+    if all(digests):
+        return digests[0] == digests[1]
+    return os.path.basename(saved.get("float_checkpoint") or "") == os.path.basename(
+        current.get("float_checkpoint") or "")
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _alive(pid):
@@ -896,6 +919,8 @@ def parse_args(argv=None):
     what = parser.add_argument_group("the protocol (defaults: the model's; vgg9 in brackets)")
     what.add_argument("--model", default="vgg9", choices=sorted(FAMILIES))
     what.add_argument("--width", type=float, default=None, help="channel width (vgg9: 0.25)")
+    what.add_argument("--full", action="store_true",
+                      help="full width (--width 1.0): the scale a GPU makes affordable (bench/device/)")
     what.add_argument("--data", default=None, help="CIFAR-10 folder (official python layout)")
     what.add_argument("--float-checkpoint", default=None,
                       help="finished float training checkpoint.pt; without it the float network is "
@@ -949,6 +974,10 @@ def parse_args(argv=None):
     action.add_argument("--out", default=str(RESULTS / "mpq_paper"), help="report path stem (default %(default)s)")
     args = parser.parse_args(argv)
     family = FAMILIES[args.model]
+    if args.full:
+        if args.width not in (None, 1.0):
+            parser.error(f"--full is width 1.0; drop --width {args.width:g}")
+        args.width = 1.0
     for name in ("width", "float_epochs", "qat_epochs", "batch_size", "lr"):
         if getattr(args, name) is None:
             setattr(args, name, family[name])
@@ -1042,7 +1071,8 @@ def main(argv=None):
             return 0
         args.device = str(_device(args.device, 0))   # TF32 off on a GPU: exact integer sums
         checkpoint, float_epochs = float_checkpoint(args, family, state)
-        protocol.update(float_checkpoint=checkpoint, float_epochs=float_epochs)
+        protocol.update(float_checkpoint=checkpoint, float_epochs=float_epochs,
+                        float_checkpoint_sha256=file_sha256(checkpoint))
         dataset = load_data(protocol, args.data)
         saved = os.path.join(state.path, "protocol.json")
         if not os.path.isfile(saved):

@@ -147,3 +147,18 @@ def test_restore_continues_the_protocol_from_a_committed_report(tmp_path, capsys
     (tmp_path / "bad.json").write_text("[]")
     assert mpq_paper.main(["--restore", str(tmp_path / "bad.json"), "--state", str(state)]) == 2
     assert "not a report" in capsys.readouterr().err
+
+
+def test_a_state_continues_where_the_float_checkpoint_lies_elsewhere(tmp_path):
+    state = mpq_paper.State(str(tmp_path), "vgg9_w0.25")
+    settings = {key: 1 for key in mpq_paper.IDENTITY}
+    first = {**settings, "float_checkpoint": "/work/main/bench/checkpoints/f.pt", "float_checkpoint_sha256": "aa"}
+    state.check_protocol(first)
+    # another machine, the same file elsewhere: accepted, and loaded from there
+    moved = {**first, "float_checkpoint": "/repo/bench/checkpoints/f.pt"}
+    assert state.check_protocol(moved)["float_checkpoint"] == "/repo/bench/checkpoints/f.pt"
+    with pytest.raises(mpq_paper.UserError, match="float_checkpoint"):
+        state.check_protocol({**moved, "float_checkpoint_sha256": "bb"})    # other content
+    with pytest.raises(mpq_paper.UserError, match="qat_epochs"):
+        state.check_protocol({**moved, "qat_epochs": 2})
+    assert mpq_paper.parse_args(["--full"]).width == 1.0
