@@ -21,7 +21,8 @@ def provenance():
             return "unknown"
     return {
         "command": " ".join([pathlib.Path(sys.executable).name] + sys.argv),
-        "revision": git("rev-parse", "HEAD"),
+        # A copy without .git (a lent GPU machine) is told its revision.
+        "revision": os.environ.get("MPQ_REVISION") or git("rev-parse", "HEAD"),
         "worktree_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"node": platform.node(), "cpu": platform.processor() or platform.machine(),

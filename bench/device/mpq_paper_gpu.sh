@@ -26,6 +26,7 @@ py=${PYTHON:-python3}
 out=${OUT:?OUT: the folder whose files come back}
 work=${WORK:-/tmp/mpq_gpu}
 export PYTHONUNBUFFERED=1
+[ ! -f device_carry/REVISION ] || export MPQ_REVISION="$(cat device_carry/REVISION)"
 mkdir -p "$work"
 if ! "$py" -c "import amaranth" 2>/dev/null; then
     "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \

@@ -30,6 +30,8 @@ if [ -d "$state" ]; then
     # only the rows) nor the float training (bench/checkpoints holds it)
     tar czf "$staging/state.tgz" -C "$state" --exclude='*/models' --exclude='*/float' --exclude='*.lock' .
 fi
+# the copy there has no .git: rows name this revision (+ "-dirty")
+echo "$(git rev-parse HEAD)$(git diff --quiet HEAD -- . ':!device_carry' || echo -dirty)" > "$staging/REVISION"
 rm -rf device_carry
 mv "$staging" device_carry
 trap - EXIT
