@@ -16,6 +16,10 @@ for f in "$cifar/cifar10-jpeg.tar.gz" "$cifar/to_batches.py"; do
 done
 [ -x .venv/bin/python ] || { echo "error: no .venv here: run 'make setup' first" >&2; exit 2; }
 
+# device_carry/ is replaced only when this script made it (its marker)
+if [ -e device_carry ] && [ ! -f device_carry/.made-by-prepare ]; then
+    echo "error: device_carry/ exists and was not made by this script: move it away first" >&2; exit 2
+fi
 staging=$(mktemp -d device_carry.tmp.XXXXXX)
 trap 'rm -rf "$staging"' EXIT
 cp "$cifar/cifar10-jpeg.tar.gz" "$cifar/to_batches.py" "$staging/"
@@ -32,6 +36,7 @@ if [ -d "$state" ]; then
 fi
 # the copy there has no .git: rows name this revision (+ "-dirty")
 echo "$(git rev-parse HEAD)$(git diff --quiet HEAD -- . ':!device_carry' || echo -dirty)" > "$staging/REVISION"
+touch "$staging/.made-by-prepare"
 rm -rf device_carry
 mv "$staging" device_carry
 trap - EXIT
