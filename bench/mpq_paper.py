@@ -1021,17 +1021,22 @@ def restore(report_path, root):
     the state folder `root` (what is there already is kept): a sitting on a
     machine without the earlier `runs/` continues the protocol instead of
     repeating it. Restored rows carry their energy but no model file."""
+    # Every row is read before anything is written: a bad file writes nothing.
     try:
         report = json.load(open(report_path))
-        rows, protocols, overheads = report["rows"], report["protocols"], report.get("overhead", {})
-    except (OSError, ValueError, KeyError, TypeError) as error:
+        protocols, overheads = dict(report["protocols"]), dict(report.get("overhead", {}))
+        placed = []
+        for row in report["rows"]:
+            folder, quantizer, variant, seed = row["id"].split("/")
+            if not seed.startswith("s"):
+                raise ValueError(f"row id {row['id']!r}")
+            placed.append((State(root, folder), Row(folder, quantizer, variant, int(seed[1:])), row))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise UserError(f"--restore {report_path}: not a report of this bench ({error}); give the .json "
                         f"that `--report` wrote") from None
     added = 0
-    for row in rows:
-        folder, quantizer, variant, seed = row["id"].split("/")
-        state = State(root, folder)
-        path = state.row_file(Row(folder, quantizer, variant, int(seed.lstrip("s"))))
+    for state, key, row in placed:
+        path = state.row_file(key)
         if not os.path.isfile(path):
             os.makedirs(state.rows, exist_ok=True)
             write_atomically(path, json.dumps(row, indent=1) + "\n")

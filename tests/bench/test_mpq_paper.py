@@ -144,9 +144,11 @@ def test_restore_continues_the_protocol_from_a_committed_report(tmp_path, capsys
     done = mpq_paper.State(str(state), "vgg9_w0.25")
     assert [row.name for row in mpq_paper.build_plan("vgg9_w0.25", args) if done.done(row)] == [
         "lsq/uniform-w2/s0", "lsq/mpq-switching-25/s0"]
-    (tmp_path / "bad.json").write_text("[]")
-    assert mpq_paper.main(["--restore", str(tmp_path / "bad.json"), "--state", str(state)]) == 2
-    assert "not a report" in capsys.readouterr().err
+    for bad in ("[]", '{"protocols": {}, "rows": [{"id": "vgg9_w0.25/lsq/uniform-w4/s0"}, {"id": "x"}]}'):
+        (tmp_path / "bad.json").write_text(bad)
+        assert mpq_paper.main(["--restore", str(tmp_path / "bad.json"), "--state", str(tmp_path / "new")]) == 2
+        assert "not a report" in capsys.readouterr().err
+        assert not (tmp_path / "new").exists()                        # nothing half-written
 
 
 def test_a_state_continues_where_the_float_checkpoint_lies_elsewhere(tmp_path):
