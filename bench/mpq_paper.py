@@ -155,7 +155,7 @@ def build_plan(folder, args):
     paper_era = decisive + ["uniform-w3"] + [f"mpq-switching-{b}" for b in budgets]
     # the other criteria at the other budgets (0% and 100% are the same for all)
     criteria = [f"{kind}-{b}" for b in budgets if 0 < b < 100
-                for kind in ("mpq-random", "mpq-fisher", "layerwise-fisher")]
+                for kind in ("mpq-random", "chunkwise-random", "mpq-fisher", "layerwise-fisher")]
     first, *others = args.quantizers
     first_seed, more_seeds = args.seeds[0], args.seeds[1:]
     phases = [(first, [first_seed], decisive), (first, [first_seed], rest),
@@ -689,7 +689,7 @@ def summarise(rows):
 
 
 METHOD_ORDER = ("uniform", "mpq-switching", "mpq-random", "mpq-fisher", "layerwise-fisher",
-                "chunkwise-switching")
+                "chunkwise-switching", "chunkwise-random")
 
 
 def _ratios(energy):
@@ -750,10 +750,12 @@ def targets(summary, overheads):
                          + (" (0%: the MPQ setup without any extra bit: fine-grid step initialisation, learning-"
                             "rate rule; its distance to the line is not the extra bit's)" if
                             curve[0]["budget_percent"] == 0 else ""))
-        sweep = sorted((s for s in entries if s["method"] == "mpq-switching" and s["vs_uniform_line"] is not None),
-                       key=lambda s: s["budget_percent"])
-        for s in sweep:
-            control = by_variant.get(f"mpq-random-{s['budget_percent']}")
+        # the criterion against its random control, per unit and budget
+        sweeps = sorted((s for s in entries if s["method"].endswith("-switching") and s["budget_percent"]),
+                        key=lambda s: (s["method"], s["budget_percent"]))
+        for s in sweeps:
+            unit = s["method"].removesuffix("-switching")
+            control = by_variant.get(f"{unit}-random-{s['budget_percent']}")
             if not control:
                 continue
             difference = s["integer_accuracy_mean"] - control["integer_accuracy_mean"]
@@ -761,7 +763,7 @@ def targets(summary, overheads):
             verdict = ("undecided: fewer than 2 seeds" if min(len(s["seeds"]), len(control["seeds"])) < 2
                        else "switching better" if difference > bound else "random better" if -difference > bound
                        else "no difference beyond the seed spread")
-            lines.append(f"* {title}: switching against random at {s['budget_percent']}%: "
+            lines.append(f"* {title}: {s['method']} against {control['method']} at {s['budget_percent']}%: "
                          f"{100 * difference:+.2f} points (spreads {100 * s['integer_accuracy_spread']:.2f} and "
                          f"{100 * control['integer_accuracy_spread']:.2f}; seeds {len(s['seeds'])} and "
                          f"{len(control['seeds'])}): **{verdict}**")
@@ -860,7 +862,7 @@ def plot(summary, rows, stem):
         return
     styles = {"uniform": ("k", "o", "--"), "mpq-switching": ("C0", "o", "-"), "mpq-random": ("C1", "s", ":"),
               "mpq-fisher": ("C2", "^", "-."), "layerwise-fisher": ("C3", "D", ":"),
-              "chunkwise-switching": ("C4", "v", "-")}
+              "chunkwise-switching": ("C4", "v", "-"), "chunkwise-random": ("C5", "P", ":")}
     figure, axes = plt.subplots(1, len(settings), figsize=(6.5 * len(settings), 4.8), squeeze=False)
     for axis, setting in zip(axes[0], settings):
         entries = [s for s in summary if (s["model"], s["width"], s["quantizer"]) == setting]

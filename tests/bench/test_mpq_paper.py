@@ -101,6 +101,9 @@ def test_the_report_aggregates_rows_over_seeds_against_the_uniform_line(tmp_path
     for row, ratio in zip(rows[-2:], (1.2, 1.4)):
         row["energy"] = {scenario: {"bitfusion_over_mpq": ratio, "energy_uj": 1.0}
                          for scenario in ("on_chip", "sized_for_w4")}
+    # the chunk unit's criterion against its own control
+    rows += [_row("chunkwise-switching-10", 0, 0.76, 2.5)]
+    rows += [_row("chunkwise-random-10", s, a, 2.5) for s, a in ((0, 0.77), (1, 0.78))]
     stem = str(tmp_path / "report")
     mpq_paper.write_report(rows, {}, {"vgg9_w0.25": {"overhead_percent": {"switching": 1.0, "fisher": 2.0}}},
                            stem)
@@ -119,8 +122,10 @@ def test_the_report_aggregates_rows_over_seeds_against_the_uniform_line(tmp_path
     assert switching["upgraded_units_that_oscillated"] == pytest.approx(0.4)
     assert entries["uniform-w3"]["vs_uniform_line"] == pytest.approx(0)
     text = (tmp_path / "report.md").read_text()
-    assert "switching against random at 25%: +5.00 points" in text and "**switching better**" in text
+    assert "mpq-switching against mpq-random at 25%: +5.00 points" in text and "**switching better**" in text
     assert "| mpq-switching-25 | 2 | 79.50 | 1.00 | 2.800 |" in text
+    assert ("chunkwise-switching against chunkwise-random at 10%: -1.50 points (spreads 0.00 and 1.00; seeds 1 "
+            "and 2): **undecided: fewer than 2 seeds**") in text
     assert switching["bitfusion_over_mpq"] is None       # these rows have no model files to price
     assert entries["mpq-random-25"]["bitfusion_over_mpq"]["on_chip"] == pytest.approx(1.3)
     assert "| 1.300x, 1.300x |" in text
