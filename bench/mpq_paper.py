@@ -831,7 +831,7 @@ def write_markdown(figures, path):
                 f"{'' if scored is None else f'{100 * scored:.0f}%'} | "
                 f"{'' if oscillating is None else f'{100 * oscillating:.2f}%'} | {s['seconds_per_epoch']:.0f} | "
                 f"{_ratios(s['bitfusion_over_mpq'])} |")
-        layered = [s for s in entries if s["variant"] == "uniform-w2" or s["budget_percent"] == 25]
+        layered = [s for s in entries if s["variant"] == "uniform-w2" or s["budget_percent"] is not None]
         if layered:
             names = [p["name"] for p in layered[0]["per_layer"]]
             lines += ["", "Mean hardware-group precision per layer (bits):", "",
@@ -891,7 +891,7 @@ def plot(summary, rows, stem):
     figure, axes = plt.subplots(1, len(settings), figsize=(6.5 * len(settings), 3.6), squeeze=False)
     for axis, setting in zip(axes[0], settings):
         entries = [s for s in summary if (s["model"], s["width"], s["quantizer"]) == setting
-                   and (s["variant"] == "uniform-w2" or s["budget_percent"] == 25)]
+                   and (s["variant"] == "uniform-w2" or s["budget_percent"] is not None)]
         width = 0.8 / max(1, len(entries))
         for i, s in enumerate(entries):
             axis.bar(np.arange(len(s["per_layer"])) + i * width, [p["hardware_mean_bits"] for p in s["per_layer"]],
