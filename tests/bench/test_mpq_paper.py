@@ -1,12 +1,13 @@
 """bench/mpq_paper.py: the protocol's plan, a runner that resumes (finished
-rows skipped, a stopped row continued after its last epoch), and the report."""
+rows skipped, a stopped row continued after its last epoch), and the report
+(bench/mpq_report.py)."""
 
 import json
 
 import pytest
 import torch
 
-from bench import mpq_paper
+from bench import mpq_paper, mpq_report
 
 
 @pytest.fixture
@@ -32,7 +33,9 @@ def test_the_plan_puts_the_decisive_rows_first():
     assert {"lsq/chunkwise-switching-10/s0", "lsq/chunkwise-switching-50/s0"} <= set(names)
     assert mpq_paper.variant_config("chunkwise-switching-25", "lsq", 0, {
         "unit": "hardware", "lr_rule": "linear"}).granularity == "chunk"
-    assert mpq_paper.method_of("chunkwise-switching-25") == "chunkwise-switching"
+    assert mpq_report.method_of("chunkwise-switching-25") == "chunkwise-switching"
+    assert mpq_report.method_of("uniform-w3") == "uniform" and mpq_report.method_of("lrrule-w2") == "lrrule-w2"
+    assert "lsq/chunkwise-random-10/s1" in names         # the chunk unit's control
     only = mpq_paper.selected(plan, ["stats/uniform-*"])
     assert {row.name for row in only} == {f"stats/uniform-w{b}/s{s}" for b in (2, 3, 4) for s in (0, 1, 2)}
     for row in plan:   # every variant is one the runner can build
@@ -105,7 +108,7 @@ def test_the_report_aggregates_rows_over_seeds_against_the_uniform_line(tmp_path
     rows += [_row("chunkwise-switching-10", 0, 0.76, 2.5)]
     rows += [_row("chunkwise-random-10", s, a, 2.5) for s, a in ((0, 0.77), (1, 0.78))]
     stem = str(tmp_path / "report")
-    mpq_paper.write_report(rows, {}, {"vgg9_w0.25": {"overhead_percent": {"switching": 1.0, "fisher": 2.0}}},
+    mpq_report.write_report(rows, {}, {"vgg9_w0.25": {"overhead_percent": {"switching": 1.0, "fisher": 2.0}}},
                            stem)
     report = json.loads((tmp_path / "report.json").read_text())
     assert {"command", "revision", "machine"} <= set(report)
@@ -135,7 +138,7 @@ def test_the_report_aggregates_rows_over_seeds_against_the_uniform_line(tmp_path
 def test_restore_continues_the_protocol_from_a_committed_report(tmp_path, capsys):
     rows = [_row("uniform-w2", 0, 0.70, 2.3), _row("mpq-switching-25", 0, 0.79, 2.8)]
     stem = str(tmp_path / "report")
-    mpq_paper.write_report(rows, {"vgg9_w0.25": {"qat_epochs": 10}}, {}, stem)
+    mpq_report.write_report(rows, {"vgg9_w0.25": {"qat_epochs": 10}}, {}, stem)
     state = tmp_path / "state"
     kept = state / "vgg9_w0.25" / "rows" / "lsq__uniform-w2__s0.json"
     kept.parent.mkdir(parents=True)
