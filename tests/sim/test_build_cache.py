@@ -6,6 +6,7 @@ import dataclasses
 import pytest
 
 from hw.config import get_config
+from sim import verilog_cache
 from sim.runner import BUILD_STAMP, build
 from sim.verilog_cache import cache_path, design_verilog
 
@@ -20,6 +21,22 @@ def test_generated_verilog_is_read_back_not_made_again(tmp_path):
     kept.write_text("// planted\n")
     assert design_verilog("fused_pe", config, zero_memories=False,
                           cache_dir=tmp_path) == "// planted\n"
+
+
+def test_a_process_older_than_its_sources_neither_reads_nor_writes_the_cache(tmp_path, monkeypatch):
+    # Its imported modules may predate the files the key is made of.
+    config = get_config("small")
+    kept = cache_path(tmp_path, "fused_pe", config, zero_memories=False)
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    kept.write_text("// planted\n")
+    assert not verilog_cache.sources_edited_since_start()
+    monkeypatch.setattr(verilog_cache, "process_start", lambda: 0.0)
+    assert verilog_cache.sources_edited_since_start()
+    text = design_verilog("fused_pe", config, zero_memories=False, cache_dir=tmp_path)
+    assert "module fused_pe" in text and kept.read_text() == "// planted\n"
+    other = get_config("default")
+    design_verilog("fused_pe", other, zero_memories=False, cache_dir=tmp_path)
+    assert not cache_path(tmp_path, "fused_pe", other, zero_memories=False).exists()
 
 
 def test_every_input_of_the_generation_is_in_the_key(tmp_path):
