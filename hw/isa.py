@@ -22,6 +22,7 @@ from amaranth.hdl import Shape, signed
 from amaranth.lib import data, enum
 
 from common.fixedpoint import MULTIPLIER_BITS
+from common.layer_shapes import KERNEL_BITS, PAD_BITS
 from common.weight_groups import GROUP_SIZE
 from hw.pe.modes import PeMode
 
@@ -110,7 +111,7 @@ def chunk_layout(rows):
     (ky, kx), input channel block (channels block*G .. block*G + G-1), the PE
     mode and one CHUNK_ROW per row, row 0 first."""
     return data.StructLayout({
-        "ky": 4, "kx": 4, "block": 12, "mode": PeMode,
+        "ky": KERNEL_BITS, "kx": KERNEL_BITS, "block": 12, "mode": PeMode,
         "rows": data.ArrayLayout(CHUNK_ROW, rows),
     })
 
@@ -140,8 +141,8 @@ CHUNK_ACT_WORDS = GROUP_SIZE // ACT_SLOTS_PER_WORD
 # ---- results (memory RESULTS): acc + bias, wrapped to 32 bits.
 RESULT_WIDTH = 32
 
-# The core keeps PAD in this many bits (the compiler refuses more).
-PAD_BITS = 4
+# The core keeps PAD in PAD_BITS bits (common/layer_shapes.py: the compiler
+# and training refuse more).
 
 
 def field_width(layout, name):

@@ -57,6 +57,7 @@ from collections import Counter
 import numpy as np
 
 from common.errors import UserError
+from common.layer_shapes import conv_problem
 from hw.isa import GROUP_SIZE, Memory, Register
 from hw.pe.modes import PeMode
 from sw.compile import encoding as enc
@@ -65,9 +66,6 @@ from sw.compile.layer import split_input
 
 PASSES_8BIT_INPUT = ((False, 4), (True, 0))   # (input2, shift): high nibbles, then low
 PASS_PLAIN_INPUT = ((False, 0),)
-# Convolution strides the core runs (STRIDE2); a stride-2 layer reads its
-# input parity-split.
-STRIDES = (1, 2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -363,13 +361,9 @@ def _check_geometry(spec, config):
     if spec.global_pool and (kh > enc.CHUNK_KERNEL_LIMIT or kw > enc.CHUNK_KERNEL_LIMIT):
         _fail(spec, f"global pooling of a {kh}x{kw} map: its positions are kernel positions, "
                     f"limit {enc.CHUNK_KERNEL_LIMIT}x{enc.CHUNK_KERNEL_LIMIT}")
-    if kh > enc.CHUNK_KERNEL_LIMIT or kw > enc.CHUNK_KERNEL_LIMIT:
-        _fail(spec, f"kernel {kh}x{kw} exceeds the {enc.CHUNK_KERNEL_LIMIT}x"
-                    f"{enc.CHUNK_KERNEL_LIMIT} limit")
-    if spec.padding >= enc.PAD_LIMIT:
-        _fail(spec, f"padding {spec.padding} exceeds the limit (PAD < {enc.PAD_LIMIT})")
-    if spec.stride not in STRIDES:
-        _fail(spec, f"stride {spec.stride} is not supported (limit: stride 1 or 2)")
+    problem = conv_problem(spec.kernel, spec.stride, spec.padding)
+    if problem:
+        _fail(spec, problem)
     if not config.stride2 and (spec.stride == 2 or spec.split_output):
         what = "stride 2" if spec.stride == 2 else "a parity-split output (for a stride-2 reader)"
         _fail(spec, f"{what} needs a configuration with stride2; {config.name!r} runs stride 1 "

@@ -46,13 +46,14 @@ import math
 import numpy as np
 
 from common.errors import UserError
+from common.layer_shapes import conv_problem, pool_problem
 from hw.isa import ACT_SLOT_BITS, GROUP_SIZE, RESULT_WIDTH, Memory
 from sw.compile import encoding as enc
 from sw.compile.act_alloc import ActMap, allocate
 from sw.compile.golden import execute
 from sw.compile.images import empty_images, merge_images, sparse
 from sw.compile.layer import LayerSpec
-from sw.compile.lower import STRIDES, Placement, compile_layer
+from sw.compile.lower import Placement, compile_layer
 from sw.compile.regroup import expand_groups, hardware_groups
 from sw.compile.tap_packing import TapPacking, pack_taps
 from sw.quantize.export import IMAGE, IMAGE_NAME, layer_sources
@@ -107,25 +108,16 @@ def layer_specs(header, arrays):
             return hardware_groups(conv_values, None if all_8bit else conv_bits, conv_shifts)
 
         pool = fields.get("pool")
-        if pool is not None and (list(pool["kernel_size"]) != [2, 2] or list(pool["stride"]) != [2, 2]
-                                 or list(pool["padding"]) != [0, 0]):
-            raise UserError(f"{where}: the hardware pools 2x2 with stride 2 and no padding, the "
-                            f"model asks for {pool}")
+        problem = pool and pool_problem(pool["kernel_size"], pool["stride"], pool["padding"])
+        if problem:
+            raise UserError(f"{where}: {problem}")
         stride = 1
         if fields["kind"] == "conv2d":
-            sh, sw = fields["stride"]
-            if sh != sw:
-                raise UserError(f"{where}: the hardware strides both axes alike, the model asks "
-                                f"for stride {fields['stride']}")
-            if sh not in STRIDES:
-                raise UserError(f"{where}: stride {sh} is not supported (limit: stride 1 or 2)")
-            stride = sh
-            kh, kw = fields["kernel_size"]
-            ph, pw = fields["padding"]
-            if ph != pw:
-                raise UserError(f"{where}: the hardware pads every side alike, the model asks "
-                                f"for padding {fields['padding']}")
-            kind, padding, input_shape = "conv", ph, shape
+            problem = conv_problem(fields["kernel_size"], fields["stride"], fields["padding"])
+            if problem:
+                raise UserError(f"{where}: {problem}")
+            stride, padding = fields["stride"][0], fields["padding"][0]
+            kind, input_shape = "conv", shape
             precision, shift = ((bits, shifts) if group_size == GROUP_SIZE
                                 else groups_of(values, weight_bits, weight_shifts))
             if len(shape) != 3:

@@ -34,6 +34,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from common.errors import UserError
+from common.layer_shapes import conv_problem, pool_problem
 from sw.quantize.models import Normalize
 
 SUPPORTED = ("Conv2d (groups=1), Linear, BatchNorm1d/2d, ReLU, MaxPool2d, residual add, "
@@ -251,6 +252,9 @@ class _Planner:
                     or module.padding_mode != "zeros" or isinstance(module.padding, str)):
                 self.fail(where, "only Conv2d with groups=1 (no grouped or depthwise "
                                  "convolution), dilation=1 and numeric zero padding is supported")
+            problem = conv_problem(module.kernel_size, module.stride, module.padding)
+            if problem:
+                self.fail(where, problem)
             if value.view != "map":
                 self.fail(where, "a convolution cannot follow a flatten or a global pooling")
             if value.layer != IMAGE and self.layers[value.layer].kind == "linear":
@@ -301,6 +305,9 @@ class _Planner:
         if (module.dilation not in (1, (1, 1)) or module.ceil_mode or module.return_indices):
             self.fail(where, "only MaxPool2d without dilation, ceil_mode or return_indices is "
                              "supported")
+        problem = pool_problem(module.kernel_size, module.stride, module.padding)
+        if problem:
+            self.fail(where, problem)
         if value.layer != IMAGE and self.layers[value.layer].kind != "conv":
             self.fail(where, "max-pooling follows a convolution")
         result = self._advance(value, "pool", ("relu",), where, "max-pooling")

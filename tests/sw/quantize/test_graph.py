@@ -269,6 +269,17 @@ class Gelu(nn.Module):
      ("`2` (AvgPool2d)", "whole map")),
     (nn.Sequential(nn.Conv2d(4, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
                    nn.Linear(16, 2)), ("AdaptiveAvgPool2d", "output size 1")),
+    # shapes the core does not run: refused before training, in the compiler's words
+    (nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2, 1), nn.Flatten(),
+                   nn.Linear(36, 2)), ("`2` (MaxPool2d)", "pools 2x2 with stride 2", "'kernel_size': [3, 3]")),
+    (nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, stride=1), nn.Flatten(),
+                   nn.Linear(100, 2)), ("`2` (MaxPool2d)", "'stride': [1, 1]")),
+    (nn.Sequential(nn.Conv2d(4, 4, (1, 3), padding=(0, 1)), nn.ReLU(), nn.Flatten(), nn.Linear(144, 2)),
+     ("`0` (Conv2d)", "pads every side alike", "[0, 1]")),
+    (nn.Sequential(nn.Conv2d(4, 4, 3, stride=3), nn.ReLU(), nn.Flatten(), nn.Linear(16, 2)),
+     ("`0` (Conv2d)", "stride 3 is not supported (limit: stride 1 or 2)")),
+    (nn.Sequential(nn.Conv2d(4, 4, 3, stride=(1, 2), padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(72, 2)),
+     ("`0` (Conv2d)", "strides both axes alike")),
 ])
 def test_unsupported_constructs_are_named(model, fragments):
     with pytest.raises(UserError) as error:
