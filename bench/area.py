@@ -41,7 +41,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from bench.common import RESULTS, provenance, write_json  # noqa: E402
+from bench.common import RESULTS, provenance, save_figure, write_json  # noqa: E402
+from common.files import write_atomically  # noqa: E402
 from hw import area  # noqa: E402
 from hw.config import AcceleratorConfig, get_config  # noqa: E402
 
@@ -203,7 +204,7 @@ def measure(workers, core_timeout, part_timeout, targets, reuse):
     # This invocation's raw runs, before anything is derived from them, so
     # that a failure after an hour of synthesis can be assembled (--from-runs).
     RUNS_PATH.parent.mkdir(parents=True, exist_ok=True)
-    RUNS_PATH.write_text(json.dumps({"synthesis_seconds": seconds, "runs": runs}, indent=1))
+    write_atomically(RUNS_PATH, json.dumps({"synthesis_seconds": seconds, "runs": runs}, indent=1))
     return runs, seconds
 
 
@@ -356,11 +357,11 @@ def plot(data, path):
     axes[0].legend(fontsize=8)
     fig.suptitle("Fused 2/4-bit PE cores vs fixed 4-bit PE cores (Yosys)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
 
 
 def finish(data):
-    (RESULTS / "area.md").write_text(report(data))
+    write_atomically(RESULTS / "area.md", report(data))
     plot(data, RESULTS / "area.png")
 
 

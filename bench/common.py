@@ -8,6 +8,8 @@ import platform
 import subprocess
 import sys
 
+from common.files import write_atomically, writing_file
+
 RESULTS = pathlib.Path(__file__).parent / "results"
 
 
@@ -32,9 +34,13 @@ def provenance():
 
 def write_json(name, figures):
     """Write bench/results/<name>.json atomically; returns the path."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({**provenance(), **figures}, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps({**provenance(), **figures}, indent=2) + "\n")
     return path
+
+
+def save_figure(figure, path, **options):
+    """Save a matplotlib figure atomically: `path` is the old picture or the
+    new one, never half of one."""
+    with writing_file(path) as temporary:
+        figure.savefig(temporary, format=pathlib.Path(path).suffix.lstrip(".") or "png", **options)

@@ -29,7 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from torch import nn  # noqa: E402
 
-from bench.common import RESULTS, write_json  # noqa: E402
+from bench.common import RESULTS, save_figure, write_json  # noqa: E402
 from hw.config import get_config  # noqa: E402
 from hw.pe import PeMode  # noqa: E402
 from sim.core_sim import run_on_rtl  # noqa: E402
@@ -189,7 +189,7 @@ def plot(rows, path, config):
     ax.set_title(f"VGG-9 layers on the {config.rows}x{config.cols} array (Verilator)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench.common import RESULTS, write_json  # noqa: E402
+from bench.common import RESULTS, save_figure, write_json  # noqa: E402
 from bench.core_perf import PRECISIONS, layer_spec, vgg9_layers  # noqa: E402
 from hw.config import get_config  # noqa: E402
 from hw.isa import GROUP_SIZE  # noqa: E402
@@ -124,7 +124,7 @@ def plot(rows, path):
                 ax.legend(fontsize=8)
     fig.supylabel("utilisation")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
 
 
 if __name__ == "__main__":

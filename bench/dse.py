@@ -33,8 +33,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from bench.common import RESULTS, write_json  # noqa: E402
+from bench.common import RESULTS, save_figure, write_json  # noqa: E402
 from common.errors import UserError  # noqa: E402
+from common.files import write_atomically  # noqa: E402
 from hw.area import estimate_area, fit_area_model, load_area_results  # noqa: E402
 from hw.config import get_config  # noqa: E402
 from sim.network_sim import run_network_on_rtl  # noqa: E402
@@ -147,7 +148,7 @@ def main():
                "area_model_fit_on": area_model["fit_on"], "sweep_s": sweep_s}
     path = write_json("dse", figures)
     written = json.loads(path.read_text())
-    (RESULTS / "dse.md").write_text(markdown(written))
+    write_atomically(RESULTS / "dse.md", markdown(written))
     plot(written, RESULTS / "dse.png")
     print(f"wrote {path}, dse.md, dse.png: {len(points)} points, "
           f"{sum(1 for p in points if p.get('pareto'))} on the MPQ Pareto front")
@@ -208,7 +209,7 @@ def plot(figures, path):
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 0.6), fontsize=7,
               title="weights", title_fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 

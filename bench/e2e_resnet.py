@@ -43,10 +43,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench.common import RESULTS, provenance  # noqa: E402
+from bench.common import RESULTS, provenance, save_figure  # noqa: E402
 from bench.e2e import run_end_to_end, summary_line  # noqa: E402
 from common.errors import UserError  # noqa: E402
-from common.files import write_atomically, writing_file  # noqa: E402
+from common.files import write_atomically  # noqa: E402
 
 # Results key -> the model the file must hold (its metadata.model).
 MODELS = {"resnet8": "resnet8", "resnet20": "resnet20", "resnet8_mpq": "resnet8"}
@@ -180,8 +180,7 @@ def plot(results, path):
         for ax in (top, bottom):
             ax.set_xticks(x, names, rotation=75, fontsize=7)
     fig.tight_layout()
-    with writing_file(path) as temporary:
-        fig.savefig(temporary, dpi=120, format="png")
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 

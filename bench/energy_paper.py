@@ -41,7 +41,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from bench.common import RESULTS, write_json  # noqa: E402
+from bench.common import RESULTS, save_figure, write_json  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from common.files import write_atomically  # noqa: E402
 from hw.config import AcceleratorConfig, get_config  # noqa: E402
@@ -370,7 +370,7 @@ def plot(figures, path, layers_path):
     fig.suptitle(f"Energy per inference (RTL counts x Horowitz prices, {NODE_NM} nm); "
                  f"paper: {PAPER_RATIO}x", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
     first = next(iter(networks))
@@ -387,7 +387,7 @@ def plot(figures, path, layers_path):
     ax.set_title(f"{first}, on_chip: energy per layer")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(layers_path, dpi=120)
+    save_figure(fig, layers_path, dpi=120)
     plt.close(fig)
 
 

@@ -36,6 +36,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from bench.common import RESULTS, write_json  # noqa: E402
+from common.files import write_atomically  # noqa: E402
 from hw.config import get_config  # noqa: E402
 from sw.compile.layer import LayerSpec  # noqa: E402
 from sw.compile.lower import compile_layer  # noqa: E402
@@ -147,7 +148,7 @@ def main():
             f"| {row['classifier_weight_words_per_bank']} / "
             f"{row['replicated_weight_words_per_bank']} | {row['column_parallel_cycles']} "
             f"({row['column_parallel_percent']:.2f}%) |")
-    (RESULTS / "global_pool.md").write_text("\n".join(lines) + "\n")
+    write_atomically(RESULTS / "global_pool.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -10,7 +10,7 @@ import statistics
 
 import numpy as np
 
-from bench.common import provenance
+from bench.common import provenance, save_figure
 from common.files import write_atomically
 
 
@@ -285,7 +285,7 @@ def plot(summary, rows, stem):
         axis.set_title(f"{setting[0]} width {setting[1]:g}, {setting[2]}")
         axis.legend(fontsize=7)
     figure.tight_layout()
-    figure.savefig(f"{stem}_pareto.png", dpi=120)
+    save_figure(figure, f"{stem}_pareto.png", dpi=120)
     plt.close(figure)
 
     figure, axes = plt.subplots(1, len(settings), figsize=(6.5 * len(settings), 3.6), squeeze=False)
@@ -304,7 +304,7 @@ def plot(summary, rows, stem):
         axis.set_title(f"{setting[0]} width {setting[1]:g}, {setting[2]}")
         axis.legend(fontsize=7)
     figure.tight_layout()
-    figure.savefig(f"{stem}_layers.png", dpi=120)
+    save_figure(figure, f"{stem}_layers.png", dpi=120)
     plt.close(figure)
 
     histograms = [r for r in rows if "switch_histogram" in r and r["variant"].endswith("-25")]
@@ -321,5 +321,5 @@ def plot(summary, rows, stem):
             axis.set_title(row["id"], fontsize=8)
             axis.legend()
         figure.tight_layout()
-        figure.savefig(f"{stem}_switches.png", dpi=120)
+        save_figure(figure, f"{stem}_switches.png", dpi=120)
         plt.close(figure)

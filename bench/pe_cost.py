@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from bench.common import RESULTS, write_json  # noqa: E402
+from bench.common import RESULTS, save_figure, write_json  # noqa: E402
 from hw.area import yosys_stat  # noqa: E402
 from hw.config import get_config  # noqa: E402
 from hw.generate import to_verilog  # noqa: E402
@@ -97,7 +97,7 @@ def plot(rows, path):
     ax.set_title("PE area: fused 2/4-bit vs fixed 4-bit")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.common import save_figure  # noqa: E402
+from common.files import write_atomically  # noqa: E402
 from sw.quantize.data import load_dataset  # noqa: E402
 from sw.quantize.export import git_revision, write_model_file  # noqa: E402
 from sw.quantize.reference import IntegerModel  # noqa: E402
@@ -117,7 +119,7 @@ def _plot(rows, path):
         axis.set_ylabel("test accuracy (%)")
         axis.legend(loc="lower left")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    save_figure(figure, path, dpi=120)
 
 
 def main():
@@ -166,11 +168,7 @@ def main():
         "total_seconds": time.time() - began,
         "rows": rows,
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    temporary = args.out + ".tmp"
-    with open(temporary, "w") as f:
-        json.dump(result, f, indent=1)
-    os.replace(temporary, args.out)
+    write_atomically(args.out, json.dumps(result, indent=1))
     _plot(rows, os.path.splitext(args.out)[0] + ".png")
     print(f"wrote {args.out}")
 

@@ -26,6 +26,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from bench.common import RESULTS, write_json  # noqa: E402
+from common.files import write_atomically  # noqa: E402
 from hw.config import get_config  # noqa: E402
 from hw.timing import shortcut_words_max  # noqa: E402
 from sw.compile.lower import compile_layer  # noqa: E402
@@ -110,7 +111,7 @@ def main():
             f"({row['add_cycles_percent_of_block']:.2f}%) | {row['shortcut_reads']} / "
             f"{row['act_reads']} | +{row['before_prefetch_cycles']} cycles "
             f"({row['before_prefetch_percent_of_block']:.2f}%) |")
-    (RESULTS / "residual_cost.md").write_text("\n".join(lines) + "\n")
+    write_atomically(RESULTS / "residual_cost.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -37,6 +37,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from bench.common import RESULTS, write_json  # noqa: E402
+from common.files import write_atomically  # noqa: E402
 from hw.config import get_config  # noqa: E402
 from hw.isa import CHUNK_ACT_WORDS, GROUP_SIZE  # noqa: E402
 from hw.pe import PeMode  # noqa: E402
@@ -194,7 +195,7 @@ def main():
     }
     path = write_json("stride", figures)
     import json
-    (RESULTS / "stride.md").write_text(markdown(json.loads(path.read_text())))
+    write_atomically(RESULTS / "stride.md", markdown(json.loads(path.read_text())))
     print(f"wrote {path} and stride.md; min ratio {figures['min_ratio']}, full-width "
           f"{figures['min_ratio_full_width']:.2f}, same output "
           f"{figures['min_ratio_same_output']:.2f}, two reads {figures['min_two_reads_ratio']:.2f}")
