@@ -202,8 +202,10 @@ def build_bitstream(board_name, out_dir, *, config_name=None, baud=DEFAULT_BAUD,
         log_path = out_dir / "top.tim"
         if log_path.exists():
             tail = "\n".join(log_path.read_text().splitlines()[-15:])
-        raise UserError(f"{board.name}: the build failed ({error}); fpga_report.json holds what "
-                        f"synthesis measured; the end of nextpnr's log ({log_path}):\n{tail}")
+        # The figures in the message too: `mpq fpga bitstream` discards a failed build's folder.
+        measured = ", ".join(f"{key} {report[key]}" for key in ("luts", "ffs") if report.get(key))
+        raise UserError(f"{board.name}: the build failed ({error}); synthesis measured "
+                        f"{measured or 'nothing'}; the end of nextpnr's log:\n{tail}")
     return report
 
 

@@ -26,9 +26,13 @@ def _baud(args):
 
 
 def _run_bitstream(args):
+    from common.files import replacing_directory
     from hw.boards.build import build_bitstream
     out = args.output or f"build/{args.board}"
-    report = build_bitstream(args.board, out, config_name=args.config, baud=_baud(args))
+    # Built beside it and swapped in whole: a failed or stopped build leaves
+    # the folder as it was (the error carries the figures and the log's end).
+    with replacing_directory(out, "fpga bitstream", force=args.force) as staging:
+        report = build_bitstream(args.board, staging, config_name=args.config, baud=_baud(args))
     print(f"wrote {out}/{report['bitstream']} and {out}/fpga_report.json: "
           f"{report.get('luts')} LUTs, {report.get('ffs')} FFs, block RAMs "
           f"{(report.get('block_rams') or {}).get('used')}, DSPs {(report.get('dsps') or {}).get('used')}, "
@@ -112,6 +116,8 @@ def register(subparsers):
     sub.add_argument("--config", choices=sorted(CONFIGS),
                      help="named configuration (default: the board's)")
     sub.add_argument("--baud", type=positive_int, help=baud)
+    sub.add_argument("--force", action="store_true",
+                     help="replace an output folder that `mpq fpga bitstream` did not write")
     sub.set_defaults(run=_run_bitstream)
 
     sub = commands.add_parser("program", help="program the board with a built bitstream")

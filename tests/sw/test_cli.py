@@ -95,7 +95,8 @@ def test_compile_replaces_its_own_output_and_force_replaces_a_folder(scratch):
 
 
 @pytest.mark.parametrize("command", [["verilog", "--config", "small", "-o"], ["report", "-o"],
-                                     ["demo", "--epochs", "1", "--out"]])
+                                     ["demo", "--epochs", "1", "--out"],
+                                     ["fpga", "bitstream", "--board", "icebreaker", "-o"]])
 def test_other_writing_commands_refuse_a_folder_of_the_users(scratch, capsys, command):
     before = _tree(scratch)
     for out in (".", str(scratch)):
