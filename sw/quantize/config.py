@@ -57,6 +57,16 @@ class PrecisionConfig:
             if "act_bits" in value:
                 _check_bits(f"override {key} act_bits", value["act_bits"], ACT_BITS)
 
+    def check_layer_keys(self, names):
+        """Refuse an override whose key names no layer of a network whose
+        layers, in execution order, are `names`: a mistyped index or name
+        would otherwise leave its layer at the default precision unnoticed."""
+        valid = {"first", "last", *map(str, range(len(names))), *names}
+        unknown = [key for key in self.overrides if key not in valid]
+        if unknown:
+            raise UserError(f"precision: {unknown[0]!r} names no layer of this network; its {len(names)} "
+                            f"layers are 0..{len(names) - 1} (first, last) or by name: {', '.join(names)}")
+
     def layer(self, index, name, count):
         """Precision of layer `index` (named `name`) of `count` layers."""
         weight_bits, act_bits = self.weight_bits, self.act_bits

@@ -150,6 +150,7 @@ def quantize_network(model, precision, input_shape, input_mean=None, input_std=N
         if last.kind != "linear":
             raise UserError(f"cannot map {last.where}: batch norm after a last convolution")
         last.op, last.bn = _fold_bn_into_linear(last.op, last.bn), None
+    precision.check_layer_keys([plan.name for plan in plans])
     layers, act_bits = [], []
     for index, plan in enumerate(plans):
         bits = precision.layer(index, plan.name, len(plans))

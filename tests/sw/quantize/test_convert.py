@@ -43,6 +43,17 @@ def test_maps_the_named_models():
     assert [layer.input_bits for layer in network.layers] == [8, 4, 4, 4]
 
 
+def test_a_precision_override_must_name_a_layer_of_the_network():
+    for spec in ("w4a4,1=w2", "w4a4,fc=w2", "w4a4,last=w2"):
+        network = quantize_network(CustomForward(), parse_precision(spec), (3, 8, 8))
+        assert network.layers[1].weight_quantizer.max_bits == 2
+    for key in ("2", "fc1", "-1"):    # a mistyped index or name is not silently ignored
+        with pytest.raises(UserError) as error:
+            quantize_network(CustomForward(), parse_precision(f"w4a4,{key}=w2"), (3, 8, 8))
+        assert f"precision: '{key}' names no layer" in str(error.value)
+        assert "0..1 (first, last) or by name: conv, fc" in str(error.value)
+
+
 def _expect_error(model, *fragments):
     with pytest.raises(UserError) as error:
         quantize_network(model, W4A4, (3, 8, 8))
