@@ -67,6 +67,11 @@ class LayerSpec:
     # Store the output map parity-split (docs/isa.md, "Activations"): its
     # consumer is a stride-2 layer.
     split_output: bool = False
+    # The input map is stored parity-split and this pointwise layer (1x1,
+    # stride 1, no padding, pooling or shortcut) reads it in storage order:
+    # its output comes out parity-split as it is written (split_output, no
+    # OUT_SPLIT permutation).
+    input_split: bool = False
     name: str = "layer"
     index: int | None = None        # position in the model file's `layers` (for messages)
     # Output codes clamped to the signed act_bits_out range (no ReLU).
@@ -105,6 +110,7 @@ class LayerSpec:
         self.pool = bool(self.pool)
         self.raw = bool(self.raw)
         self.split_output = bool(self.split_output)
+        self.input_split = bool(self.input_split)
         self.act_signed = bool(self.act_signed)
         self.shortcut_signed = bool(self.shortcut_signed)
         self.global_pool = bool(self.global_pool)
@@ -158,6 +164,16 @@ class LayerSpec:
     def residual(self):
         """The layer adds a shortcut."""
         return self.residual_multiplier is not None
+
+    @property
+    def pointwise(self):
+        """Each output pixel is computed from the input pixel at the same
+        position alone (a 1x1 map layer at stride 1 without padding, pooling
+        or shortcut): the layer commutes with any order of the positions
+        within a row, the parity split's included."""
+        return (self.kind == "conv" and not self.global_pool and self.kernel == (1, 1)
+                and self.stride == 1 and self.padding == 0 and not self.pool and not self.residual
+                and not self.raw)
 
     @property
     def shortcut_shape(self):
@@ -223,6 +239,9 @@ class LayerSpec:
             self._fail("a raw (logits) layer cannot pool: the PPU pools activations only")
         if self.raw and self.split_output:
             self._fail("a raw (logits) layer writes results, not a map to split")
+        if self.input_split and not (self.pointwise and self.split_output):
+            self._fail("only a 1x1 layer at stride 1 without padding, pooling or shortcut reads a "
+                       "parity-split map in storage order, and its output is then parity-split too")
         if self.act_bits_in not in INPUT_ACT_BITS:
             self._fail(f"input activation bits {self.act_bits_in} not supported "
                        f"(limit: one of {INPUT_ACT_BITS})")

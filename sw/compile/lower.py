@@ -566,7 +566,8 @@ def _registers(spec, config, placement, geometry, maps):
         "REQ_SHIFT": 0 if spec.raw else spec.requant_shift, "RAW": int(spec.raw),
         "PARAM_BASE": placement.param_base, "RES_BASE": placement.res_base,
         "STRIDE2": int(spec.stride == 2),
-        "OUT_SPLIT": enc.even_start(out_wm) if spec.split_output else 0,
+        # (a pass-through layer's output is split as it comes: input_split)
+        "OUT_SPLIT": enc.even_start(out_wm) if spec.split_output and not spec.input_split else 0,
         "SC_BASE": maps.sc_base or 0, "SC_ENABLE": int(spec.residual),
         "SC_SHIFT": spec.residual_shift if spec.residual else 0,
         "SC_SIGNED": int(spec.residual and spec.shortcut_signed),
@@ -659,6 +660,7 @@ def _manifest(compiled, bound, in_words, out_words, fill, chunk_end, wptr_end, i
         "pool": spec.pool,
         "global_pool": spec.global_pool,
         "split_output": spec.split_output,
+        "input_split": spec.input_split,
         "raw": spec.raw,
         "act_bits_in": spec.act_bits_in,
         "act_bits_out": spec.act_bits_out,

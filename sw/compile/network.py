@@ -27,6 +27,11 @@ that a stride-2 layer and a stride-1 layer or a residual shortcut (read in
 column order) both read is refused. In ResNets a block's input is read
 either at stride 1 by its first convolution and as the identity shortcut,
 or at stride 2 by its first convolution and its projection, so both fit.
+A torchvision Bottleneck (stride at its 3x3) reads a down-sampling block's
+input with a 1x1 convolution at stride 1 and its projection at stride 2:
+a 1x1 layer at stride 1 is pointwise, so it reads the split map in storage
+order and its output, which the stride-2 3x3 reads, comes out split as it
+is written (`LayerSpec.input_split`, `_choose_layouts`).
 
 Two model-file conventions differ from the hardware's and are converted
 here: a linear layer that flattens a (C, H, W) map is an H x W convolution
@@ -165,21 +170,39 @@ def layer_specs(header, arrays):
         specs.append(spec)
         names.append(name)
         shapes[index] = tuple(spec.output_shape)
-    # A stride-2 layer reads its input parity-split: its producer writes it
-    # so. A map has one layout, so no other layer may read it at stride 1 or
-    # as a shortcut (the image's layout is the first layer's business).
-    for producer, uses in readers.items():
-        split = [index for index, stride in uses if stride == 2]
-        if not split:
+    _choose_layouts(specs, readers)
+    return specs
+
+
+def _choose_layouts(specs, readers):
+    """Which maps are stored parity-split. A stride-2 layer reads its input
+    parity-split, a stride-1 layer or a residual shortcut in column order,
+    and a map has one layout. A pointwise layer (`LayerSpec.pointwise`: a
+    bottleneck's 1x1 convolution) whose output is split takes either: from
+    a column-order map it writes its output permuted (OUT_SPLIT), and a
+    split map it reads in storage order, so its output comes out split as
+    written (`input_split`). (A pointwise layer whose output is in column
+    order cannot undo a split.) Decided from the last map back (a reader
+    comes after what it reads), so a reader's own layout is known when its
+    input's turn comes. The image's layout is the first layer's business."""
+    for producer in sorted(readers, reverse=True):
+        wants = {}
+        for index, stride in readers[producer]:
+            if stride == 2:
+                wants.setdefault("split", index)
+            elif not (stride is not None and specs[index].pointwise and specs[index].split_output):
+                wants.setdefault("column", index)
+        if "split" not in wants:
             continue
-        ordered = [index for index, stride in uses if stride != 2]
-        if ordered:
-            raise UserError(f"{specs[ordered[0]].label}: reads {specs[producer].label} in column "
+        if "column" in wants:
+            raise UserError(f"{specs[wants['column']].label}: reads {specs[producer].label} in column "
                             f"order (at stride 1 or as a residual shortcut), which "
-                            f"{specs[split[0]].label} reads at stride 2 (parity-split); the "
+                            f"{specs[wants['split']].label} reads at stride 2 (parity-split); the "
                             f"core keeps one layout per map")
         specs[producer] = dataclasses.replace(specs[producer], split_output=True)
-    return specs
+        for index, stride in readers[producer]:
+            if stride == 1:      # a pointwise reader of split output: it passes the layout on
+                specs[index] = dataclasses.replace(specs[index], input_split=True)
 
 
 @dataclasses.dataclass
@@ -381,7 +404,7 @@ def _manifest(network, header, out_bases, allocation):
         "layers": [{
             "name": spec.name, "kind": spec.kind, "input_shape": list(spec.input_shape),
             "output_shape": list(spec.output_shape), "raw": spec.raw, "pool": spec.pool,
-            "stride": spec.stride, "split_output": spec.split_output,
+            "stride": spec.stride, "split_output": spec.split_output, "input_split": spec.input_split,
             "inputs": [IMAGE_NAME if source == IMAGE else network.specs[source].name
                        for source in sources[i] if source is not None],
             "residual": spec.residual, "act_signed": spec.act_signed,

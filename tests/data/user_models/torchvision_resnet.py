@@ -4,7 +4,8 @@ Adapted from torchvision.models.resnet (BSD-3-Clause, Copyright (c) Soumith
 Chintala 2016, all rights reserved; https://github.com/pytorch/vision): the
 same BasicBlock (conv3x3/conv1x1 helpers, `expansion = 1`, one `self.relu`
 called twice, `out += identity`, `downsample` as `nn.Sequential(conv1x1,
-norm_layer)`), `_make_layer`, `_forward_impl` and kaiming initialisation.
+norm_layer)`), Bottleneck (ResNet-50's block, V1.5: the stride at its 3x3,
+`expansion = 4`), `_make_layer`, `_forward_impl` and kaiming initialisation.
 Changed the way people change it for small images: a 3x3 stride-1 stem, the
 max-pool replaced by `nn.Identity()`, widths given as a tuple (any number of
 stages, any widths) and the input channels as a parameter; a dropout before
@@ -59,6 +60,55 @@ class BasicBlock(nn.Module):
 
         out = self.conv2(out)
         out = self.bn2(out)
+
+        if self.downsample is not None:
+            identity = self.downsample(x)
+
+        out += identity
+        out = self.relu(out)
+
+        return out
+
+
+class Bottleneck(nn.Module):
+    # Bottleneck in torchvision places the stride for downsampling at 3x3 convolution(self.conv2)
+    # while original implementation places the stride at the first 1x1 convolution(self.conv1)
+    # according to "Deep residual learning for image recognition" https://arxiv.org/abs/1512.03385.
+    # This variant is also known as ResNet V1.5 and improves accuracy according to
+    # https://ngc.nvidia.com/catalog/model-scripts/nvidia:resnet_50_v1_5_for_pytorch.
+
+    expansion = 4
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64,
+                 dilation=1, norm_layer=None):
+        super().__init__()
+        if norm_layer is None:
+            norm_layer = nn.BatchNorm2d
+        width = int(planes * (base_width / 64.0)) * groups
+        # Both self.conv2 and self.downsample layers downsample the input when stride != 1
+        self.conv1 = conv1x1(inplanes, width)
+        self.bn1 = norm_layer(width)
+        self.conv2 = conv3x3(width, width, stride, groups, dilation)
+        self.bn2 = norm_layer(width)
+        self.conv3 = conv1x1(width, planes * self.expansion)
+        self.bn3 = norm_layer(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x):
+        identity = x
+
+        out = self.conv1(x)
+        out = self.bn1(out)
+        out = self.relu(out)
+
+        out = self.conv2(out)
+        out = self.bn2(out)
+        out = self.relu(out)
+
+        out = self.conv3(out)
+        out = self.bn3(out)
 
         if self.downsample is not None:
             identity = self.downsample(x)
@@ -157,6 +207,13 @@ def tiny_resnet(num_classes=10, in_channels=1):
     """Three stages of one BasicBlock each, odd widths, for 8x8 digits."""
     return ResNet(BasicBlock, [1, 1, 1], num_classes=num_classes, widths=(5, 7, 11),
                   in_channels=in_channels, dropout=0.1)
+
+
+def tiny_bottleneck_resnet(num_classes=10, in_channels=1):
+    """Two stages of Bottleneck blocks (one, then two; the second stage's
+    first block down-samples), small widths, for 8x8 digits."""
+    return ResNet(Bottleneck, [1, 2], num_classes=num_classes, widths=(3, 5),
+                  in_channels=in_channels)
 
 
 def cifar_resnet18(num_classes=10):
