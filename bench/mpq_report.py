@@ -112,6 +112,21 @@ def _same_setting(a, b):
     return (a["model"], a["width"], a["quantizer"]) == (b["model"], b["width"], b["quantizer"])
 
 
+def _headroom(title, w2, w4):
+    """What the setting leaves mixed precision to win: uniform W4 over W2.
+    A gap within the seed spread cannot put any method between them beyond
+    the spread."""
+    gap = w4["integer_accuracy_mean"] - w2["integer_accuracy_mean"]
+    spread = max(w2["integer_accuracy_spread"], w4["integer_accuracy_spread"])
+    seeds = min(len(w2["seeds"]), len(w4["seeds"]))
+    verdict = ("undecided: fewer than 2 seeds" if seeds < 2 else
+               "within the seed spread: this setting cannot separate the methods" if abs(gap) <= spread
+               else "beyond the seed spread")
+    return (f"* {title}: headroom, uniform W4 over W2: {100 * gap:+.2f} points (spreads "
+            f"{100 * w2['integer_accuracy_spread']:.2f} and {100 * w4['integer_accuracy_spread']:.2f}; "
+            f"seeds {len(w2['seeds'])} and {len(w4['seeds'])}): **{verdict}**")
+
+
 def targets(summary, overheads):
     """The issue's targets, stated per setting from the summary."""
     lines = []
@@ -121,6 +136,9 @@ def targets(summary, overheads):
         title = f"{setting[0]} width {setting[1]:g}, {setting[2]}"
         w4 = by_variant.get("uniform-w4")
         mpq_entries = [s for s in entries if s["budget_percent"] is not None]
+        w2 = by_variant.get("uniform-w2")
+        if w4 and w2:
+            lines.append(_headroom(title, w2, w4))
         if w4:
             candidates = [s for s in mpq_entries if s["compression_vs_uniform_w4"] >= 1.7]
             hits = [s for s in candidates if s["integer_accuracy_mean"] >= w4["integer_accuracy_min"]]

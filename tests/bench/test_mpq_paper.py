@@ -126,6 +126,7 @@ def test_the_report_aggregates_rows_over_seeds_against_the_uniform_line(tmp_path
     assert entries["uniform-w3"]["vs_uniform_line"] == pytest.approx(0)
     text = (tmp_path / "report.md").read_text()
     assert "mpq-switching against mpq-random at 25%: +5.00 points" in text and "**switching better**" in text
+    assert "headroom, uniform W4 over W2: +12.00 points (spreads 2.00 and 2.00; seeds 2 and 2): **beyond" in text
     assert "| mpq-switching-25 | 2 | 79.50 | 1.00 | 2.800 |" in text
     assert ("chunkwise-switching against chunkwise-random at 10%: -1.50 points (spreads 0.00 and 1.00; seeds 1 "
             "and 2): **undecided: fewer than 2 seeds**") in text
