@@ -115,7 +115,10 @@ def read_compiled(directory):
         if hashlib.sha256(target.read_bytes()).hexdigest() != digest:
             raise UserError(f"{directory}: {path} does not match manifest.json (corrupt or "
                             "edited); recompile with `mpq compile`")
-    config = get_config(manifest["config"])
+    try:
+        config = get_config(manifest["config"])
+    except UserError as error:   # say where the name came from
+        raise UserError(f"{manifest_path}: `config`: {error}; recompile with `mpq compile`") from None
     header, arrays = read_model_file(directory / "model.mpq")
     network = compile_network(header, arrays, config)
     for number in range(len(network.phases)):

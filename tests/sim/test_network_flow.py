@@ -147,6 +147,12 @@ def test_too_large_a_network_fails_cleanly_with_no_output(digits_models, tmp_pat
 def test_corrupt_or_missing_files_are_named(digits_models, tmp_path):
     directory = tmp_path / "compiled"
     write_compiled(digits_models["uniform"], "small", directory, np.zeros((1, 1, 8, 8), np.uint8))
+    manifest_path = directory / "manifest.json"
+    manifest = manifest_path.read_text()
+    manifest_path.write_text(manifest.replace('"config": "small"', '"config": "smol"'))
+    with pytest.raises(UserError, match=r"manifest.json: `config`: no configuration named 'smol'"):
+        read_compiled(directory)
+    manifest_path.write_text(manifest)
     weights = sorted(directory.glob("phase0/weights_bank*.bin"))[0]
     weights.write_bytes(weights.read_bytes()[:-2] + b"\x00\x01")
     with pytest.raises(UserError, match=f"{weights.name} does not match manifest.json"):
