@@ -107,13 +107,38 @@ def trace(model, input_shape):
     was_training = model.training
     model.eval()
     try:
-        ShapeProp(module).propagate(torch.zeros((1, *input_shape)))
-    except Exception as error:  # the user's network rejects the shape
-        raise UserError(f"the network does not run on a {tuple(input_shape)} input "
-                        f"({type(error).__name__}: {error})") from None
+        image = torch.zeros((1, *input_shape))
+        # A plain run first, to name the step that fails: ShapeProp prints a
+        # traceback of its own and buries the user's error in node metadata.
+        _NamingInterpreter(module).run(image)
+        ShapeProp(module).propagate(image)
+    except _StepFailed as failed:  # the user's network rejects the shape
+        raise UserError(f"the network does not run on the data set's {tuple(input_shape)} images: "
+                        f"{failed.where} fails ({type(failed.error).__name__}: {failed.error}); "
+                        f"does it expect another image size or channel count?") from None
+    except Exception as error:  # noqa: BLE001 - ShapeProp failing where the plain run did not
+        raise UserError(f"cannot follow the shapes through the network on a {tuple(input_shape)} "
+                        f"input ({type(error).__name__}: {error})") from None
     finally:
         model.train(was_training)
     return module
+
+
+class _StepFailed(Exception):
+    def __init__(self, where, error):
+        super().__init__(where)
+        self.where, self.error = where, error
+
+
+class _NamingInterpreter(fx.Interpreter):
+    """Runs the graph; an error names the step that raised it."""
+
+    def run_node(self, node):
+        try:
+            return super().run_node(node)
+        except Exception as error:  # noqa: BLE001 - any error of the user's code
+            module = self.module.get_submodule(node.target) if node.op == "call_module" else None
+            raise _StepFailed(_describe(node, module), error) from None
 
 
 def _classify(node, modules):

@@ -389,3 +389,15 @@ def test_user_code_forms_map_to_the_same_integers(tmp_path):
         outputs.append(IntegerModel.load(str(path))(images))
     for form, output in zip(USER_FORMS, outputs):
         assert torch.equal(output, outputs[0]), form
+
+
+def test_a_network_that_does_not_fit_the_images_names_the_failing_step(capfd):
+    # made for 1x8x8 digits, given 3x32x32 images: the classifier's input size is wrong
+    model = nn.Sequential(nn.Conv2d(3, 6, 5), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 4 * 4, 10))
+    with pytest.raises(UserError) as error:
+        quantize_network(model, parse_precision("w4a4"), (3, 32, 32))
+    message = str(error.value)
+    assert message.startswith("the network does not run on the data set's (3, 32, 32) images: "
+                              "`3` (Linear) fails (RuntimeError: mat1 and mat2 shapes"), message
+    assert "another image size or channel count" in message
+    assert "Traceback" not in capfd.readouterr().err      # nothing printed on the way
