@@ -87,6 +87,7 @@ class _Value:
     stage: str = "out"
     view: str = "map"              # "map", "flat" or "pooled"
     area: int | None = None        # H*W summed by global pooling
+    map_hw: tuple | None = None    # (H, W) of the map a flatten or a global pooling took
 
 
 class _Tracer(fx.Tracer):
@@ -288,6 +289,14 @@ class _Planner:
             producer = None if value.layer == IMAGE else self.layers[value.layer]
             if value.view == "map" and (producer is None or producer.kind == "conv"):
                 self.fail(where, "flatten (or globally pool) the map before a linear layer")
+            # The core runs a linear layer on a flattened or pooled H x W map
+            # as an H x W convolution (pooled: one round per position).
+            problem = value.map_hw and conv_problem(value.map_hw, 1, 0)
+            if problem:
+                how = "flattened" if value.view == "flat" else "globally pooled"
+                self.fail(where, f"a linear layer on a {how} {value.map_hw[0]}x{value.map_hw[1]} map "
+                                 f"runs as a convolution over the map: {problem}; pool the map "
+                                 "smaller before it")
         self._read(value, where)
         plan = LayerPlan(name=str(node.target), kind=kind, op=module, where=where,
                          input=value.layer, flatten=value.view == "flat",
@@ -383,14 +392,17 @@ class _Planner:
         if value.view == "pooled" or (value.layer != IMAGE and
                                       self.layers[value.layer].kind == "linear"):
             return value            # already one value per feature
-        return dataclasses.replace(value, view="flat")
+        source = _shape(inputs[0])
+        return dataclasses.replace(value, view="flat", map_hw=(
+            (int(source[2]), int(source[3])) if source is not None and len(source) == 4 else None))
 
     def _global_pool(self, node, inputs, where):
         value = self._one_input(node, inputs, where)
         shape = _shape(inputs[0])
         if value.layer == IMAGE or value.view != "map" or shape is None or len(shape) != 4:
             self.fail(where, "global average pooling takes a convolution's output map")
-        return dataclasses.replace(value, view="pooled", area=int(shape[2] * shape[3]))
+        return dataclasses.replace(value, view="pooled", area=int(shape[2] * shape[3]),
+                                   map_hw=(int(shape[2]), int(shape[3])))
 
     def _adaptive_avg(self, node, module, inputs, where):
         size = module.output_size if module is not None else (

@@ -401,3 +401,18 @@ def test_a_network_that_does_not_fit_the_images_names_the_failing_step(capfd):
                               "`3` (Linear) fails (RuntimeError: mat1 and mat2 shapes"), message
     assert "another image size or channel count" in message
     assert "Traceback" not in capfd.readouterr().err      # nothing printed on the way
+
+
+@pytest.mark.parametrize("head,how", [
+    ([nn.Flatten(), nn.Linear(4 * 20 * 20, 2)], "flattened"),
+    ([nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)], "globally pooled")])
+def test_a_linear_layer_on_a_map_wider_than_a_kernel_is_refused_before_training(head, how):
+    # the core runs it as a 20x20 convolution over the map; kernels reach 16x16
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), *head)
+    with pytest.raises(UserError) as error:
+        quantize_network(model, parse_precision("w4a4"), (3, 20, 20))
+    assert f"a linear layer on a {how} 20x20 map runs as a convolution over the map: kernel 20x20 " \
+           "exceeds the 16x16 limit" in str(error.value)
+    small = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), *head[:-1],
+                          nn.Linear(4 * 10 * 10 if how == "flattened" else 4, 2))
+    quantize_network(small, parse_precision("w4a4"), (3, 20, 20))     # pooled first: fits
