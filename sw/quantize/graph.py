@@ -294,9 +294,10 @@ class _Planner:
             problem = value.map_hw and conv_problem(value.map_hw, 1, 0)
             if problem:
                 how = "flattened" if value.view == "flat" else "globally pooled"
+                advice = ("start with a convolution and pool its map" if value.layer == IMAGE
+                          else "pool the map smaller before it")
                 self.fail(where, f"a linear layer on a {how} {value.map_hw[0]}x{value.map_hw[1]} map "
-                                 f"runs as a convolution over the map: {problem}; pool the map "
-                                 "smaller before it")
+                                 f"runs as a convolution over the map: {problem}; {advice}")
         self._read(value, where)
         plan = LayerPlan(name=str(node.target), kind=kind, op=module, where=where,
                          input=value.layer, flatten=value.view == "flat",
