@@ -50,7 +50,7 @@ def model_file(make, width, path):
 def measure(header, arrays, config, compile_it):
     specs = layer_specs(header, arrays)
     specs[0], _ = pack_taps(specs[0])          # as compile_network does by default
-    maps = activation_maps(specs, layer_sources(header), config.cols)
+    maps = activation_maps(specs, layer_sources(header), config)
     keep_all = sum(m.words for m in maps)
     words, step, live = peak(maps)
     try:

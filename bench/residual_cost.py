@@ -7,7 +7,7 @@ tests/hw/core/test_core_rtl.py).
 For the block's residual layer it compares the layer with its shortcut and
 the same layer without (LayerSpec.residual_multiplier None), and prices the
 design not taken: reading the shortcut before each tile's first round's
-prefetch, `shortcut_words_max(R)` cycles per tile (the issue's first design).
+prefetch, `shortcut_words_max(R, packed)` cycles per tile (the issue's first design).
 
 Writes bench/results/residual_cost.json and .md.
 
@@ -78,7 +78,7 @@ def measure(config_name, channels, width, size, precision, work):
     without = compile_layer(dataclasses.replace(residual, residual_multiplier=None),
                             config).expected_counters
     tiles = compile_layer(residual, config).manifest["tiles"]
-    before_prefetch = tiles * shortcut_words_max(config.rows)
+    before_prefetch = tiles * shortcut_words_max(config.rows, config.packed_activations)
     return {
         "config": config_name, "rows": config.rows, "cols": config.cols,
         "block": f"{channels}->{width}, {size}x{size}, {precision}", "block_layers": block,

@@ -63,8 +63,8 @@ class OverlapTimeline(golden.Timeline):
 
     handoff = False
 
-    def __init__(self, rows, cols):
-        super().__init__(rows, cols)
+    def __init__(self, rows, cols, packed):
+        super().__init__(rows, cols, packed)
         self.ctrl = 0
         self.prev_last = None    # cycle of the previous round's last step
         self.drain_end = 0       # first cycle after its sums are all in the OAB

@@ -81,6 +81,12 @@ class AcceleratorConfig:
     # OUT_SIGNED read as 0; the compiler refuses such layers): no shortcut
     # loader and buffer, and the PPU's narrower unsigned clamp.
     residual: bool = True
+    # True: a map of 2- or 3-bit activations stores each value in a 2- or
+    # 3-bit slot (isa.slot_bits): its fetch reads 2 or 3 words a chunk
+    # instead of 4, and each activation bank is two memories, even and odd
+    # words, with bit write enables, so that the PPU writes a slot that
+    # straddles two words in one cycle. False: 4-bit slots for every map.
+    packed_activations: bool = True
 
     def __post_init__(self):
         for field in ("rows", "cols"):
@@ -97,9 +103,14 @@ class AcceleratorConfig:
             raise ValueError(f"counter_width must be an int in [16, {COUNTER_WIDTH}], "
                              f"got {self.counter_width!r}")
         for field in ("counters", "ppu_barrel_shift", "narrow_counts", "shared_bank_address",
-                      "ppu_hold_registers", "permuted_buffers", "stride2", "residual"):
+                      "ppu_hold_registers", "permuted_buffers", "stride2", "residual",
+                      "packed_activations"):
             if not isinstance(getattr(self, field), bool):
                 raise ValueError(f"{field} must be a bool, got {getattr(self, field)!r}")
+        if self.packed_activations and self.permuted_buffers:
+            raise ValueError("permuted_buffers captures 4-bit slots only: set packed_activations=False")
+        if self.packed_activations and self.act_depth < 2:
+            raise ValueError("packed_activations splits each bank into even and odd words: act_depth >= 2")
         if not isinstance(self.coord_bits, int) or not 8 <= self.coord_bits <= 16:
             raise ValueError(f"coord_bits must be an int in [8, 16], got {self.coord_bits!r}")
         for field in ("program_depth", "chunk_depth", "wptr_depth", "param_depth",
@@ -180,11 +191,13 @@ CONFIGS = {config.name: config for config in [
                       counters=False, ppu_barrel_shift=False, coord_bits=10,
                       narrow_counts=True, shared_bank_address=True,
                       ppu_hold_registers=False, permuted_buffers=True, stride2=False,
-                      residual=False),
-    # The LFE5U-85F (ULX3S 85F, OrangeCrab 85F): 84k LUTs, 208 18-kbit block RAMs.
+                      residual=False, packed_activations=False),
+    # The LFE5U-85F (ULX3S 85F, OrangeCrab 85F): 84k LUTs, 208 18-kbit block
+    # RAMs. 4-bit activation slots: its block RAMs have byte write enables,
+    # not the bit enables packed slots need.
     AcceleratorConfig("ecp5", rows=8, cols=8, program_depth=2048, chunk_depth=2048,
                       wptr_depth=256, param_depth=1024, weight_depth=4096, act_depth=4096,
-                      result_depth=1024),
+                      result_depth=1024, packed_activations=False),
 ]}
 
 

@@ -23,9 +23,9 @@ from hw.ppu import PPU_REGISTERS, tile_layout
 # engine the input map's (as wide as its ports), the PPU the output map's
 # (PPU_REGISTERS). SET writes the low bits of its 32-bit value.
 ENGINE_REGISTERS = {"in_base": 32, "in_base2": 32, "in_h": 16, "in_w": 16, "in_words": 16,
-                    "pad": PAD_BITS, "stride2": 1}
-# The shortcut loader's own (hw/shortcut.py; it also reads out_wb and out_words).
-SHORTCUT_REGISTERS = {"sc_base": 32}
+                    "pad": PAD_BITS, "stride2": 1, "in_bits": 3}
+# The shortcut loader's own (hw/shortcut.py; it also reads out_wb).
+SHORTCUT_REGISTERS = {"sc_base": 32, "sc_bits": 3, "sc_words": 16}
 LAYER_REGISTERS = data.StructLayout({
     register.name.lower(): {**ENGINE_REGISTERS, **SHORTCUT_REGISTERS,
                             **PPU_REGISTERS.members}[register.name.lower()]
@@ -162,7 +162,7 @@ class Controller(wiring.Component):
         first."""
         config = self._config
         gap = timing.round_start_gap(config.rows)
-        shortcut_gap = max(gap, timing.shortcut_start_gap(config.rows)) if config.residual else gap
+        shortcut_gap = max(gap, timing.shortcut_start_gap(config.rows, config.packed_activations)) if config.residual else gap
         if shortcut_gap == 0:
             return ~self.engine_busy | self.round_done
         after_shortcut = Signal()       # the latest round read a residual tile's shortcut

@@ -111,7 +111,10 @@ class Core(wiring.Component):
                 loader.ktile.eq(controller.drain.p.tile.ktile),
                 loader.sc_base.eq(controller.layer.sc_base),
                 loader.out_wb.eq(controller.layer.out_wb),
-                loader.out_words.eq(controller.layer.out_words),
+                loader.sc_words.eq(controller.layer.sc_words),
+                loader.slot_bits.eq(controller.layer.sc_bits),
+                shortcut_buffer.slot_bits.eq(controller.layer.sc_bits),
+                shortcut_buffer.signed.eq(controller.layer.sc_signed),
             ]
         # The controller starts rounds and gives the OAB their records; the
         # array between engine and OAB drains on its own.

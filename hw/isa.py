@@ -32,7 +32,7 @@ __all__ = [
     "INSTRUCTION", "MAX_PLANES", "MULTIPLIER_BITS", "Memory", "OPERANDS", "Opcode", "PAD_BITS",
     "PARAMETER", "PCODE_BITS", "PeMode", "RESULT_WIDTH", "ROUND_FIELDS", "Register",
     "SET_FIELDS", "TILE_FIELDS", "chunk_layout", "counter_register", "field_width",
-    "wptr_layout",
+    "slot_bits", "wptr_layout",
 ]
 
 
@@ -43,7 +43,7 @@ class Memory(py_enum.IntEnum):
     WPTR = 2           # per-row weight pointers of a round (wptr_layout)
     PARAMS = 3         # per-channel bias and multiplier (PARAMETER)
     WEIGHTS = 4        # bit-planes of weight groups, one bank per array row
-    ACTIVATIONS = 5    # 4-bit activation slots, one bank per array column
+    ACTIVATIONS = 5    # activation slots of 2-4 bits, one bank per array column
     RESULTS = 6        # raw 32-bit outputs (acc + bias)
 
 
@@ -80,6 +80,9 @@ class Register(py_enum.IntEnum):
     SC_SHIFT = 21      # residual_shift Sr: the shortcut term is (code * Mr) << Sr
     SC_SIGNED = 22     # 1: shortcut codes are signed 4-bit two's complement slots
     OUT_SIGNED = 23    # 1: clamp the output to the signed a-bit range (no ReLU)
+    IN_BITS = 24       # bits per stored value of the input map(s) (2, 3, 4; see `slot_bits`)
+    SC_BITS = 25       # bits per stored value of the shortcut map
+    SC_WORDS = 26      # shortcut map words per pixel (padded channels * SC_BITS / 16)
 
 
 # ---- instructions (memory PROGRAM): operands in the low bits, opcode in 63:60.
@@ -131,12 +134,26 @@ PARAMETER = data.StructLayout({"bias": signed(32), "multiplier": signed(MULTIPLI
 # GROUP_SIZE bits (bit i of plane b is bit b of weight i), at most MAX_PLANES.
 MAX_PLANES = max(PCODE_BITS)
 
-# ---- activations (memory ACTIVATIONS): 4-bit slots, four to a word; a chunk
-# reads its G channels of a pixel as CHUNK_ACT_WORDS words.
+# ---- activations (memory ACTIVATIONS): a map stores each value in an s-bit
+# slot, s = `slot_bits` of its precision: channel k of a pixel at bits
+# s*k .. s*k + s - 1 of the pixel's words (bit i of the pixel is bit i mod
+# 16 of its word i div 16), so a pixel of P padded channels is P*s/16 words
+# and a chunk reads its G channels as s words. A 3-bit slot may straddle two
+# words. ACT_SLOT_BITS is the widest slot (codes travel in it through the
+# core); with 4-bit slots a word holds ACT_SLOTS_PER_WORD of them and a chunk
+# is CHUNK_ACT_WORDS words.
 ACT_SLOT_BITS = 4
 ACT_SLOTS_PER_WORD = 4
 ACT_WORD_BITS = ACT_SLOT_BITS * ACT_SLOTS_PER_WORD
 CHUNK_ACT_WORDS = GROUP_SIZE // ACT_SLOTS_PER_WORD
+
+
+def slot_bits(packed, bits):
+    """Bits a map of `bits`-bit activations stores per value: its precision
+    on a core with `packed_activations`, else 4 (a 4-bit slot each)."""
+    if bits not in (2, 3, 4):
+        raise ValueError(f"activation maps hold 2, 3 or 4 bits a value, got {bits!r}")
+    return bits if packed else ACT_SLOT_BITS
 
 # ---- results (memory RESULTS): acc + bias, wrapped to 32 bits.
 RESULT_WIDTH = 32

@@ -7,12 +7,12 @@ signatures, served here as a memory serves them). The two never overlap, so
 there is nothing to arbitrate within a cycle: `running` picks the side.
 """
 
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.host import memory_access
-from hw.isa import ACT_SLOT_BITS, Memory
+from hw.isa import ACT_SLOT_BITS, ACT_WORD_BITS, Memory
 from hw.ppu import activation_write_signature, result_write_signature
 
 
@@ -20,6 +20,70 @@ def read_signature(config, mem_id):
     """A read port of (each bank of) memory `mem_id`."""
     _, _, width, depth = config.memory_shapes()[mem_id]
     return memory.ReadPort.Signature(addr_width=(depth - 1).bit_length(), shape=width)
+
+
+def bank_write_signature(config):
+    """A write into one activation bank: bits `en` of `data` into the word
+    at `addr` (low 16) and the next word (high 16)."""
+    return wiring.Signature({"addr": In((config.act_depth - 1).bit_length()),
+                             "data": In(2 * ACT_WORD_BITS), "en": In(2 * ACT_WORD_BITS)})
+
+
+class ActivationBank(wiring.Component):
+    """One activation bank: a read port (as a memory's) and a write of the
+    bits `en` of two consecutive words. With packed_activations it is two
+    memories of half the depth, the even words and the odd words, with bit
+    write enables: words w and w + 1 are never in the same one, so a slot
+    that straddles them is one write. Without, one memory with 4-bit write
+    enables (4-bit slots never straddle words: the high half is never
+    enabled)."""
+
+    def __init__(self, config):
+        self._config = config
+        super().__init__({
+            "read": Out(read_signature(config, Memory.ACTIVATIONS)),
+            "write": Out(bank_write_signature(config)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        config, read, write = self._config, self.read, self.write
+        depth = config.act_depth
+        low, high = write.data[:ACT_WORD_BITS], write.data[ACT_WORD_BITS:]
+        low_en, high_en = write.en[:ACT_WORD_BITS], write.en[ACT_WORD_BITS:]
+        if not config.packed_activations:
+            m.submodules.mem = mem = memory.Memory(shape=ACT_WORD_BITS, depth=depth, init=[])
+            port = mem.read_port()
+            writer = mem.write_port(granularity=ACT_SLOT_BITS)
+            m.d.comb += [port.addr.eq(read.addr), port.en.eq(read.en), read.data.eq(port.data),
+                         writer.addr.eq(write.addr), writer.data.eq(low),
+                         writer.en.eq(Cat(low_en[i * ACT_SLOT_BITS] for i in range(len(writer.en))))]
+            return m
+        halves = []
+        for parity in ("even", "odd"):
+            mem = memory.Memory(shape=ACT_WORD_BITS, depth=depth // 2, init=[])
+            m.submodules[parity] = mem
+            halves.append((mem.read_port(), mem.write_port(granularity=1)))
+        (even_read, even_write), (odd_read, odd_write) = halves
+        # Word w is entry w div 2 of the half of its parity.
+        odd_word = write.addr[0]
+        entry = write.addr[1:]
+        m.d.comb += [
+            # Word w into its half, word w + 1 into the other (entry + 1 when w is odd).
+            even_write.addr.eq(Mux(odd_word, entry + 1, entry)),
+            even_write.data.eq(Mux(odd_word, high, low)),
+            even_write.en.eq(Mux(odd_word, high_en, low_en)),
+            odd_write.addr.eq(entry),
+            odd_write.data.eq(Mux(odd_word, low, high)),
+            odd_write.en.eq(Mux(odd_word, low_en, high_en)),
+        ]
+        read_odd = Signal()       # the last read's half: the data holds until the next read
+        with m.If(read.en):
+            m.d.sync += read_odd.eq(read.addr[0])
+        for port, _ in halves:
+            m.d.comb += [port.addr.eq(read.addr[1:]), port.en.eq(read.en)]
+        m.d.comb += read.data.eq(Mux(read_odd, odd_read.data, even_read.data))
+        return m
 
 
 class MemoryArbiter(wiring.Component):
@@ -51,25 +115,29 @@ class MemoryArbiter(wiring.Component):
 
         ports = {}     # Memory -> [(read port, write port)], by bank
         for mem_id, (name, banks, width, depth) in config.memory_shapes().items():
-            # The PPU writes one 4-bit activation slot of a word at a time.
-            granularity = ACT_SLOT_BITS if mem_id == Memory.ACTIVATIONS else None
             ports[mem_id] = []
             for bank in range(banks):
-                mem = memory.Memory(shape=width, depth=depth, init=[])
-                m.submodules[f"{name}{bank}" if banks > 1 else name] = mem
-                read = mem.read_port()
+                label = f"{name}{bank}" if banks > 1 else name
+                if mem_id == Memory.ACTIVATIONS:
+                    m.submodules[label] = activation_bank = ActivationBank(config)
+                    read, write = activation_bank.read, activation_bank.write
+                else:
+                    mem = memory.Memory(shape=width, depth=depth, init=[])
+                    m.submodules[label] = mem
+                    read, write = mem.read_port(), mem.write_port()
                 # Read ports are enabled by default in Amaranth; ours read only
                 # when asked, so their data holds.
                 m.d.comb += read.en.eq(0)
-                ports[mem_id].append((read, mem.write_port(granularity=granularity)))
+                ports[mem_id].append((read, write))
 
-        # ---- the host, while idle: whole entries.
+        # ---- the host, while idle: whole entries (an activation word: the low half).
         host = self.host
         for mem_id, banks in ports.items():
             for bank, (read, write) in enumerate(banks):
                 selected = (host.mem == mem_id) & (host.bank == bank)
                 with m.If(~self.running & host.write & selected):
-                    m.d.comb += [write.addr.eq(host.addr), write.data.eq(host.wdata), write.en.eq(-1)]
+                    whole = (1 << ACT_WORD_BITS) - 1 if mem_id == Memory.ACTIVATIONS else -1
+                    m.d.comb += [write.addr.eq(host.addr), write.data.eq(host.wdata), write.en.eq(whole)]
                 with m.If(~self.running & host.read & selected):
                     m.d.comb += [read.addr.eq(host.addr), read.en.eq(1)]
         # The read data of the port the last read selected.

@@ -12,7 +12,7 @@ One value per cycle, in a fixed pipeline (docs/isa.md, "Dataflow"):
   S4  add the two, rounding right shift and clamp to [0, 2^a - 1] or the
       signed range (common/fixedpoint.py's requantize_sum)
   S5  2x2 max-pool (pairs of columns, then the row pair of two consecutive
-      tiles through a line buffer) and write a 4-bit activation slot; or, for
+      tiles through a line buffer) and write an activation slot; or, for
       a raw layer, write acc + bias to the result memory
 
 Three components in a pipeline, each value's position (`element_layout`)
@@ -96,11 +96,14 @@ def params_read_signature(config):
 
 
 def activation_write_signature(config):
-    """A write of one 4-bit slot of the activation memory, its banks side by
-    side: the bank (x mod C) in the address's low bits, the bank's word above."""
+    """A write of one activation slot: bits `en` of `data` go to the word at
+    `addr` (low 16) and the next word (high 16), so that a 3-bit slot that
+    straddles two words is one write. The banks side by side: the bank
+    (x mod C) in the address's low bits, the bank's word above."""
     addr_bits = (config.act_depth - 1).bit_length() + (config.cols - 1).bit_length()
-    return memory.WritePort.Signature(addr_width=addr_bits, shape=ACT_WORD_BITS,
-                                      granularity=ACT_SLOT_BITS)
+    # From the memory's side, as amaranth.lib.memory's port signatures.
+    return wiring.Signature({"addr": In(addr_bits), "data": In(2 * ACT_WORD_BITS),
+                             "en": In(2 * ACT_WORD_BITS)})
 
 
 def result_write_signature(config):
@@ -168,7 +171,7 @@ class TileReader(wiring.Component):
         code1 = Signal(ACT_SLOT_BITS)
         if config.residual:
             m.d.comb += [self.shortcut.buffer.eq(job.buffer), self.shortcut.row.eq(r),
-                         self.shortcut.col.eq(c), self.shortcut.offset.eq((job.ktile * rows)[:2])]
+                         self.shortcut.col.eq(c), self.shortcut.first.eq((job.ktile * rows)[:4])]
             m.d.sync += code1.eq(self.shortcut.code)
 
         # ---- S1: the accumulator and parameters (fresh from the ports at c == 0).
@@ -374,9 +377,10 @@ class Requantizer(wiring.Component):
 
 
 class PoolWriter(wiring.Component):
-    """S5: writes each code as a 4-bit activation slot (bank p mod C, word
-    out_base + (y * out_wb + p div C) * out_words + k div 4, slot k mod 4,
-    where p is column x's position: x, or with `out_split` n > 0 (a
+    """S5: writes each code as an activation slot of s bits (isa.slot_bits
+    of `act_bits`): bank p mod C, bits s*k .. s*k + s - 1 from word
+    out_base + (y * out_wb + p div C) * out_words (one write, also where
+    they straddle two words), where p is column x's position: x, or with `out_split` n > 0 (a
     parity-split map) x div 2, plus n when x is even), or with `pool` the
     maximum of each 2x2 window at (x/2, y/2): the even column's code waits
     in a register, the even row's pair maxima in a line buffer (the row
@@ -390,7 +394,7 @@ class PoolWriter(wiring.Component):
             "code": In(stream.Signature(code_layout(config), always_ready=True)),
             "out_base": In(32), "out_w": In(16), "cout": In(16), "out_wb": In(16),
             "out_words": In(16), "pool": In(1), "raw": In(1), "res_base": In(32),
-            "out_split": In(16),
+            "out_split": In(16), "act_bits": In(3),
             "activations": In(activation_write_signature(config)),
             "results": In(result_write_signature(config)),
         })
@@ -432,15 +436,28 @@ class PoolWriter(wiring.Component):
         else:
             m.d.comb += position.eq(x_out)
 
+        # Channel k's slot starts at bit s*k of the pixel (isa.slot_bits: s
+        # the output precision with packed_activations, else 4).
+        slot = Signal(range(ACT_SLOT_BITS + 1))
+        slot_start = Signal(config.coord_bits + 2)
+        if config.packed_activations:
+            m.d.comb += slot.eq(self.act_bits)
+            with m.Switch(slot):
+                for bits in (2, 3, 4):
+                    with m.Case(bits):
+                        m.d.comb += slot_start.eq(at.k * bits)
+        else:
+            m.d.comb += [slot.eq(ACT_SLOT_BITS), slot_start.eq(at.k << 2)]
+        shift = slot_start[:4]
         # Each address only for the write that uses it: so Yosys' `share`
         # sees the two multiplier chains as exclusive (raw or not) and
         # builds one (iCE40: a DSP and about 35 LUTs fewer).
-        word = self.out_base + (y_out * self.out_wb + (position >> col_bits)) * self.out_words + (at.k >> 2)
+        word = self.out_base + (y_out * self.out_wb + (position >> col_bits)) * self.out_words + (slot_start >> 4)
         with m.If(in_range & write & ~self.raw):
             m.d.comb += [
                 self.activations.addr.eq(Cat(position[:col_bits], word[:(config.act_depth - 1).bit_length()])),
-                self.activations.data.eq(value_out.replicate(ACT_SLOTS_PER_WORD)),
-                self.activations.en.eq(1 << at.k[:2]),
+                self.activations.data.eq(value_out << shift),
+                self.activations.en.eq(Mux(slot == 4, 0xF, Mux(slot == 3, 0x7, 0x3)) << shift),
             ]
         with m.If(in_range & self.raw):
             m.d.comb += [
@@ -496,7 +513,7 @@ class PostProcessor(wiring.Component):
             for name in ("sc_enable", "sc_shift", "sc_signed", "out_signed"):
                 m.d.comb += getattr(requantizer, name).eq(layer[name])
         for name in ("out_base", "out_w", "cout", "out_wb", "out_words", "pool", "raw", "res_base",
-                     "out_split"):
+                     "out_split", "act_bits"):
             m.d.comb += getattr(writer, name).eq(layer[name])
         m.d.comb += [
             self.job_done.eq(requantizer.code.valid & requantizer.code.p.at.last),

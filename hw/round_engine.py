@@ -281,12 +281,13 @@ class BankAddresses(wiring.Component):
     chunk, one product per bank. `x` is the pixel of column 0 (it may lie
     outside the map); the column that reads bank b holds pixel
     x_b = x + ((b - x) mod C), word x_b div C of the map row `y_in` in its
-    bank, at the chunk's channel block `block` of the map at `base`."""
+    bank, at the chunk's channel block `block` of the map at `base` (a
+    block is `slot_bits` words: isa.slot_bits)."""
 
     def __init__(self, config):
         self._config = config
         super().__init__({
-            "base": In(32), "in_w": In(16), "in_words": In(16),
+            "base": In(32), "in_w": In(16), "in_words": In(16), "slot_bits": In(3),
             "y_in": In(signed(18)), "x": In(signed(18)),
             "block": In(field_width(config.chunk_layout, "block")),
             "addr": Out(data.ArrayLayout(act_addr_bits(config), config.cols)),
@@ -297,7 +298,7 @@ class BankAddresses(wiring.Component):
         cols, shift = self._config.cols, col_bits(self._config)
         in_wb = (self.in_w + (cols - 1)) >> shift          # map pixels per bank and row
         row_word = Signal(32)
-        m.d.comb += row_word.eq(self.base + (self.y_in * in_wb) * self.in_words + self.block * ACT_WORDS)
+        m.d.comb += row_word.eq(self.base + (self.y_in * in_wb) * self.in_words + self.block * self.slot_bits)
         for bank in range(cols):
             x_b = Signal(signed(18), name=f"x_bank{bank}")
             m.d.comb += [x_b.eq(self.x + ((bank - self.x) & (cols - 1))),
@@ -317,7 +318,7 @@ class SharedBankAddresses(BankAddresses):
         low = self.x[:shift]
         pixel_word = Signal(32)
         m.d.comb += pixel_word.eq(self.base + (self.y_in * in_wb + (self.x >> shift)) * self.in_words
-                                  + self.block * ACT_WORDS)
+                                  + self.block * self.slot_bits)
         for bank in range(cols):
             m.d.comb += self.addr[bank].eq(pixel_word if bank == cols - 1 else
                                            pixel_word + Mux(bank < low, self.in_words, 0))
@@ -345,7 +346,7 @@ class ChunkAddresser(wiring.Component):
         super().__init__({
             "requests": In(stream.Signature(request_layout(config))),
             "in_base": In(32), "in_base2": In(32), "in_h": In(16), "in_w": In(16),
-            "in_words": In(16), "pad": In(PAD_BITS), "stride2": In(1),
+            "in_words": In(16), "pad": In(PAD_BITS), "stride2": In(1), "slot_bits": In(3),
             "jobs": Out(stream.Signature(job_layout(config))),
         })
 
@@ -384,7 +385,7 @@ class ChunkAddresser(wiring.Component):
             m.d.comb += plan.inside[c].eq(column_inside[c])
         m.d.comb += [
             banks.base.eq(Mux(request.input2, self.in_base2, self.in_base)),
-            banks.in_w.eq(self.in_w), banks.in_words.eq(self.in_words),
+            banks.in_w.eq(self.in_w), banks.in_words.eq(self.in_words), banks.slot_bits.eq(self.slot_bits),
             banks.y_in.eq(y_in), banks.x.eq(request.x0 + position), banks.block.eq(chunk.block),
             plan.rotate.eq(position),
         ]
@@ -400,7 +401,7 @@ class Fetcher(wiring.Component):
     the buffer the job would fill is `free` and it is idle or in its last
     read (`begin` tells the buffers: which buffer, and the chunk's header).
     Read k of a fetch reads plane k of every row's group (row r's weight
-    bank, `weights[r]`) and word k of every bank's pixel (`acts`); its
+    bank, `weights[r]`) and word k < `slot_bits` of every bank's pixel (`acts`); its
     data goes to the buffers the cycle after (`captures`), the words turned
     from banks to columns, zero outside the map. `weight_reads` and
     `act_reads` count this cycle's reads."""
@@ -409,6 +410,7 @@ class Fetcher(wiring.Component):
         self._config = config
         super().__init__({
             "jobs": In(stream.Signature(job_layout(config))),
+            "slot_bits": In(3),  # the input map's: a chunk is that many words
             "free": In(2),       # per buffer: a fetch starting now may fill it
             "begin": Out(stream.Signature(begin_layout(config), always_ready=True)),
             "weights": In(_weight_read_signature(config)).array(config.rows),
@@ -445,7 +447,7 @@ class Fetcher(wiring.Component):
             weight_reads.append(enable)
         act_reads = []
         for port, bank in zip(self.acts, plan.banks):
-            enable = fetching & bank.read
+            enable = fetching & bank.read & (read < self.slot_bits)
             m.d.comb += [port.addr.eq(bank.addr + read), port.en.eq(enable)]
             act_reads.append(enable)
         m.d.comb += [self.weight_reads.eq(sum(weight_reads)), self.act_reads.eq(sum(act_reads))]
@@ -496,8 +498,10 @@ def _lanes(m, mode):
 class ChunkStore(wiring.Component):
     """The data of the two chunk buffers. A capture writes plane `index` of
     every row and word `index` of every column into its buffer; the
-    emitting buffer (`emit`) shifts by its mode's lanes each step and
-    offers its first lanes as `taps`. A buffer is never captured and
+    emitting buffer (`emit`) shifts by its mode's lanes each step (by
+    lanes x s bits for its columns' s-bit slots, s = `slot_bits` with
+    packed_activations, else 4) and offers its first lanes as `taps`, each
+    slot zero-extended to 4 bits. A buffer is never captured and
     shifted in the same cycle. (`capture_mode`, the capturing buffer's
     chunk mode, is for `PermutedChunkStore`.)"""
 
@@ -506,6 +510,7 @@ class ChunkStore(wiring.Component):
         super().__init__({
             "capture": In(stream.Signature(capture_layout(config), always_ready=True)),
             "capture_mode": In(PeMode),
+            "slot_bits": In(3),      # packed_activations: the chunk's s-bit slots
             "emit": In(EMIT),
             "taps": Out(taps_layout(config)),
         })
@@ -516,6 +521,7 @@ class ChunkStore(wiring.Component):
         capture, emit, taps = self.capture.payload, self.emit, self.taps
         planes, acts = _buffer_registers(config)
         lanes = _lanes(m, emit.mode)
+        slot = self.slot_bits if config.packed_activations else ACT_SLOT_BITS
         for b in range(2):
             capturing = self.capture.valid & (capture.buffer == b)
             shifting = emit.shift & (emit.buffer == b)
@@ -532,13 +538,21 @@ class ChunkStore(wiring.Component):
                             with m.Case(k):
                                 m.d.sync += buffer.word_select(k, ACT_WORD_BITS).eq(capture.words[c])
                 with m.Elif(shifting):
-                    m.d.sync += buffer.eq(buffer >> (lanes * ACT_SLOT_BITS))
+                    m.d.sync += buffer.eq(buffer >> (lanes * slot))
 
         for r in range(config.rows):
             for k in range(PLANES):
                 m.d.comb += taps.planes[r][k].eq(Mux(emit.buffer, planes[1][r][k], planes[0][r][k]))
         for c in range(config.cols):
-            m.d.comb += taps.acts[c].eq(Mux(emit.buffer, acts[1][c], acts[0][c]))
+            buffer = Mux(emit.buffer, acts[1][c], acts[0][c])
+            if not config.packed_activations:
+                m.d.comb += taps.acts[c].eq(buffer)
+                continue
+            for lane in range(MAX_LANES):
+                with m.Switch(slot):
+                    for bits in (2, 3, 4):
+                        with m.Case(bits):
+                            m.d.comb += taps.acts[c][lane].eq(buffer[lane * bits:(lane + 1) * bits])
         return m
 
 
@@ -629,6 +643,7 @@ class ChunkBuffers(wiring.Component):
         super().__init__({
             "begin": In(stream.Signature(begin_layout(config), always_ready=True)),
             "captures": In(stream.Signature(capture_layout(config), always_ready=True)),
+            "slot_bits": In(3),
             "free": Out(2),
             "chunks": Out(stream.Signature(header_layout(config))),
             "progress": In(PROGRESS),
@@ -653,7 +668,7 @@ class ChunkBuffers(wiring.Component):
             chunks.payload.eq(Mux(next_buffer, headers[1].as_value(), headers[0].as_value())),
             store.capture_mode.eq(Mux(capture.buffer, headers[1].mode, headers[0].mode)),
             store.emit.buffer.eq(emit_buffer), store.emit.shift.eq(progress.shift),
-            store.emit.mode.eq(progress.mode),
+            store.emit.mode.eq(progress.mode), store.slot_bits.eq(self.slot_bits),
             self.taps.eq(store.taps),
         ]
         for b in range(2):
@@ -799,7 +814,7 @@ class RoundEngine(wiring.Component):
             "x0": In(16),
             # Layer registers this engine reads.
             "in_base": In(32), "in_base2": In(32), "in_h": In(16), "in_w": In(16),
-            "in_words": In(16), "pad": In(PAD_BITS), "stride2": In(1),
+            "in_words": In(16), "pad": In(PAD_BITS), "stride2": In(1), "in_bits": In(3),
 
             "done": Out(1),
             "busy": Out(1),
@@ -853,6 +868,9 @@ class RoundEngine(wiring.Component):
             m.d.comb += getattr(reader, port).eq(getattr(self, port))
         for port in ("in_base", "in_base2", "in_h", "in_w", "in_words", "pad", "stride2"):
             m.d.comb += getattr(addresser, port).eq(getattr(self, port))
+        # The input map's slot width (isa.slot_bits): IN_BITS with packed_activations.
+        slot = self.in_bits if config.packed_activations else ACT_SLOT_BITS
+        m.d.comb += [addresser.slot_bits.eq(slot), fetcher.slot_bits.eq(slot), buffers.slot_bits.eq(slot)]
         m.d.comb += [
             emitter.start.eq(self.start), emitter.chunk_count.eq(self.chunk_count),
             self.done.eq(reader.done), self.busy.eq(reader.busy),

@@ -23,8 +23,17 @@ from amaranth.hdl import Array, Cat, Module, Mux, Signal
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.isa import ACT_SLOT_BITS, ACT_SLOTS_PER_WORD, ACT_WORD_BITS
+from hw.isa import ACT_SLOT_BITS, ACT_WORD_BITS
 from hw.timing import shortcut_reads_hidden, shortcut_words_max
+
+
+def _words_max(config):
+    return shortcut_words_max(config.rows, config.packed_activations)
+
+
+def _slot_bits(component, config):
+    """The shortcut map's slot width: SC_BITS with packed_activations, else 4."""
+    return component.slot_bits if config.packed_activations else ACT_SLOT_BITS
 
 
 def _act_addr_bits(config):
@@ -36,7 +45,7 @@ def shortcut_capture_layout(config):
     """One read's data for the buffer: word `index` of every bank's pixel, into `buffer`."""
     return data.StructLayout({
         # At least 1 bit: a 0-bit field is a [-1:0] wire in the Verilog.
-        "buffer": 1, "index": range(max(shortcut_words_max(config.rows), 2)),
+        "buffer": 1, "index": range(max(_words_max(config), 2)),
         "words": data.ArrayLayout(ACT_WORD_BITS, config.cols),
     })
 
@@ -44,23 +53,25 @@ def shortcut_capture_layout(config):
 def shortcut_read_signature(config):
     """The PPU's look-up, from the PPU's side: the code of row `row` (output
     channel ktile*R + row), column `col` of buffer `buffer`, whose first
-    channel sits at slot `offset` ((ktile * R) mod 4) of its first word."""
+    channel is `first` ((ktile * R) mod 16: its slot's bit offset in the
+    first word is s * first mod 16)."""
     return wiring.Signature({
         "buffer": Out(1), "row": Out(range(max(config.rows, 2))), "col": Out(range(config.cols)),
-        "offset": Out(2), "code": In(ACT_SLOT_BITS),
+        "first": Out(4), "code": In(ACT_SLOT_BITS),
     })
 
 
 class ShortcutLoader(wiring.Component):
     """Reads a tile's shortcut words: at `start`, the tile (`y`, `x0`,
     `ktile`) and its buffer; then bank c reads words
-    `sc_base + (y * out_wb + x0 div C) * out_words + (ktile*R) div 4 + j`,
+    `sc_base + (y * out_wb + x0 div C) * sc_words + (s * ktile*R) div 16 + j`,
     j = 0 .. J - 1 with J the words channels ktile*R .. ktile*R + R - 1
-    span, in J consecutive cycles, and `captures` carries each read's data
+    span in s-bit slots (timing.shortcut_words; s = `slot_bits` with
+    packed_activations, else 4), in J consecutive cycles, and `captures` carries each read's data
     the cycle after. `reads` counts this cycle's words (shortcut_reads)."""
 
     def __init__(self, config):
-        if not shortcut_reads_hidden(config.rows, config.cols):
+        if not shortcut_reads_hidden(config.rows, config.cols, config.packed_activations):
             raise ValueError(f"a {config.rows}x{config.cols} array has no time to read a "
                              f"shortcut before the tile reaches the PPU")
         self._config = config
@@ -68,7 +79,7 @@ class ShortcutLoader(wiring.Component):
         super().__init__({
             "start": In(1), "buffer": In(1),
             "y": In(coord), "x0": In(coord), "ktile": In(coord),
-            "sc_base": In(32), "out_wb": In(16), "out_words": In(16),
+            "sc_base": In(32), "out_wb": In(16), "sc_words": In(16), "slot_bits": In(3),
             "acts": In(memory.ReadPort.Signature(addr_width=_act_addr_bits(config),
                                                  shape=ACT_WORD_BITS)).array(config.cols),
             "captures": Out(stream.Signature(shortcut_capture_layout(config), always_ready=True)),
@@ -81,19 +92,21 @@ class ShortcutLoader(wiring.Component):
         config = self._config
         rows, cols = config.rows, config.cols
         col_bits = (cols - 1).bit_length()
-        words_max = shortcut_words_max(rows)
+        words_max = _words_max(config)
 
         address = Signal(32)                     # the next word every bank reads
         left = Signal(range(words_max + 1))      # words still to read
         index = Signal(range(max(words_max, 2)))
         buffer = Signal()
-        first_channel = self.ktile * rows
-        last_channel = first_channel + (rows - 1)
+        slot = _slot_bits(self, config)
+        first_bit = Signal(config.coord_bits + 7)    # of the tile's first channel's slot
+        end_bit = Signal(config.coord_bits + 7)      # past its last channel's slot
+        m.d.comb += [first_bit.eq(self.ktile * rows * slot), end_bit.eq((self.ktile * rows + rows) * slot)]
         with m.If(self.start):
             m.d.sync += [
-                address.eq(self.sc_base + (self.y * self.out_wb + (self.x0 >> col_bits)) * self.out_words
-                           + (first_channel >> 2)),
-                left.eq((last_channel >> 2) - (first_channel >> 2) + 1),
+                address.eq(self.sc_base + (self.y * self.out_wb + (self.x0 >> col_bits)) * self.sc_words
+                           + (first_bit >> 4)),
+                left.eq(((end_bit - 1) >> 4) - (first_bit >> 4) + 1),
                 index.eq(0), buffer.eq(self.buffer),
             ]
         reading = Signal()
@@ -118,19 +131,22 @@ class ShortcutLoader(wiring.Component):
 class ShortcutBuffer(wiring.Component):
     """Two tiles' shortcut words per bank (buffer b's J words of bank c),
     written by the loader's captures and read by the PPU: `ppu.code` is
-    slot e mod 4 of word e div 4 of column `col`, e = offset + row."""
+    the s-bit slot at bit (s * first) mod 16 + s * row of column `col`'s
+    words (s = `slot_bits` with packed_activations, else 4), sign-extended
+    to 4 bits when `signed`."""
 
     def __init__(self, config):
         self._config = config
         super().__init__({
             "captures": In(stream.Signature(shortcut_capture_layout(config), always_ready=True)),
             "ppu": In(shortcut_read_signature(config)),
+            "slot_bits": In(3), "signed": In(1),
         })
 
     def elaborate(self, platform):
         m = Module()
         config = self._config
-        words_max = shortcut_words_max(config.rows)
+        words_max = _words_max(config)
         captures, capture = self.captures, self.captures.payload
         words = [[[Signal(ACT_WORD_BITS, name=f"b{b}_c{c}_w{j}") for j in range(words_max)]
                   for c in range(config.cols)] for b in range(2)]
@@ -140,10 +156,20 @@ class ShortcutBuffer(wiring.Component):
                     with m.If(captures.valid & (capture.buffer == b) & (capture.index == j)):
                         m.d.sync += words[b][c][j].eq(capture.words[c])
 
-        # Every slot a row can take (offset + row < 4 * words_max).
         ppu = self.ppu
-        slots = Array(Array(Array(Cat(*words[b][c]).word_select(s, ACT_SLOT_BITS)
-                                  for s in range(ACT_SLOTS_PER_WORD * words_max))
-                            for c in range(config.cols)) for b in range(2))
-        m.d.comb += ppu.code.eq(slots[ppu.buffer][ppu.col][ppu.offset + ppu.row])
+        pixel = Array(Array(Cat(*words[b][c]) for c in range(config.cols)) for b in range(2))
+        bits = pixel[ppu.buffer][ppu.col]
+        if not config.packed_activations:
+            # 4-bit slots: slot (first mod 4) + row of the words.
+            m.d.comb += ppu.code.eq(bits.word_select(ppu.first[:2] + ppu.row, ACT_SLOT_BITS))
+            return m
+        slot = self.slot_bits
+        code = Signal(ACT_SLOT_BITS)
+        with m.Switch(slot):
+            for s in (2, 3, 4):
+                with m.Case(s):
+                    start = ((ppu.first * s)[:4] + ppu.row * s)
+                    field = bits.bit_select(start, s)
+                    m.d.comb += code.eq(Mux(self.signed, field.as_signed(), field))
+        m.d.comb += ppu.code.eq(code)
         return m

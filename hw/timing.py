@@ -35,7 +35,7 @@ HALT_CYCLES = 1
 
 # A residual layer's shortcut reads (docs/isa.md, "Residual shortcut"): for
 # each tile, every activation bank reads the J words that hold channels
-# ktile*R .. ktile*R + R - 1 of its pixel, J <= shortcut_words_max(R). They
+# ktile*R .. ktile*R + R - 1 of its pixel, J <= shortcut_words_max(R, packed). They
 # start in the cycle the OAB takes the record of the tile's last ROUND (the
 # engine's done) and the ShortcutLoader issues them in the next J cycles,
 # before the next round's first activation read (shortcut_start_gap), their
@@ -58,23 +58,32 @@ def round_start_gap(rows):
     return max(0, rows - PREFETCH_CYCLES - MIN_ROUND_STEPS)
 
 
-def shortcut_start_gap(rows):
+def shortcut_start_gap(rows, packed):
     """Fewest cycles from the `done` of a residual tile's last ROUND to the
     next ROUND's start: the shortcut loader reads the activation banks in
-    the J <= shortcut_words_max(R) cycles after that done, and the next
-    round's first activation read must come after them (0 up to 10 rows)."""
-    return max(0, shortcut_words_max(rows) + 1 - FIRST_ACT_READ_CYCLES)
+    the J <= shortcut_words_max(R, packed) cycles after that done, and the
+    next round's first activation read must come after them (0 up to 10
+    rows)."""
+    return max(0, shortcut_words_max(rows, packed) + 1 - FIRST_ACT_READ_CYCLES)
 
 
-def shortcut_words_max(rows):
-    """Most words a bank reads for one tile's shortcut: channel tiles start
-    at slot (ktile * rows) mod 4, a multiple of gcd(rows, 4)."""
-    import math
-    return (4 - math.gcd(rows, 4) + rows - 1) // 4 + 1
+def shortcut_words(rows, ktile, slot_bits):
+    """`(first, count)`: the words of a pixel that hold channels ktile*R ..
+    ktile*R + R - 1 in `slot_bits`-bit slots (bits s*k .. s*k + s - 1)."""
+    first = slot_bits * ktile * rows // 16
+    return first, (slot_bits * (ktile + 1) * rows - 1) // 16 - first + 1
 
 
-def shortcut_reads_hidden(rows, cols):
+def shortcut_words_max(rows, packed):
+    """Most words a bank reads for one tile's shortcut: over the slot widths
+    a map may have (2, 3, 4 with packed_activations, else 4) and the
+    channel tiles (the word offsets repeat every 16 tiles)."""
+    return max(shortcut_words(rows, ktile, bits)[1] for ktile in range(16)
+               for bits in ((2, 3, 4) if packed else (4,)))
+
+
+def shortcut_reads_hidden(rows, cols, packed):
     """The last shortcut capture comes before the PPU reads the buffer:
     start + J + SHORTCUT_LATENCY <= start + 2R + C (the cycle before the
     tile's first element is in the PPU's S1)."""
-    return 1 + shortcut_words_max(rows) + SHORTCUT_LATENCY <= 2 * rows + cols
+    return 1 + shortcut_words_max(rows, packed) + SHORTCUT_LATENCY <= 2 * rows + cols

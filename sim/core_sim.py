@@ -23,6 +23,7 @@ from sim.runner import build, run_tests, source_file
 from sim.verilog_cache import design_verilog
 from sw import driver
 from sw.compile.encoding import map_words_per_bank
+from sw.compile.lower import SlotBits
 from sw.compile.images import host_word_stream
 
 TOPLEVEL = "core"
@@ -35,7 +36,7 @@ def readback_ranges(compiled):
     cout, ho, wo = spec.output_shape
     if spec.raw:
         return [(Memory.RESULTS, 0, regs["RES_BASE"], ho * wo * cout)]
-    count = map_words_per_bank(ho, wo, cout, cols)
+    count = map_words_per_bank(ho, wo, cout, cols, SlotBits.of(spec, compiled.config).output)
     return [(Memory.ACTIVATIONS, bank, regs["OUT_BASE"], count) for bank in range(cols)]
 
 

@@ -17,7 +17,7 @@ from amaranth.hdl import Shape
 from amaranth.lib import data
 
 from hw import isa
-from hw.isa import ACT_SLOTS_PER_WORD, GROUP_SIZE, RESULT_WIDTH, Opcode, Register
+from hw.isa import ACT_WORD_BITS, GROUP_SIZE, RESULT_WIDTH, Opcode, Register
 from hw.pe.modes import PeMode
 
 # Group precision <-> pcode of a chunk descriptor.
@@ -273,9 +273,44 @@ def padded_channels(channels):
     return -(-int(channels) // GROUP_SIZE) * GROUP_SIZE
 
 
-def map_words_per_bank(height, width, channels, cols):
+def pixel_words(channels, slot_bits):
+    """Words a pixel of `channels` channels takes in `slot_bits`-bit slots
+    (hw/isa.py: a chunk's G channels are `slot_bits` words)."""
+    return padded_channels(channels) * slot_bits // ACT_WORD_BITS
+
+
+def map_words_per_bank(height, width, channels, cols, slot_bits):
     """Words one bank holds of an `height x width x channels` map."""
-    return height * (-(-width // cols)) * padded_channels(channels) // ACT_SLOTS_PER_WORD
+    return height * (-(-width // cols)) * pixel_words(channels, slot_bits)
+
+
+def slot_start(channel, slot_bits):
+    """`(word, shift)`: channel `channel`'s slot starts at bit `shift` of
+    word `word` of its pixel; a 3-bit slot at shift 14 or 15 goes on into
+    word + 1 (numpy-friendly)."""
+    bit = slot_bits * channel
+    return bit // ACT_WORD_BITS, bit % ACT_WORD_BITS
+
+
+def pack_slots(codes, slot_bits):
+    """The pixel words of codes (P, ...) (P channels, a multiple of G, each
+    code's low `slot_bits` bits): (P * slot_bits / 16, ...)."""
+    codes = np.asarray(codes, dtype=np.int64) & ((1 << slot_bits) - 1)
+    words = np.zeros((pixel_words(len(codes), slot_bits), *codes.shape[1:]), dtype=np.int64)
+    word_mask = (1 << ACT_WORD_BITS) - 1
+    for channel, code in enumerate(codes):
+        word, shift = slot_start(channel, slot_bits)
+        words[word] |= (code << shift) & word_mask
+        if shift + slot_bits > ACT_WORD_BITS:
+            words[word + 1] |= code >> (ACT_WORD_BITS - shift)
+    return words
+
+
+def slot_value(low, high, shift, slot_bits):
+    """The slot at bit `shift` of word `low`, going on into word `high`
+    (numpy-friendly; `high` is read only where the slot straddles)."""
+    both = np.asarray(low, dtype=np.int64) | (np.asarray(high, dtype=np.int64) << ACT_WORD_BITS)
+    return (both >> shift) & ((1 << slot_bits) - 1)
 
 
 def even_start(width):
@@ -295,12 +330,12 @@ def column_position(x, width, split=False):
     return x // 2 + (1 - x % 2) * even_start(width)
 
 
-def act_address(y, x, channel, base, width, channels, cols, split=False):
-    """`(bank, word, slot)` of pixel (y, x), channel `channel` of a map of
-    `width` columns, parity-split or not (numpy-friendly)."""
+def act_address(y, x, channel, base, width, channels, cols, slot_bits, split=False):
+    """`(bank, word, shift)` of pixel (y, x), channel `channel` of a map of
+    `width` columns in `slot_bits`-bit slots, parity-split or not: its slot
+    starts at bit `shift` of `word` (`slot_start`; numpy-friendly)."""
     wb = -(-width // cols)
-    words = padded_channels(channels) // ACT_SLOTS_PER_WORD
     position = column_position(x, width, split)
+    word, shift = slot_start(channel, slot_bits)
     return (position % cols,
-            base + (y * wb + position // cols) * words + channel // ACT_SLOTS_PER_WORD,
-            channel % ACT_SLOTS_PER_WORD)
+            base + (y * wb + position // cols) * pixel_words(channels, slot_bits) + word, shift)

@@ -21,15 +21,16 @@ Count conventions (docs/isa.md, "Counters", made precise here):
 * `program_reads`: one per instruction fetched, HALT and SET included.
 * `chunk_reads`: one per chunk run; `wptr_reads`: one per ROUND.
 * `weight_reads`: `p` plane words per row per chunk (0 for pcode 0).
-* `act_reads`: per column per chunk, G/4 words when the pixel is inside the
-  map, 0 when it is padding (also for columns beyond OUT_W: they compute).
+* `act_reads`: per column per chunk, s words (the input map's slot bits,
+  hw/isa.py `slot_bits`) when the pixel is inside the map, 0 when it is
+  padding (also for columns beyond OUT_W: they compute).
 * `macs_<mode>`: `R * C * lanes` per step issued.
 * `oab_writes`: R per ROUND (one row entry per drain cycle); `oab_reads`: R
   per ROUND that is not `first` (read-modify-write) plus R per PPU job.
 * `param_reads`: per PPU job, one per row with `k < COUT` (rows beyond COUT
   are neither read nor written), also at the even row of a pooled pair.
-* `act_writes`: one per 4-bit slot written (pooled layers write at the odd
-  row only); `result_writes`: one per result word.
+* `act_writes`: one per slot written (pooled layers write at the odd row
+  only); `result_writes`: one per result word.
 * `shortcut_reads`: per tile of a layer with SC_ENABLE, J words (those
   holding channels ktile*R .. ktile*R + R - 1) in each of the C banks,
   whatever COUT and OUT_W (docs/isa.md, "Residual shortcut").
@@ -42,7 +43,7 @@ import numpy as np
 from common import fixedpoint
 from hw import timing
 from hw.counters import COUNTERS
-from hw.isa import ACT_SLOTS_PER_WORD, CHUNK_ACT_WORDS, GROUP_SIZE, MAX_PLANES, PCODE_BITS, Memory, Opcode, Register
+from hw.isa import ACT_SLOT_BITS, GROUP_SIZE, MAX_PLANES, PCODE_BITS, Memory, Opcode, Register
 from sw.compile import encoding as enc
 from sw.compile.images import read_entry
 
@@ -81,8 +82,8 @@ class Timeline:
       to the one where done rises.
     """
 
-    def __init__(self, rows, cols):
-        self.rows, self.cols = rows, cols
+    def __init__(self, rows, cols, packed):
+        self.rows, self.cols, self.packed = rows, cols, packed
         self.now = 0
         self.busy = 0
         self.stall = 0
@@ -116,7 +117,7 @@ class Timeline:
         if self.done is not None:
             gap = timing.round_start_gap(rows)
             if self.after_shortcut:
-                gap = max(gap, timing.shortcut_start_gap(rows))
+                gap = max(gap, timing.shortcut_start_gap(rows, self.packed))
             start = max(start, self.done + gap)
         self.after_shortcut = reads_shortcut
         last_step = start + timing.PREFETCH_CYCLES + steps - 1
@@ -185,7 +186,7 @@ class _Core:
         self.mem = _load(config, images)
         self.regs = {register.name: 0 for register in Register}
         self.counters = dict.fromkeys(COUNTERS, 0)
-        self.timeline = (timeline or Timeline)(self.R, self.C)
+        self.timeline = (timeline or Timeline)(self.R, self.C, config.packed_activations)
         self.oab = np.zeros((2, self.R, self.C), dtype=np.int64)
         self.tile = (0, 0, 0)
         self.tile_number = -1
@@ -251,7 +252,7 @@ class _Core:
         counters["weight_reads"] += int(bits.sum())
 
         activations, inside = self.read_activations(ky, kx, block, modes, input2)
-        counters["act_reads"] += CHUNK_ACT_WORDS * int(inside.sum())
+        counters["act_reads"] += self.slot_bits("IN_BITS") * int(inside.sum())
         buffer = self.tile_number % 2
         if self.compute:
             weights = self.read_weights(pointers, bits, folds, modes)      # (N, R, G)
@@ -279,18 +280,25 @@ class _Core:
         if not self.compute:
             return None, inside
         base = regs["IN_BASE2"] if input2 else regs["IN_BASE"]
+        slot = self.slot_bits("IN_BITS")
         wb = -(-width // C)
         position = enc.column_position(xx, width, split=stride == 2)       # (N, C)
         address = (base + (yy[:, None] * wb + position // C) * regs["IN_WORDS"]
-                   + block[:, None] * CHUNK_ACT_WORDS)                      # (N, C)
-        address = address[:, :, None] + np.arange(CHUNK_ACT_WORDS)           # (N, C, 4)
+                   + block[:, None] * slot)                                 # (N, C)
+        address = address[:, :, None] + np.arange(slot)                     # (N, C, s)
         bank = np.broadcast_to((position % C)[:, :, None], address.shape)
         words = np.where(inside[:, :, None],
                          self.mem[Memory.ACTIVATIONS][bank, address % self.config.act_depth], 0)
-        slots = (words[..., None] >> (4 * np.arange(ACT_SLOTS_PER_WORD))) & 15
-        slots = slots.reshape(len(ky), C, GROUP_SIZE)        # channel 4*word + slot
+        words = np.concatenate([words, np.zeros_like(words[..., :1])], axis=-1)  # a straddle's high word
+        word, shift = enc.slot_start(np.arange(GROUP_SIZE), slot)
+        slots = enc.slot_value(words[..., word], words[..., word + 1], shift, slot)  # (N, C, G)
         mask = np.array([(1 << mode.activation_bits) - 1 for mode in modes], dtype=np.int64)
         return slots & mask[:, None, None], inside
+
+    def slot_bits(self, register):
+        """The slot width of the map a register names (hw/isa.py,
+        `slot_bits`): the register's with packed_activations, else 4."""
+        return self.regs[register] if self.config.packed_activations else ACT_SLOT_BITS
 
     def read_weights(self, pointers, bits, folds, modes):
         """(N, R, G) weight lane values: each row reads its p planes at its
@@ -371,39 +379,51 @@ class _Core:
         (docs/isa.md, "Residual shortcut"); signed with SC_SIGNED."""
         R, C, regs = self.R, self.C, self.regs
         y, x0, ktile = self.tile
-        first = ktile * R // ACT_SLOTS_PER_WORD
-        words = (ktile * R + R - 1) // ACT_SLOTS_PER_WORD - first + 1
+        slot = self.slot_bits("SC_BITS")
+        first, words = timing.shortcut_words(R, ktile, slot)
         self.counters["shortcut_reads"] += C * words
         if not self.compute:
             return None
-        address = (regs["SC_BASE"] + (y * regs["OUT_WB"] + x0 // C) * regs["OUT_WORDS"] + first
-                   + np.arange(words)) % self.config.act_depth                    # (J,)
-        data = self.mem[Memory.ACTIVATIONS][:, address]                              # (C, J)
-        slot = ktile * R % ACT_SLOTS_PER_WORD + np.arange(R)                         # (R,)
-        codes = (data[:, slot // ACT_SLOTS_PER_WORD] >> (4 * (slot % ACT_SLOTS_PER_WORD))) & 15
-        codes = codes.T                                                              # (R, C)
+        address = (regs["SC_BASE"] + (y * regs["OUT_WB"] + x0 // C) * regs["SC_WORDS"] + first
+                   + np.arange(words + 1)) % self.config.act_depth                # (J + 1,)
+        data = self.mem[Memory.ACTIVATIONS][:, address]                              # (C, J + 1)
+        data[:, words] = 0                          # only J words are read
+        word, shift = enc.slot_start(ktile * R + np.arange(R), slot)                 # (R,)
+        word -= first
+        codes = enc.slot_value(data[:, word], data[:, word + 1], shift, slot).T      # (R, C)
         if regs["SC_SIGNED"]:
-            codes = codes - ((codes >> 3) << 4)
+            codes = codes - ((codes >> (slot - 1)) << slot)
         return codes
 
     def write_slots(self, codes, ys, xs, k, ok):
-        """Write codes[r, j] to pixel (ys[j], xs[j]), channel k[r] where ok."""
+        """Write codes[r, j] to pixel (ys[j], xs[j]), channel k[r] where ok:
+        its slot's bits, in one or two words (hw/isa.py)."""
         self.counters["act_writes"] += int(ok.sum())
         if not self.compute:
             return
-        regs, C = self.regs, self.C
+        regs, C, depth = self.regs, self.C, self.config.act_depth
+        slot = self.slot_bits("ACT_BITS")
         even_start = regs["OUT_SPLIT"]
         position = np.where(even_start, xs // 2 + (1 - xs % 2) * even_start, xs)
         bank = np.broadcast_to(position % C, ok.shape)
-        word = (regs["OUT_BASE"] + (ys * regs["OUT_WB"] + position // C)[None, :] * regs["OUT_WORDS"]
-                + (k // ACT_SLOTS_PER_WORD)[:, None]) % self.config.act_depth
-        slot = np.broadcast_to((k % ACT_SLOTS_PER_WORD)[:, None], ok.shape)
-        for s in range(ACT_SLOTS_PER_WORD):   # one slot position at a time: no clashes
-            sel = ok & (slot == s)
+        word, shift = enc.slot_start(k, slot)                                        # (R,)
+        pixel = regs["OUT_BASE"] + (ys * regs["OUT_WB"] + position // C) * regs["OUT_WORDS"]
+        word = (pixel[None, :] + word[:, None]) % depth                              # (R, J)
+        shift = np.broadcast_to(shift[:, None], ok.shape)
+        mask = (1 << slot) - 1
+        bits = ((codes & mask) << shift, mask << shift)
+        activations = self.mem[Memory.ACTIVATIONS]
+        # One channel position of the G in a chunk at a time: its writes
+        # touch distinct words (a slot never leaves its chunk's words).
+        for position_in_chunk in range(GROUP_SIZE):
+            sel = ok & np.broadcast_to((k % GROUP_SIZE == position_in_chunk)[:, None], ok.shape)
+            if not sel.any():
+                continue
             b, w = bank[sel], word[sel]
-            activations = self.mem[Memory.ACTIVATIONS]
-            activations[b, w] = (activations[b, w] & ~(15 << (4 * s))) \
-                | ((codes[sel] & 15) << (4 * s))
+            value, enable = bits[0][sel], bits[1][sel]
+            for half, target in ((0, w), (1, (w + 1) % depth)):
+                part, part_enable = value >> (16 * half) & 0xFFFF, enable >> (16 * half) & 0xFFFF
+                activations[b, target] = (activations[b, target] & ~part_enable) | part
 
 
 def execute(config, images, *, compute=True, max_instructions=50_000_000, timeline=None):

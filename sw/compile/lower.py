@@ -58,7 +58,7 @@ import numpy as np
 
 from common.errors import UserError
 from common.layer_shapes import conv_problem
-from hw.isa import GROUP_SIZE, Memory, Register
+from hw.isa import ACT_SLOT_BITS, GROUP_SIZE, Memory, Register, slot_bits
 from hw.pe.modes import PeMode
 from sw.compile import encoding as enc
 from sw.compile.images import empty_images, merge_images, read_entry
@@ -151,12 +151,14 @@ class CompiledLayer:
             raise UserError(f"{spec.label}: input codes outside [0, "
                             f"{(1 << spec.act_bits_in) - 1}]")
         images = {Memory.ACTIVATIONS: [dict() for _ in range(cols)]}
+        slots = SlotBits.of(spec, self.config)
         if spec.act_bits_in == 8:
             maps = ((x >> 4, self.placement.in_base), (x & 15, self.placement.in_base2))
         else:
             maps = ((x, self.placement.in_base),)
         for codes, base in maps:
-            _write_map(images[Memory.ACTIVATIONS], codes, base, cols, split=spec.stride == 2)
+            _write_map(images[Memory.ACTIVATIONS], codes, base, cols, slots.input,
+                       split=spec.stride == 2)
         if spec.residual:
             if shortcut is None:
                 raise UserError(f"{spec.label}: a residual layer needs its shortcut codes "
@@ -165,7 +167,8 @@ class CompiledLayer:
             low, high = spec.shortcut_range
             if shortcut.min(initial=0) < low or shortcut.max(initial=0) > high:
                 raise UserError(f"{spec.label}: shortcut codes outside [{low}, {high}]")
-            _write_map(images[Memory.ACTIVATIONS], shortcut & 15, self.placement.sc_base, cols)
+            _write_map(images[Memory.ACTIVATIONS], shortcut, self.placement.sc_base, cols,
+                       slots.shortcut)
         return images
 
     def memories(self, x):
@@ -186,19 +189,19 @@ class CompiledLayer:
                             read_entry(bank, regs["RES_BASE"] + (y * wo + x) * cout + k))
             return out
         return _read_map(memories[Memory.ACTIVATIONS], (cout, ho, wo), regs["OUT_BASE"], cols,
-                         split=spec.split_output, signed=spec.act_signed)
+                         SlotBits.of(spec, self.config).output, split=spec.split_output,
+                         signed=spec.act_signed)
 
 
-def _write_map(banks, codes, base, cols, split=False):
-    """Write a (channels, height, width) map at `base` (docs/isa.md,
-    "Activations"; parity-split for a stride-2 reader)."""
+def _write_map(banks, codes, base, cols, slot_bits, split=False):
+    """Write a (channels, height, width) map at `base` in `slot_bits`-bit
+    slots (docs/isa.md, "Activations"; parity-split for a stride-2 reader;
+    signed codes as their low bits, two's complement)."""
     channels, height, width = codes.shape
-    cp = enc.padded_channels(channels)
-    padded = np.zeros((cp, height, width), dtype=np.int64)
+    padded = np.zeros((enc.padded_channels(channels), height, width), dtype=np.int64)
     padded[:channels] = codes
-    words = cp // enc.ACT_SLOTS_PER_WORD
-    slots = padded.reshape(words, enc.ACT_SLOTS_PER_WORD, height, width)
-    packed = sum(slots[:, i] << (4 * i) for i in range(enc.ACT_SLOTS_PER_WORD))  # (words,H,W)
+    packed = enc.pack_slots(padded, slot_bits)                               # (words, H, W)
+    words = len(packed)
     wb = -(-width // cols)
     for y in range(height):
         for x in range(width):
@@ -209,17 +212,19 @@ def _write_map(banks, codes, base, cols, split=False):
                 bank[address + j] = int(packed[j, y, x])
 
 
-def _read_map(banks, shape, base, cols, split=False, signed=False):
-    """A map's codes; `signed`: 4-bit two's complement slots."""
+def _read_map(banks, shape, base, cols, slot_bits, split=False, signed=False):
+    """A map's codes from its `slot_bits`-bit slots; `signed`: two's complement."""
     channels, height, width = shape
     out = np.zeros(shape, dtype=np.int64)
     for k in range(channels):
         for y in range(height):
             for x in range(width):
-                bank, word, slot = enc.act_address(y, x, k, base, width, channels, cols, split)
-                out[k, y, x] = (read_entry(banks[bank], word) >> (4 * slot)) & 15
+                bank, word, shift = enc.act_address(y, x, k, base, width, channels, cols, slot_bits,
+                                                    split)
+                high = read_entry(banks[bank], word + 1) if shift + slot_bits > 16 else 0
+                out[k, y, x] = enc.slot_value(read_entry(banks[bank], word), high, shift, slot_bits)
     if signed:
-        out -= (out >> 3) << 4
+        out -= (out >> (slot_bits - 1)) << slot_bits
     return out
 
 
@@ -498,6 +503,23 @@ def _store_params(spec, config, placement, images):
 
 
 @dataclasses.dataclass(frozen=True)
+class SlotBits:
+    """Bits per stored value of a layer's maps (hw/isa.py, `slot_bits`):
+    the input map(s), the output map (None: a raw layer) and the shortcut
+    map (None: no shortcut). An 8-bit input is two maps of 4-bit nibbles."""
+    input: int
+    output: int | None
+    shortcut: int | None
+
+    @classmethod
+    def of(cls, spec, config):
+        packed = config.packed_activations
+        return cls(ACT_SLOT_BITS if spec.act_bits_in == 8 else slot_bits(packed, spec.act_bits_in),
+                   None if spec.raw else slot_bits(packed, spec.act_bits_out),
+                   slot_bits(packed, spec.shortcut_bits) if spec.residual else None)
+
+
+@dataclasses.dataclass(frozen=True)
 class _Maps:
     """Where the layer's activation maps lie (words per bank)."""
     in_words: int
@@ -512,20 +534,22 @@ def _place_maps(spec, config, placement, input_passes):
     C = config.cols
     cin, height, width = spec.input_shape
     ho, wo = spec.conv_output_hw
-    in_words = enc.map_words_per_bank(height, width, cin, C)
+    slots = SlotBits.of(spec, config)
+    in_words = enc.map_words_per_bank(height, width, cin, C, slots.input)
     in_base2 = placement.in_base2
     if spec.act_bits_in == 8 and in_base2 is None:
         in_base2 = placement.in_base + in_words
     input_end = max(placement.in_base + in_words,
                     in_base2 + in_words if spec.act_bits_in == 8 else 0)
     _, out_h, out_wm = spec.output_shape
-    out_words = 0 if spec.raw else enc.map_words_per_bank(out_h, out_wm, spec.out_channels, C)
+    out_words = 0 if spec.raw else enc.map_words_per_bank(out_h, out_wm, spec.out_channels, C,
+                                                          slots.output)
     out_base = placement.out_base if placement.out_base is not None else input_end
     act_end = max(input_end, out_base + out_words)
     sc_base, sc_words = None, 0
     if spec.residual:
-        # The shortcut has the conv output's shape (no pooling: out_words).
-        sc_words = out_words
+        # The shortcut has the conv output's shape (no pooling).
+        sc_words = enc.map_words_per_bank(out_h, out_wm, spec.out_channels, C, slots.shortcut)
         sc_base = placement.sc_base if placement.sc_base is not None else act_end
         act_end = max(act_end, sc_base + sc_words)
         if sc_base < out_base + out_words and out_base < sc_base + sc_words:
@@ -556,12 +580,13 @@ def _registers(spec, config, placement, geometry, maps):
     C = config.cols
     cin, height, width = spec.input_shape
     _, _, out_wm = spec.output_shape
+    slots = SlotBits.of(spec, config)
     return {
         "IN_BASE": placement.in_base, "IN_BASE2": maps.in_base2 or 0, "IN_H": height,
-        "IN_W": width, "IN_WORDS": enc.padded_channels(cin) // enc.ACT_SLOTS_PER_WORD,
+        "IN_W": width, "IN_WORDS": enc.pixel_words(cin, slots.input), "IN_BITS": slots.input,
         "PAD": spec.padding, "OUT_BASE": maps.out_base, "OUT_W": geometry.out_w,
         "COUT": spec.out_channels, "OUT_WB": -(-out_wm // C),
-        "OUT_WORDS": enc.padded_channels(spec.out_channels) // enc.ACT_SLOTS_PER_WORD,
+        "OUT_WORDS": 0 if spec.raw else enc.pixel_words(spec.out_channels, slots.output),
         "POOL": int(spec.pool), "ACT_BITS": 0 if spec.raw else spec.act_bits_out,
         "REQ_SHIFT": 0 if spec.raw else spec.requant_shift, "RAW": int(spec.raw),
         "PARAM_BASE": placement.param_base, "RES_BASE": placement.res_base,
@@ -570,7 +595,8 @@ def _registers(spec, config, placement, geometry, maps):
         "OUT_SPLIT": enc.even_start(out_wm) if spec.split_output and not spec.input_split else 0,
         "SC_BASE": maps.sc_base or 0, "SC_ENABLE": int(spec.residual),
         "SC_SHIFT": spec.residual_shift if spec.residual else 0,
-        "SC_SIGNED": int(spec.residual and spec.shortcut_signed),
+        "SC_SIGNED": int(spec.residual and spec.shortcut_signed), "SC_BITS": slots.shortcut or 0,
+        "SC_WORDS": enc.pixel_words(spec.out_channels, slots.shortcut) if spec.residual else 0,
         "OUT_SIGNED": int(spec.act_signed),
     }
 

@@ -52,13 +52,13 @@ import numpy as np
 
 from common.errors import UserError
 from common.layer_shapes import conv_problem, pool_problem
-from hw.isa import ACT_SLOT_BITS, GROUP_SIZE, RESULT_WIDTH, Memory
+from hw.isa import GROUP_SIZE, RESULT_WIDTH, Memory
 from sw.compile import encoding as enc
 from sw.compile.act_alloc import ActMap, allocate
 from sw.compile.golden import execute
 from sw.compile.images import empty_images, merge_images, sparse
 from sw.compile.layer import LayerSpec
-from sw.compile.lower import Placement, compile_layer
+from sw.compile.lower import Placement, SlotBits, compile_layer
 from sw.compile.regroup import expand_groups, hardware_groups
 from sw.compile.tap_packing import TapPacking, pack_taps
 from sw.quantize.export import IMAGE, IMAGE_NAME, layer_sources
@@ -327,10 +327,12 @@ def compile_network(header, arrays, config, progress=None, pack_first_layer=True
     return network
 
 
-def activation_maps(specs, sources, cols):
+def activation_maps(specs, sources, config):
     """The `ActMap`s of a network's activation memory (words per bank of
-    `cols` banks), in the order they are written: the input map(s), then
-    every non-raw layer's output, each with the last layer that reads it."""
+    `config`'s banks, in the slots `lower.SlotBits` gives), in the order
+    they are written: the input map(s), then every non-raw layer's output,
+    each with the last layer that reads it."""
+    cols = config.cols
     last = {}
     for index, pair in enumerate(sources):
         for source in pair:
@@ -338,15 +340,15 @@ def activation_maps(specs, sources, cols):
                 last[source] = index
     first = specs[0]
     input_words = enc.map_words_per_bank(first.input_shape[1], first.input_shape[2],
-                                         first.input_shape[0], cols)
+                                         first.input_shape[0], cols, SlotBits.of(first, config).input)
     # An 8-bit image is two nibble maps, one after the other.
     maps = [ActMap("the input image", input_words * (2 if first.act_bits_in == 8 else 1),
                    IMAGE, last.get(IMAGE, IMAGE))]
     for index, spec in enumerate(specs):
         if not spec.raw:
             channels, height, width = spec.output_shape
-            maps.append(ActMap(spec.label, enc.map_words_per_bank(height, width, channels, cols),
-                               index, last.get(index, index)))
+            words = enc.map_words_per_bank(height, width, channels, cols, SlotBits.of(spec, config).output)
+            maps.append(ActMap(spec.label, words, index, last.get(index, index)))
     return maps
 
 
@@ -355,7 +357,7 @@ def _place_activations(specs, sources, config):
     map(s) and every non-raw layer's output in the activation memory
     (sw/compile/act_alloc.py); `checked[i]`: layer i's output survives to
     the end of a run (a raw layer's results always do)."""
-    maps = activation_maps(specs, sources, config.cols)
+    maps = activation_maps(specs, sources, config)
     allocation = allocate(maps, config.act_depth)
     bases = dict(zip((m.first for m in maps), allocation.bases))
     survives = dict(zip((m.first for m in maps), allocation.survives))
@@ -408,11 +410,11 @@ def _manifest(network, header, out_bases, allocation):
             "inputs": [IMAGE_NAME if source == IMAGE else network.specs[source].name
                        for source in sources[i] if source is not None],
             "residual": spec.residual, "act_signed": spec.act_signed,
-            # Activation precision against what the memory keeps per value:
-            # 4-bit slots whatever the precision (docs/energy.md, "Activation
-            # storage at precision"); a raw layer writes 32-bit results.
+            # Activation precision against what the memory keeps per value
+            # (hw/isa.py, `slot_bits`: the precision with packed_activations,
+            # else 4); a raw layer writes 32-bit results.
             "act_bits": spec.act_bits_out or None,
-            "act_bits_stored": RESULT_WIDTH if spec.raw else ACT_SLOT_BITS,
+            "act_bits_stored": RESULT_WIDTH if spec.raw else SlotBits.of(spec, config).output,
             "out_base": out_bases[i], "checked": network.checked[i],
             "expected_counters": compiled.expected_counters,
             "precision_histogram": compiled.manifest.get("precision_histogram"),

@@ -32,7 +32,8 @@ from common.errors import UserError
 from hw.counters import COUNTERS, counter_reading
 from hw.isa import Memory
 from sw.compile import host_word_stream, run_golden
-from sw.compile.encoding import act_address, decode_result, map_words_per_bank
+from sw.compile.encoding import act_address, decode_result, map_words_per_bank, slot_value
+from sw.compile.lower import SlotBits
 
 CASES_FILE = "fpga_cases.json"
 FORMAT = "mpq-fpga-cases/1"
@@ -51,7 +52,8 @@ def output_of(compiled, expected, name=None):
     return {"name": name or spec.name, "memory": "results" if raw else "activations",
             "base": int(regs["RES_BASE"] if raw else regs["OUT_BASE"]), "shape": shape,
             "expected": np.asarray(expected, dtype=np.int64).reshape(shape).tolist(),
-            "split": bool(spec.split_output)}
+            "split": bool(spec.split_output), "signed": bool(spec.act_signed),
+            "slot_bits": None if raw else SlotBits.of(spec, compiled.config).output}
 
 
 def case_from_layer(compiled, x, *, name=None, golden=None):
@@ -96,7 +98,7 @@ def readback_ranges(output, config):
     channels, height, width = output["shape"]
     if output["memory"] == "results":
         return [(Memory.RESULTS, 0, output["base"], channels * height * width)]
-    count = map_words_per_bank(height, width, channels, config.cols)
+    count = map_words_per_bank(height, width, channels, config.cols, output["slot_bits"])
     return [(Memory.ACTIVATIONS, bank, output["base"], count) for bank in range(config.cols)]
 
 
@@ -115,9 +117,13 @@ def decode_output(output, config, entries):
                     out[k, y, x] = decode_result(banks[(Memory.RESULTS, 0)].get(
                         output["base"] + (y * width + x) * channels + k, 0))
                 else:
-                    bank, word, slot = act_address(y, x, k, output["base"], width, channels,
-                                                   config.cols, output.get("split", False))
-                    out[k, y, x] = (banks[(Memory.ACTIVATIONS, bank)].get(word, 0) >> (4 * slot)) & 15
+                    bits = output["slot_bits"]
+                    bank, word, shift = act_address(y, x, k, output["base"], width, channels,
+                                                    config.cols, bits, output["split"])
+                    words = banks[(Memory.ACTIVATIONS, bank)]
+                    out[k, y, x] = slot_value(words.get(word, 0), words.get(word + 1, 0), shift, bits)
+                    if output["signed"]:
+                        out[k, y, x] -= (out[k, y, x] >> (bits - 1)) << bits
     return out
 
 

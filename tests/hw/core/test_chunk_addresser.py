@@ -4,7 +4,8 @@ job out, against the activation layout of docs/isa.md computed here in
 Python: column c's pixel x = s(x0 + c) + kx - pad of row s*y + ky - pad (s
 the stride) lies at position p = x, or in the parity-split map of a
 stride-2 layer x div 2 (+ W div 2 when x is even), in bank p mod C at
-word base + (y * WB + p div C) * words + block * 4. Every bank's address
+word base + (y * WB + p div C) * words + block * s (s-bit slots: a
+chunk is s words). Every bank's address
 (one product per bank, or `shared_bank_address`'s one product), read
 enable, the columns inside the map, the rotation, every row's pointer and
 plane count; edge cases (pixels left, right, above and below the map,
@@ -45,7 +46,7 @@ def reference(config, request, layer):
         x = stride * (request["x0"] + c) + offset
         inside = 0 <= y_in < layer["in_h"] and 0 <= x < layer["in_w"]
         p = column_position(x, layer["in_w"], split=stride == 2)
-        word = base + (y_in * in_wb + p // cols) * layer["in_words"] + request["block"] * 4
+        word = base + (y_in * in_wb + p // cols) * layer["in_words"] + request["block"] * layer["slot_bits"]
         columns.append((p % cols, word % config.act_depth, inside))
     banks = {bank: (word, inside) for bank, word, inside in columns}
     # The columns' positions are consecutive (inside the map or not), at
@@ -112,6 +113,8 @@ def cases(config):
                                            "in_words": 4, "pad": pad, "stride2": 1}))
     edge += [(random_request(rng, config), random_layer(rng)) for _ in range(80)]
     edge += [(random_request(rng, config, wide=True), random_layer(rng, wide=True)) for _ in range(80)]
+    for index, (_, layer) in enumerate(edge):     # every slot width (isa.slot_bits)
+        layer["slot_bits"] = (2, 3, 4)[index % 3]
     return edge
 
 

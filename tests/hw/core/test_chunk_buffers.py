@@ -1,6 +1,7 @@
 """The round engine's chunk buffers in Amaranth's simulator, at their
-boundary, with the buffers shifted by the lane count (`ChunkStore`) and
-with `permuted_buffers` (`PermutedChunkStore`). The testbench is the
+boundary, with the buffers shifted by the lane count (`ChunkStore`, its
+activations in 2-, 3- and 4-bit slots: packed_activations) and with
+`permuted_buffers` (`PermutedChunkStore`, 4-bit slots). The testbench is the
 fetcher (a fetch begins when the buffer it fills is `free`, its four
 captures two cycles later) and the emitter (it takes a chunk when `chunks`
 offers one and it is idle or in its last step, then steps G / lanes
@@ -23,7 +24,10 @@ from hw.round_engine import FETCH_READS, PLANES, ChunkBuffers
 
 BASE = AcceleratorConfig("buffers-test", rows=3, cols=2, program_depth=16, chunk_depth=16,
                          wptr_depth=4, param_depth=4, weight_depth=64, act_depth=64, result_depth=4)
-CONFIGS = [dataclasses.replace(BASE, permuted_buffers=permuted) for permuted in (False, True)]
+# (config, slot bits): the shifted store with each slot width, the permuted one (4-bit slots).
+CONFIGS = [(BASE, 2), (BASE, 3), (BASE, 4),
+           (dataclasses.replace(BASE, permuted_buffers=True, packed_activations=False), 4)]
+IDS = ["shifted-s2", "shifted-s3", "shifted-s4", "permuted"]
 R, C = BASE.rows, BASE.cols
 
 
@@ -36,17 +40,18 @@ def random_chunk(rng, mode=None):
     }
 
 
-def expected_taps(chunk, step):
-    """Per row and plane, the lanes' bits; per column, the lanes' slots."""
+def expected_taps(chunk, step, slot_bits):
+    """Per row and plane, the lanes' bits; per column, the lanes' slots
+    (element e at bit slot_bits * e of the captured words)."""
     lanes = chunk["mode"].lanes
     elements = range(step * lanes, (step + 1) * lanes)
     slots = [sum(word << (ACT_WORD_BITS * k) for k, word in enumerate(words)) for words in chunk["words"]]
     planes = [[[(plane >> e) & 1 for e in elements] for plane in row] for row in chunk["planes"]]
-    acts = [[(slot >> (ACT_SLOT_BITS * e)) & 0xF for e in elements] for slot in slots]
+    acts = [[(slot >> (slot_bits * e)) & ((1 << slot_bits) - 1) for e in elements] for slot in slots]
     return planes, acts
 
 
-def run(config, chunks, *, seed, offer=1.0):
+def run(config, chunks, *, seed, offer=1.0, slot_bits=ACT_SLOT_BITS):
     """Fetches and emits `chunks`; returns per emitted step (chunk index,
     step, taps seen) and the cycles of the steps."""
     rng = random.Random(seed)
@@ -54,6 +59,7 @@ def run(config, chunks, *, seed, offer=1.0):
     steps, step_cycles = [], []
 
     async def testbench(ctx):
+        ctx.set(dut.slot_bits, slot_bits)
         to_fetch = 0                    # next chunk to fetch
         fetches = []                    # (chunk index, buffer, start cycle) of every fetch begun
         target = 0                      # the buffer the next fetch fills
@@ -137,29 +143,29 @@ def run(config, chunks, *, seed, offer=1.0):
     return steps, step_cycles
 
 
-def check(chunks, steps):
+def check(chunks, steps, slot_bits):
     assert [(index, step) for index, step, _ in steps] == [
         (index, step) for index, chunk in enumerate(chunks) for step in range(GROUP_SIZE // chunk["mode"].lanes)]
     for index, step, taps in steps:
-        assert taps == expected_taps(chunks[index], step), (index, step)
+        assert taps == expected_taps(chunks[index], step, slot_bits), (index, step)
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=["shifted", "permuted"])
+@pytest.mark.parametrize("config, slot_bits", CONFIGS, ids=IDS)
 @pytest.mark.parametrize("seed", range(3))
-def test_every_step_gets_its_lanes(config, seed):
+def test_every_step_gets_its_lanes(config, slot_bits, seed):
     rng = random.Random(seed)
     chunks = [random_chunk(rng) for _ in range(10)]
-    steps, _ = run(config, chunks, seed=seed, offer=0.5)
-    check(chunks, steps)
+    steps, _ = run(config, chunks, seed=seed, offer=0.5, slot_bits=slot_bits)
+    check(chunks, steps, slot_bits)
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=["shifted", "permuted"])
-def test_a_step_every_cycle_when_the_fetcher_keeps_up(config):
+@pytest.mark.parametrize("config, slot_bits", CONFIGS, ids=IDS)
+def test_a_step_every_cycle_when_the_fetcher_keeps_up(config, slot_bits):
     """W2A2 chunks (4 steps, as short as the fetch) between others: the
     buffer emptying is refilled from its last two steps on."""
     rng = random.Random(4)
     modes = [PeMode.W2A2, PeMode.W2A2, PeMode.W4A4, PeMode.W2A2, PeMode.W4A2, PeMode.W2A4, PeMode.W2A2]
     chunks = [random_chunk(rng, mode) for mode in modes]
-    steps, cycles = run(config, chunks, seed=4)
-    check(chunks, steps)
+    steps, cycles = run(config, chunks, seed=4, slot_bits=slot_bits)
+    check(chunks, steps, slot_bits)
     assert cycles == list(range(cycles[0], cycles[0] + len(cycles)))

@@ -161,7 +161,7 @@ def test_after_a_residual_tiles_last_round_the_shortcut_reads_come_first(sc_enab
     shortcut_start_gap (1) cycles after the done instead of in it."""
     from hw.timing import shortcut_start_gap
     config = dataclasses.replace(CONFIG, rows=11, cols=2)
-    assert round_start_gap(11) == 0 and shortcut_start_gap(11) == 1
+    assert round_start_gap(11) == 0 and shortcut_start_gap(11, False) == 1
     program = [SET(Register.SC_ENABLE, sc_enable), ROUND(first=1, last=0), ROUND(first=0, last=1),
                ROUND(first=1, last=1), HALT]
     log = run(program, config)

@@ -2,9 +2,13 @@
 writes and reads every bank of every memory while the core is idle (and is
 ignored while it runs); while running, the core's read ports answer the
 cycle after `en` and hold their data, the PPU's activation writes reach the
-bank in their address's low bits and only the enabled slot, and result
-writes land."""
+bank in their address's low bits and only the enabled slot (a 4-bit slot,
+or with packed_activations a 3-bit one that straddles two words), and
+result writes land."""
 
+import dataclasses
+
+import pytest
 from amaranth.sim import Simulator
 
 from hw.config import AcceleratorConfig
@@ -22,8 +26,9 @@ def value(mem_id, bank, addr):
     return (0x9E3779B97F4A7C15 * (mem_id * 64 + bank * 16 + addr + 1)) % (1 << width)
 
 
-def test_host_and_core_access():
-    dut = MemoryArbiter(CONFIG)
+@pytest.mark.parametrize("packed", [True, False], ids=["packed", "4-bit"])
+def test_host_and_core_access(packed):
+    dut = MemoryArbiter(dataclasses.replace(CONFIG, packed_activations=packed))
 
     async def testbench(ctx):
         host = dut.host
@@ -73,10 +78,11 @@ def test_host_and_core_access():
             assert ctx.get(port.data) == value(mem_id, bank, 5), mem_id
             await ctx.tick()
             assert ctx.get(port.data) == value(mem_id, bank, 5), mem_id
-        # A 4-bit slot of bank 1's word 3; a result.
+        # A slot of bank 1 from word 3: bits 8..11 (4-bit), or bits 14..16
+        # (3-bit, into word 4: the other half's next entry); a result.
         ctx.set(dut.activation_write.addr, (3 << 1) | 1)
-        ctx.set(dut.activation_write.data, 0xAAAA)
-        ctx.set(dut.activation_write.en, 0b0100)
+        ctx.set(dut.activation_write.data, 0x5AAAA if packed else 0xAAAA)
+        ctx.set(dut.activation_write.en, 0x7 << 14 if packed else 0xF << 8)
         ctx.set(dut.result_write.addr, 5)
         ctx.set(dut.result_write.data, 0xDEADBEEF)
         ctx.set(dut.result_write.en, 1)
@@ -87,7 +93,12 @@ def test_host_and_core_access():
 
         assert await host_read(Memory.PROGRAM, 0, 3) == value(Memory.PROGRAM, 0, 3)
         old = value(Memory.ACTIVATIONS, 1, 3)
-        assert await host_read(Memory.ACTIVATIONS, 1, 3) == (old & ~0x0F00) | 0x0A00
+        if packed:       # 0b110 at bit 14: bits 14, 15 of word 3 are 0, 1; bit 0 of word 4 is 1
+            assert await host_read(Memory.ACTIVATIONS, 1, 3) == (old & ~0xC000) | 0x8000
+            assert await host_read(Memory.ACTIVATIONS, 1, 4) == 1
+            assert await host_read(Memory.ACTIVATIONS, 1, 5) == value(Memory.ACTIVATIONS, 1, 5)
+        else:
+            assert await host_read(Memory.ACTIVATIONS, 1, 3) == (old & ~0x0F00) | 0x0A00
         assert await host_read(Memory.ACTIVATIONS, 0, 3) == value(Memory.ACTIVATIONS, 0, 3)
         assert await host_read(Memory.RESULTS, 0, 5) == 0xDEADBEEF
 

@@ -148,7 +148,11 @@ def test_requantizer_follows_the_fixed_point_rule(barrel):
 
 def run_writer(codes, registers):
     """`codes`: [(r, c, k, x, y, value, total)] one per cycle. Returns (activation
-    writes (bank, word, slot, value), result writes (address, value))."""
+    writes (bank, word, shift, value): a slot of the act_bits' width at bit
+    `shift` of `word` (on into word + 1 where it straddles), result writes
+    (address, value))."""
+    registers = {"act_bits": 4, **registers}
+    width = registers["act_bits"]
     dut = PoolWriter(CONFIG)
     col_bits = (C - 1).bit_length()
     acts, results = [], []
@@ -163,9 +167,10 @@ def run_writer(codes, registers):
             if ctx.get(dut.activations.en):
                 en, addr, data = (ctx.get(dut.activations.en), ctx.get(dut.activations.addr),
                                   ctx.get(dut.activations.data))
-                slot = en.bit_length() - 1
-                assert en == 1 << slot and data == (data & 15) * 0x1111
-                acts.append((addr & ((1 << col_bits) - 1), addr >> col_bits, slot, data & 15))
+                shift = (en & -en).bit_length() - 1
+                assert en == ((1 << width) - 1) << shift
+                acts.append((addr & ((1 << col_bits) - 1), addr >> col_bits, shift,
+                             (data >> shift) & ((1 << width) - 1)))
             if ctx.get(dut.results.en):
                 results.append((ctx.get(dut.results.addr), ctx.get(dut.results.data)))
             await ctx.tick()
@@ -179,15 +184,23 @@ def tile_codes(rng, y, x0=0, ktile=0):
             for r in range(R) for c in range(C)]
 
 
-def test_writer_places_slots_and_skips_what_is_out_of_range():
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_writer_places_slots_and_skips_what_is_out_of_range(bits):
+    """Channel k's slot at bit bits * k of its pixel's words: channel 5 of
+    a 3-bit map at bit 15, on into the next word (one write); nothing for
+    k >= cout or x >= out_w."""
     rng = np.random.default_rng(3)
-    codes = tile_codes(rng, y=2, x0=4)
-    registers = dict(out_base=10, out_w=7, cout=1, out_wb=2, out_words=3, pool=0, raw=0, res_base=0)
+    codes = tile_codes(rng, y=2, x0=4, ktile=2) + tile_codes(rng, y=2, x0=4)
+    registers = dict(out_base=10, out_w=7, cout=6 if bits < 4 else 1, out_wb=2, out_words=9,
+                     pool=0, raw=0, res_base=0, act_bits=bits)
     acts, results = run_writer(codes, registers)
     assert results == []
-    expected = [(x % C, 10 + (y * 2 + x // C) * 3 + k // 4, k % 4, value)
-                for r, c, k, x, y, value, _ in codes if k < 1 and x < 7]
+    cout = registers["cout"]
+    expected = [(x % C, 10 + (y * 2 + x // C) * 9 + bits * k // 16, bits * k % 16,
+                 value & ((1 << bits) - 1))
+                for r, c, k, x, y, value, _ in codes if k < cout and x < 7]
     assert acts == expected
+    assert (bits != 3) or any(shift == 15 for _, _, shift, _ in acts)
 
 
 def test_writer_pools_two_tiles_and_writes_raw_results():
@@ -197,8 +210,8 @@ def test_writer_pools_two_tiles_and_writes_raw_results():
     acts, _ = run_writer(top + bottom, registers)
     assert len(acts) == R * C // 2
     value = {(k, x, y): v for _, _, k, x, y, v, _ in top + bottom}
-    for bank, word, slot, got in acts:
-        window = [value[(slot, 2 * bank + dx, dy)] for dx in (0, 1) for dy in (0, 1)]
+    for bank, word, shift, got in acts:
+        window = [value[(shift // 4, 2 * bank + dx, dy)] for dx in (0, 1) for dy in (0, 1)]
         assert (word, got) == (0, max(window))
 
     registers.update(raw=1, pool=0, res_base=5, out_w=C, cout=R)
@@ -219,7 +232,7 @@ def test_writer_splits_the_columns_by_parity(width):
     registers = dict(out_base=3, out_w=width, cout=R, out_wb=wb, out_words=4, pool=0, raw=0,
                      res_base=0, out_split=even_start(width))
     acts, _ = run_writer(codes, registers)
-    expected = [(*act_address(y, x, k, 3, width, R, C, split=True), value)
+    expected = [(*act_address(y, x, k, 3, width, R, C, 4, split=True), value)
                 for _, _, k, x, y, value, _ in codes if x < width]
     assert acts == expected
 
@@ -233,10 +246,10 @@ def test_writer_splits_the_columns_by_parity(width):
     registers.update(pool=1, out_w=out_w, out_wb=-(-pooled // C), out_split=even_start(pooled))
     acts, _ = run_writer([code for tile in pairs for code in tile], registers)
     value = {(k, x, y): v for _, _, k, x, y, v, _ in top + bottom}
-    expected = {act_address(0, x, k, 3, pooled, R, C, split=True):
+    expected = {act_address(0, x, k, 3, pooled, R, C, 4, split=True):
                 max(value[(k, 2 * x + dx, dy)] for dx in (0, 1) for dy in (0, 1))
                 for k in range(R) for x in range(pooled)}
-    assert {(bank, word, slot): got for bank, word, slot, got in acts} == expected
+    assert {(bank, word, shift): got for bank, word, shift, got in acts} == expected
     assert len(acts) == len(expected)
 
 

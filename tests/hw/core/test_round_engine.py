@@ -27,12 +27,14 @@ BASE_CONFIG = CONFIG
 
 @pytest.fixture(autouse=True, params=[False, True], ids=["shifted", "permuted"])
 def buffers(request, monkeypatch):
-    """Every test with the chunk buffers shifted by the lane count and with
-    `permuted_buffers` (captured in lane order, shifted by one)."""
+    """Every test with the chunk buffers shifted by the lane count (slots
+    of the activation precision: packed_activations) and with
+    `permuted_buffers` (captured in lane order, shifted by one; 4-bit slots)."""
     import dataclasses
     import sys
     monkeypatch.setattr(sys.modules[__name__], "CONFIG",
-                        dataclasses.replace(BASE_CONFIG, permuted_buffers=request.param))
+                        dataclasses.replace(BASE_CONFIG, permuted_buffers=request.param,
+                                            packed_activations=not request.param))
     return request.param
 
 
@@ -49,7 +51,7 @@ def unpack(word, mode, operand):
     return lanes
 
 
-def run_engine(chunks, weight_banks, act_banks, reads=None):
+def run_engine(chunks, weight_banks, act_banks, reads=None, slot_bits=4):
     """Run one round over `chunks` (descriptor words); return per step
     (mode, weight lanes per row, activation lanes per column). `reads`, a
     list, gets the cycles (from the start's) of activation reads."""
@@ -79,7 +81,8 @@ def run_engine(chunks, weight_banks, act_banks, reads=None):
     async def testbench(ctx):
         ctx.set(engine.in_h, 1)
         ctx.set(engine.in_w, C)
-        ctx.set(engine.in_words, 4)
+        ctx.set(engine.in_words, slot_bits)
+        ctx.set(engine.in_bits, slot_bits)
         ctx.set(engine.chunk_count, len(chunks))
         ctx.set(engine.start, 1)
         await ctx.tick()
@@ -103,17 +106,17 @@ def run_engine(chunks, weight_banks, act_banks, reads=None):
     return steps
 
 
-CASES = [  # mode, per-row (p, fold)
-    (PeMode.W4A4, [(4, 0), (3, 1)]),
-    (PeMode.W4A4, [(3, 0), (2, 1)]),
-    (PeMode.W4A2, [(4, 0), (2, 0)]),
-    (PeMode.W2A4, [(2, 0), (2, 0)]),
-    (PeMode.W2A2, [(2, 0), (0, 0)]),
+CASES = [  # mode, per-row (p, fold), activation bits
+    (PeMode.W4A4, [(4, 0), (3, 1)], 4),
+    (PeMode.W4A4, [(3, 0), (2, 1)], 3),
+    (PeMode.W4A2, [(4, 0), (2, 0)], 2),
+    (PeMode.W2A4, [(2, 0), (2, 0)], 3),
+    (PeMode.W2A2, [(2, 0), (0, 0)], 2),
 ]
 
 
-@pytest.mark.parametrize("mode, rows", CASES, ids=[f"{m.name}-{r}" for m, r in CASES])
-def test_bit_planes_come_out_as_lane_values(mode, rows):
+@pytest.mark.parametrize("mode, rows, act_bits", CASES, ids=[f"{m.name}-{r}-a{a}" for m, r, a in CASES])
+def test_bit_planes_come_out_as_lane_values(mode, rows, act_bits):
     rng = np.random.default_rng(mode.value)
     groups, weight_banks = [], []
     for p, fold in rows:
@@ -121,15 +124,14 @@ def test_bit_planes_come_out_as_lane_values(mode, rows):
         groups.append(q << fold)
         # Two chunks of the same group: each row's pointer advances by p.
         weight_banks.append(2 * enc.pack_planes(q, p) if p else [])
-    act_bits = mode.activation_bits
     acts = rng.integers(0, 1 << act_bits, (C, 16))
-    act_banks = [[int(sum(int(a) << (4 * s) for s, a in enumerate(acts[c, 4 * w:4 * w + 4])))
-                  for w in range(4)] for c in range(C)]
+    slot_bits = act_bits if CONFIG.packed_activations else 4
+    act_banks = [[int(word) for word in enc.pack_slots(acts[c], slot_bits)] for c in range(C)]
     pcodes = [0 if p == 0 else p - 1 for p, _ in rows]
     chunk = enc.encode_chunk(0, 0, 0, mode, pcodes, [fold for _, fold in rows])
     # Two identical chunks: the second's fetch overlaps the first's steps.
     reads = []
-    steps = run_engine([chunk, chunk], weight_banks, act_banks, reads)
+    steps = run_engine([chunk, chunk], weight_banks, act_banks, reads, slot_bits)
     per_chunk = 16 // mode.lanes
     assert len(steps) == 2 * per_chunk
     cycles = [cycle for _, cycle, _, _ in steps]
@@ -139,6 +141,7 @@ def test_bit_planes_come_out_as_lane_values(mode, rows):
     # FIRST_ACT_READ_CYCLES after it (the shortcut loader's reads end before).
     assert cycles[0] + 1 == timing.PREFETCH_CYCLES
     assert reads[0] == timing.FIRST_ACT_READ_CYCLES
+    assert len(reads) == 2 * slot_bits, "a chunk reads its slots' words only"
     for index, (step_mode, _, weights, activations) in enumerate(steps):
         assert step_mode == mode
         i = index % per_chunk

@@ -88,9 +88,36 @@ def test_weight_digits():
 
 
 def test_activation_layout():
-    # W = 10 on C = 4: WB = 3; 20 channels -> Cp 32, 8 words per pixel.
-    assert enc.act_address(1, 6, 13, 100, 10, 20, 4) == (2, 100 + (1 * 3 + 1) * 8 + 3, 1)
-    assert enc.map_words_per_bank(2, 10, 20, 4) == 2 * 3 * 8
+    # W = 10 on C = 4: WB = 3; 20 channels -> Cp 32, 8 words per pixel in
+    # 4-bit slots (channel 13: word 3, bit 4), 6 in 3-bit slots (channel
+    # 13: bit 39, word 2, bit 7), 4 in 2-bit slots (bit 26: word 1, bit 10).
+    assert enc.act_address(1, 6, 13, 100, 10, 20, 4, 4) == (2, 100 + (1 * 3 + 1) * 8 + 3, 4)
+    assert enc.act_address(1, 6, 13, 100, 10, 20, 4, 3) == (2, 100 + (1 * 3 + 1) * 6 + 2, 7)
+    assert enc.act_address(1, 6, 13, 100, 10, 20, 4, 2) == (2, 100 + (1 * 3 + 1) * 4 + 1, 10)
+    assert enc.map_words_per_bank(2, 10, 20, 4, 4) == 2 * 3 * 8
+    assert enc.map_words_per_bank(2, 10, 20, 4, 3) == 2 * 3 * 6
+
+
+@pytest.mark.parametrize("slot_bits", [2, 3, 4])
+def test_slots_pack_and_read_back(slot_bits):
+    """Every code comes back from its slot, a 3-bit slot that straddles two
+    words (channels 5, 10, 21, ...) included; a chunk's G slots fill
+    exactly `slot_bits` words, so no slot leaves its chunk."""
+    rng = np.random.default_rng(slot_bits)
+    codes = rng.integers(0, 1 << slot_bits, size=(32, 3))
+    words = enc.pack_slots(codes, slot_bits)
+    assert words.shape == (2 * slot_bits, 3) and words.max() < 1 << 16
+    padded = np.concatenate([words, np.zeros_like(words[:1])])
+    for channel in range(32):
+        word, shift = enc.slot_start(channel, slot_bits)
+        assert word // slot_bits == channel // 16
+        assert np.array_equal(enc.slot_value(padded[word], padded[word + 1], shift, slot_bits),
+                              codes[channel])
+    straddling = [c for c in range(32) if enc.slot_start(c, slot_bits)[1] + slot_bits > 16]
+    assert straddling == ([5, 10, 21, 26] if slot_bits == 3 else [])
+    # Signed codes go in as their low bits.
+    assert np.array_equal(enc.pack_slots(np.full((16, 1), -1), slot_bits)[:, 0],
+                          [0xFFFF] * slot_bits)
 
 
 @pytest.mark.parametrize("width", [1, 2, 7, 8, 9])
@@ -110,7 +137,7 @@ def test_parity_split_layout(width):
             where = [enc.column_position(p, width, split=True) for p in inside]
             assert where == list(range(where[0], where[0] + len(where))) if where else True
     # W = 10 on C = 4, split: column 6 at 5 + 3 = 8, bank 0, word row 2.
-    assert enc.act_address(1, 6, 13, 100, 10, 20, 4, split=True) == (0, 100 + (1 * 3 + 2) * 8 + 3, 1)
+    assert enc.act_address(1, 6, 13, 100, 10, 20, 4, 4, split=True) == (0, 100 + (1 * 3 + 2) * 8 + 3, 4)
 
 
 def test_host_word_stream_and_readmemh():

@@ -1,6 +1,8 @@
 """What the manifest says about activation storage: each layer's precision
 beside the bits the activation memory keeps per value."""
 
+import dataclasses
+
 from hw.config import get_config
 from sw.compile.network import compile_network
 from sw.quantize.export import read_model_file
@@ -13,7 +15,15 @@ def test_the_manifest_gives_each_layers_activation_bits_and_what_is_stored(tmp_p
         network = compile_network(*read_model_file(model), get_config("small"))
         layers = network.manifest["layers"]
         assert [layer["act_bits"] for layer in layers[:-1]] == [bits] * (len(layers) - 1)
-        # 4-bit slots whatever the precision (not yet at precision: issue 15).
-        assert {layer["act_bits_stored"] for layer in layers[:-1]} == {4}
+        # Slots of the precision (packed_activations); the activation memory
+        # the maps take shrinks with them.
+        assert {layer["act_bits_stored"] for layer in layers[:-1]} == {bits}
         assert layers[-1]["raw"] and layers[-1]["act_bits"] is None
         assert layers[-1]["act_bits_stored"] == 32
+        # A core without packed slots keeps 4 bits a value, in more words.
+        config = dataclasses.replace(get_config("small"), name="small_unpacked",
+                                     packed_activations=False)
+        unpacked = compile_network(*read_model_file(model), config)
+        assert {layer["act_bits_stored"] for layer in unpacked.manifest["layers"][:-1]} == {4}
+        words = [n.manifest["activation_words"]["keep_all"] for n in (network, unpacked)]
+        assert (words[0] < words[1]) == (bits < 4)
