@@ -162,7 +162,8 @@ class Controller(wiring.Component):
         first."""
         config = self._config
         gap = timing.round_start_gap(config.rows)
-        shortcut_gap = max(gap, timing.shortcut_start_gap(config.rows, config.packed_activations)) if config.residual else gap
+        shortcut_gap = (max(gap, timing.shortcut_start_gap(config.rows, config.packed_activations))
+                        if config.residual else gap)
         if shortcut_gap == 0:
             return ~self.engine_busy | self.round_done
         after_shortcut = Signal()       # the latest round read a residual tile's shortcut

@@ -28,7 +28,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from common.fixedpoint import SHIFT_MAX
-from hw.isa import ACT_SLOT_BITS, ACT_SLOTS_PER_WORD, ACT_WORD_BITS, MULTIPLIER_BITS, PARAMETER, RESULT_WIDTH
+from hw.isa import ACT_SLOT_BITS, ACT_WORD_BITS, MULTIPLIER_BITS, PARAMETER, RESULT_WIDTH
 from hw.shortcut import shortcut_read_signature
 from hw.timing import PPU_PIPELINE
 

@@ -23,8 +23,8 @@ from sim.runner import build, run_tests, source_file
 from sim.verilog_cache import design_verilog
 from sw import driver
 from sw.compile.encoding import map_words_per_bank
-from sw.compile.lower import SlotBits
 from sw.compile.images import host_word_stream
+from sw.compile.lower import SlotBits
 
 TOPLEVEL = "core"
 PROGRESS_FILE = "progress.txt"
