@@ -22,43 +22,34 @@ def read_signature(config, mem_id):
     return memory.ReadPort.Signature(addr_width=(depth - 1).bit_length(), shape=width)
 
 
-def bank_write_signature(config):
-    """A write into one activation bank: bits `en` of `data` into the word
-    at `addr` (low 16) and the next word (high 16)."""
-    return wiring.Signature({"addr": In((config.act_depth - 1).bit_length()),
-                             "data": In(2 * ACT_WORD_BITS), "en": In(2 * ACT_WORD_BITS)})
-
-
 class ActivationBank(wiring.Component):
-    """One activation bank: a read port (as a memory's) and a write of the
-    bits `en` of two consecutive words. With packed_activations it is two
+    """One activation bank: a read port (as a memory's) and the PPU's write
+    (`activation_write_signature`). With packed_activations it is two
     memories of half the depth, the even words and the odd words, with bit
     write enables: words w and w + 1 are never in the same one, so a slot
-    that straddles them is one write. Without, one memory with 4-bit write
-    enables (4-bit slots never straddle words: the high half is never
-    enabled)."""
+    that straddles them is one write. Without, one memory with an enable
+    per 4-bit slot."""
 
     def __init__(self, config):
         self._config = config
         super().__init__({
             "read": Out(read_signature(config, Memory.ACTIVATIONS)),
-            "write": Out(bank_write_signature(config)),
+            "write": Out(activation_write_signature(config, bank_bits=0)),
         })
 
     def elaborate(self, platform):
         m = Module()
         config, read, write = self._config, self.read, self.write
         depth = config.act_depth
-        low, high = write.data[:ACT_WORD_BITS], write.data[ACT_WORD_BITS:]
-        low_en, high_en = write.en[:ACT_WORD_BITS], write.en[ACT_WORD_BITS:]
         if not config.packed_activations:
             m.submodules.mem = mem = memory.Memory(shape=ACT_WORD_BITS, depth=depth, init=[])
             port = mem.read_port()
             writer = mem.write_port(granularity=ACT_SLOT_BITS)
             m.d.comb += [port.addr.eq(read.addr), port.en.eq(read.en), read.data.eq(port.data),
-                         writer.addr.eq(write.addr), writer.data.eq(low),
-                         writer.en.eq(Cat(low_en[i * ACT_SLOT_BITS] for i in range(len(writer.en))))]
+                         writer.addr.eq(write.addr), writer.data.eq(write.data), writer.en.eq(write.en)]
             return m
+        low, high = write.data[:ACT_WORD_BITS], write.data[ACT_WORD_BITS:]
+        low_en, high_en = write.en[:ACT_WORD_BITS], write.en[ACT_WORD_BITS:]
         halves = []
         for parity in ("even", "odd"):
             mem = memory.Memory(shape=ACT_WORD_BITS, depth=depth // 2, init=[])
@@ -130,13 +121,16 @@ class MemoryArbiter(wiring.Component):
                 m.d.comb += read.en.eq(0)
                 ports[mem_id].append((read, write))
 
-        # ---- the host, while idle: whole entries (an activation word: the low half).
+        # ---- the host, while idle: whole entries (an activation bank's
+        # write: the enables of its first word).
         host = self.host
+        word_enables = (1 << (ACT_WORD_BITS if config.packed_activations
+                              else ACT_WORD_BITS // ACT_SLOT_BITS)) - 1
         for mem_id, banks in ports.items():
             for bank, (read, write) in enumerate(banks):
                 selected = (host.mem == mem_id) & (host.bank == bank)
                 with m.If(~self.running & host.write & selected):
-                    whole = (1 << ACT_WORD_BITS) - 1 if mem_id == Memory.ACTIVATIONS else -1
+                    whole = word_enables if mem_id == Memory.ACTIVATIONS else -1
                     m.d.comb += [write.addr.eq(host.addr), write.data.eq(host.wdata), write.en.eq(whole)]
                 with m.If(~self.running & host.read & selected):
                     m.d.comb += [read.addr.eq(host.addr), read.en.eq(1)]

@@ -28,7 +28,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from common.fixedpoint import SHIFT_MAX
-from hw.isa import ACT_SLOT_BITS, ACT_WORD_BITS, MULTIPLIER_BITS, PARAMETER, RESULT_WIDTH
+from hw.isa import ACT_SLOT_BITS, ACT_SLOTS_PER_WORD, ACT_WORD_BITS, MULTIPLIER_BITS, PARAMETER, RESULT_WIDTH
 from hw.shortcut import shortcut_read_signature
 from hw.timing import PPU_PIPELINE
 
@@ -95,15 +95,20 @@ def params_read_signature(config):
                                      shape=config.param_width)
 
 
-def activation_write_signature(config):
-    """A write of one activation slot: bits `en` of `data` go to the word at
-    `addr` (low 16) and the next word (high 16), so that a 3-bit slot that
-    straddles two words is one write. The banks side by side: the bank
-    (x mod C) in the address's low bits, the bank's word above."""
-    addr_bits = (config.act_depth - 1).bit_length() + (config.cols - 1).bit_length()
-    # From the memory's side, as amaranth.lib.memory's port signatures.
-    return wiring.Signature({"addr": In(addr_bits), "data": In(2 * ACT_WORD_BITS),
-                             "en": In(2 * ACT_WORD_BITS)})
+def activation_write_signature(config, bank_bits=None):
+    """A write of one activation slot, from the memory's side (as
+    amaranth.lib.memory's port signatures): with packed_activations, bits
+    `en` of `data` go to the word at `addr` (low 16) and the next word
+    (high 16), so that a 3-bit slot that straddles two words is one write;
+    without, one word and an enable per 4-bit slot. The address has
+    `bank_bits` more low bits than a bank's (default: the bank, x mod C,
+    of the banks side by side)."""
+    if bank_bits is None:
+        bank_bits = (config.cols - 1).bit_length()
+    words, granularity = (2, 1) if config.packed_activations else (1, ACT_SLOT_BITS)
+    return wiring.Signature({"addr": In((config.act_depth - 1).bit_length() + bank_bits),
+                             "data": In(words * ACT_WORD_BITS),
+                             "en": In(words * ACT_WORD_BITS // granularity)})
 
 
 def result_write_signature(config):
@@ -438,27 +443,29 @@ class PoolWriter(wiring.Component):
 
         # Channel k's slot starts at bit s*k of the pixel (isa.slot_bits: s
         # the output precision with packed_activations, else 4).
-        slot = Signal(range(ACT_SLOT_BITS + 1))
         slot_start = Signal(config.coord_bits + 2)
         if config.packed_activations:
-            m.d.comb += slot.eq(self.act_bits)
-            with m.Switch(slot):
+            with m.Switch(self.act_bits):
                 for bits in (2, 3, 4):
                     with m.Case(bits):
                         m.d.comb += slot_start.eq(at.k * bits)
         else:
-            m.d.comb += [slot.eq(ACT_SLOT_BITS), slot_start.eq(at.k << 2)]
+            m.d.comb += slot_start.eq(at.k << 2)
         shift = slot_start[:4]
         # Each address only for the write that uses it: so Yosys' `share`
         # sees the two multiplier chains as exclusive (raw or not) and
         # builds one (iCE40: a DSP and about 35 LUTs fewer).
         word = self.out_base + (y_out * self.out_wb + (position >> col_bits)) * self.out_words + (slot_start >> 4)
         with m.If(in_range & write & ~self.raw):
-            m.d.comb += [
-                self.activations.addr.eq(Cat(position[:col_bits], word[:(config.act_depth - 1).bit_length()])),
-                self.activations.data.eq(value_out << shift),
-                self.activations.en.eq(Mux(slot == 4, 0xF, Mux(slot == 3, 0x7, 0x3)) << shift),
-            ]
+            m.d.comb += self.activations.addr.eq(Cat(position[:col_bits],
+                                                     word[:(config.act_depth - 1).bit_length()]))
+            if config.packed_activations:
+                mask = Mux(self.act_bits == 4, 0xF, Mux(self.act_bits == 3, 0x7, 0x3))
+                m.d.comb += [self.activations.data.eq(value_out << shift),
+                             self.activations.en.eq(mask << shift)]
+            else:
+                m.d.comb += [self.activations.data.eq(value_out.replicate(ACT_SLOTS_PER_WORD)),
+                             self.activations.en.eq(1 << at.k[:2])]
         with m.If(in_range & self.raw):
             m.d.comb += [
                 self.results.addr.eq(self.res_base + (at.y * self.out_w + at.x) * self.cout + at.k),

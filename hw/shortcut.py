@@ -99,14 +99,16 @@ class ShortcutLoader(wiring.Component):
         index = Signal(range(max(words_max, 2)))
         buffer = Signal()
         slot = _slot_bits(self, config)
-        first_bit = Signal(config.coord_bits + 7)    # of the tile's first channel's slot
-        end_bit = Signal(config.coord_bits + 7)      # past its last channel's slot
-        m.d.comb += [first_bit.eq(self.ktile * rows * slot), end_bit.eq((self.ktile * rows + rows) * slot)]
+        # The words of the tile's first and last channels' slots.
+        first_word = Signal(config.coord_bits + 3)
+        last_word = Signal(config.coord_bits + 3)
+        m.d.comb += [first_word.eq((self.ktile * rows * slot) >> 4),
+                     last_word.eq(((self.ktile * rows + rows) * slot - 1) >> 4)]
         with m.If(self.start):
             m.d.sync += [
                 address.eq(self.sc_base + (self.y * self.out_wb + (self.x0 >> col_bits)) * self.sc_words
-                           + (first_bit >> 4)),
-                left.eq(((end_bit - 1) >> 4) - (first_bit >> 4) + 1),
+                           + first_word),
+                left.eq(last_word - first_word + 1),
                 index.eq(0), buffer.eq(self.buffer),
             ]
         reading = Signal()
@@ -163,13 +165,15 @@ class ShortcutBuffer(wiring.Component):
             # 4-bit slots: slot (first mod 4) + row of the words.
             m.d.comb += ppu.code.eq(bits.word_select(ppu.first[:2] + ppu.row, ACT_SLOT_BITS))
             return m
-        slot = self.slot_bits
         code = Signal(ACT_SLOT_BITS)
-        with m.Switch(slot):
+        with m.Switch(self.slot_bits):
             for s in (2, 3, 4):
                 with m.Case(s):
-                    start = ((ppu.first * s)[:4] + ppu.row * s)
-                    field = bits.bit_select(start, s)
-                    m.d.comb += code.eq(Mux(self.signed, field.as_signed(), field))
+                    # Every slot start a row can have (a mux, not a shifter).
+                    starts = range(max(s * f % 16 for f in range(16)) + s * (config.rows - 1) + 1)
+                    fields = Array(bits[i:i + s] if i + s <= len(bits) else 0 for i in starts)
+                    field = Signal(s, name=f"field{s}")
+                    m.d.comb += [field.eq(fields[(ppu.first * s)[:4] + ppu.row * s]),
+                                 code.eq(Mux(self.signed, field.as_signed(), field))]
         m.d.comb += ppu.code.eq(code)
         return m

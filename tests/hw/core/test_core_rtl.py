@@ -142,11 +142,12 @@ def test_random_layers_with_the_ice40_area_options(rtl_build):
     `cycles` (compared with the golden model's), the PPU's clamped shift,
     10-bit coordinates, narrow counts, one bank-address product, no PPU hold
     registers, chunk buffers in lane order shifted by one, no residual
-    adds; but stride 2 kept, so that its addresses run with one bank-address product."""
+    adds, 4-bit activation slots; but stride 2 kept, so that its addresses
+    run with one bank-address product."""
     config = dataclasses.replace(get_config("small"), name="small-lean", counters=False,
                                  ppu_barrel_shift=False, coord_bits=10, narrow_counts=True,
                                  shared_bank_address=True, ppu_hold_registers=False,
-                                 permuted_buffers=True, residual=False)
+                                 permuted_buffers=True, residual=False, packed_activations=False)
     layers, goldens, references = random_layers(config, 40, SEED + 3, max_channels=12, max_size=7)
     results = run_on_rtl(layers, config, simulator="verilator", seed=SEED, stall=0.3,
                          build_dir=rtl_build)

@@ -82,7 +82,7 @@ def test_host_and_core_access(packed):
         # (3-bit, into word 4: the other half's next entry); a result.
         ctx.set(dut.activation_write.addr, (3 << 1) | 1)
         ctx.set(dut.activation_write.data, 0x5AAAA if packed else 0xAAAA)
-        ctx.set(dut.activation_write.en, 0x7 << 14 if packed else 0xF << 8)
+        ctx.set(dut.activation_write.en, 0x7 << 14 if packed else 0b0100)   # bit or slot enables
         ctx.set(dut.result_write.addr, 5)
         ctx.set(dut.result_write.data, 0xDEADBEEF)
         ctx.set(dut.result_write.en, 1)

@@ -118,8 +118,10 @@ def run_ppu(tiles, params, registers, shortcuts=None, sc_bits=4):
                 ppu.activations.en, ppu.activations.addr, ppu.activations.data,
                 ppu.results.en, ppu.results.addr, ppu.results.data):
             if a_en:
-                # One slot of the output's width: a run of enables, the
-                # code's low bits under them.
+                # One slot of the output's width: a run of enables (4-bit
+                # slots: one per slot), the code's low bits under them.
+                if not CONFIG.packed_activations:
+                    a_en = sum(0xF << (4 * i) for i in range(4) if a_en >> i & 1)
                 shift = (a_en & -a_en).bit_length() - 1
                 assert a_en == ((1 << width) - 1) << shift
                 where = (a_addr & ((1 << col_bits) - 1), (a_addr >> col_bits) * 16 + shift)
