@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from common.errors import UserError
-from hw.isa import Memory
+from hw.isa import ACT_SLOT_BITS, Memory
 from sw.compile.images import runs
 from sw.quantize import groups
 
@@ -85,7 +85,10 @@ def host_traffic(network):
     weights do not fit at once (a single phase loads them once, not per
     inference). Reads: the logits. External bytes: the input image's bytes,
     the reloaded phases' bytes (the manifest's external_bytes_per_inference)
-    and the logits' 32-bit words."""
+    and the logits' 32-bit words. With them, `act_write_bits`: the mean
+    slot bits of the PPU's activation writes (the manifest's act_bits_stored
+    of each layer, weighted by its writes), which the energy model prices
+    them at."""
     shapes = network.config.memory_shapes()
     channels, height, width = network.image_shape
     writes = {}
@@ -102,4 +105,12 @@ def host_traffic(network):
                 + result_bytes)
     return {"host_writes": {k: v for k, v in writes.items() if v},
             "host_reads": {shapes[Memory.RESULTS][0]: logits},
-            "external_bytes": external}
+            "external_bytes": external, "act_write_bits": act_write_bits(network)}
+
+
+def act_write_bits(network):
+    """The mean slot bits of a compiled network's activation writes (4 when it writes none)."""
+    layers = [(layer["expected_counters"]["act_writes"], layer["act_bits_stored"])
+              for layer in network.manifest["layers"] if not layer["raw"]]
+    writes = sum(count for count, _ in layers)
+    return sum(count * bits for count, bits in layers) / writes if writes else ACT_SLOT_BITS

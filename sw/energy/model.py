@@ -195,9 +195,14 @@ class EnergyModel:
 
     # -- pricing a run --
 
-    def price(self, counters, traffic=None):
+    def price(self, counters, traffic=None, act_write_bits=None):
         """EnergyReport for `counters` (hw.counters names) and the host
-        traffic of the same run (`host_traffic`, or None for none)."""
+        traffic of the same run (`host_traffic`, or None for none). An
+        activation write is priced at `act_write_bits` (the mean slot bits of
+        the run's writes), else at the traffic's `act_write_bits`, else at
+        4-bit slots."""
+        if act_write_bits is None:
+            act_write_bits = (traffic or {}).get("act_write_bits", ACT_SLOT_BITS)
         events = []
         horowitz = "horowitz45 (Horowitz, ISSCC 2014)"
         if self.pe_table == "bitfusion45":
@@ -231,10 +236,10 @@ class EnergyModel:
                         else f"{horowitz} SRAM read per 64 bits at the bank's size")
         for counter, (memory, access) in MEMORY_COUNTERS.items():
             word_bits, bank_bits = self.geometry[memory]
-            bits = ACT_SLOT_BITS if counter == "act_writes" else word_bits
+            bits = act_write_bits if counter == "act_writes" else word_bits
             events.append(Event(f"{memory}.{access}", "on_chip", int(counters[counter]),
                                 self.sram_access_pj(memory, bits),
-                                f"counter {counter}; {bits} bits of a {bank_bits // 8}-byte bank; "
+                                f"counter {counter}; {bits:g} bits of a {bank_bits // 8}-byte bank; "
                                 + price_source))
         if traffic:
             for memory, words in sorted(traffic["host_writes"].items()):

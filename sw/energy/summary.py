@@ -96,8 +96,9 @@ def layer_energies(network, model):
     compute and on-chip memory; the host's traffic (input, phases, logits,
     DRAM) belongs to the whole inference, not to a layer."""
     layers = []
-    for spec, layer in zip(network.specs, network.layers):
-        report = model.price(layer.expected_counters)
+    for spec, layer, entry in zip(network.specs, network.layers, network.manifest["layers"]):
+        report = model.price(layer.expected_counters,
+                             act_write_bits=None if spec.raw else entry["act_bits_stored"])
         layers.append({"name": spec.name, "cycles": int(layer.expected_counters["cycles"]),
                        "total_pj": report.total(), "compute_pj": report.total("compute"),
                        "on_chip_memory_pj": report.total("on_chip")})

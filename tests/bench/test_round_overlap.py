@@ -26,7 +26,7 @@ def test_serial_is_the_design_before_the_overlap():
     skew and drain in turn (36 fixed cycles on 8x8, docs/dataflow.md)."""
     from hw import timing
     config = get_config("default")
-    timeline = round_overlap.SerialRounds(config.rows, config.cols)
+    timeline = round_overlap.SerialRounds(config.rows, config.cols, config.packed_activations)
     timeline.fetch()
     timeline.round(0, True, True, 4)
     assert timeline.now == timing.FETCH_CYCLES + 9 + 4 + 15 + 8
