@@ -208,11 +208,16 @@ ICE40_OAB_BRAM_MIN_DEPTH = 16
 
 def core_memories(config, target):
     """The core's block-RAM memories on `target`: name -> (copies, width,
-    depth, write granularity). Copies are banks, or for the OAB one copy per
-    read port."""
+    depth, write granularity). Copies are banks (two per activation bank
+    with packed_activations), or for the OAB one copy per read port."""
     from hw.isa import ACT_SLOT_BITS, Memory  # here: this module loads without Amaranth
     memories = {name: (banks, width, depth, ACT_SLOT_BITS if memory == Memory.ACTIVATIONS else None)
                 for memory, (name, banks, width, depth) in config.memory_shapes().items()}
+    if config.packed_activations:
+        # Each bank: its even and its odd words, half the depth each, a
+        # write enable per bit (hw/memory_arbiter.py, ActivationBank).
+        name, banks, width, depth = config.memory_shapes()[Memory.ACTIVATIONS]
+        memories[name] = (2 * banks, width, depth // 2, 1)
     if target == "ice40" and 2 * config.rows >= ICE40_OAB_BRAM_MIN_DEPTH:
         memories["oab"] = (2, config.cols * config.acc_width, 2 * config.rows, None)
     return memories

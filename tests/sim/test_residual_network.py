@@ -58,7 +58,7 @@ class ResidualNet(nn.Module):
 
 
 CASES = {"identity": (8, 8, 1, "w4a4"), "projection": (5, 7, 1, "w3a2"),
-         "stride2": (6, 9, 2, "w2a4"), "mpq": (6, 20, 2, "w3a4")}
+         "stride2": (6, 9, 2, "w2a3"), "mpq": (6, 20, 2, "w3a4")}
 # The "mpq" case as bench/mpq_paper.py retrains: per-weight quantizers, the
 # middle layers (the block's convolutions and projection) on the coarse 2-bit
 # grid, the extra bit for whole compiler groups (here a random 40%: which
