@@ -21,30 +21,18 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from bench.common import write_json  # noqa: E402
+from bench.common import untrained_model_file, write_json  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from hw.config import get_config  # noqa: E402
 from sw.compile.act_alloc import allocate, peak  # noqa: E402
 from sw.compile.network import activation_maps, compile_network, layer_specs  # noqa: E402
 from sw.compile.tap_packing import pack_taps  # noqa: E402
-from sw.quantize.config import parse_precision  # noqa: E402
-from sw.quantize.convert import calibrate, quantize_network  # noqa: E402
-from sw.quantize.export import layer_sources, read_model_file, write_model_file  # noqa: E402
+from sw.quantize.export import layer_sources  # noqa: E402
 from sw.quantize.resnet import resnet8, resnet20  # noqa: E402
 
 NETWORKS = [("resnet8", resnet8, 1.0), ("resnet20", resnet20, 0.5), ("resnet20", resnet20, 1.0)]
 SHAPE = (3, 32, 32)
 PRECISION = "w4a4,first=w8,last=w8"     # as tests/sw/quantize/test_graph.py names them
-
-
-def model_file(make, width, path):
-    torch.manual_seed(0)
-    network = quantize_network(make(width=width), parse_precision(PRECISION), SHAPE,
-                               input_mean=0.5, input_std=0.25)
-    calibrate(network, torch.randint(0, 256, (4, *SHAPE), dtype=torch.uint8))
-    network.eval()
-    write_model_file(network, str(path))
-    return read_model_file(str(path))
 
 
 def measure(header, arrays, config, compile_it):
@@ -84,7 +72,9 @@ def main():
     rows = []
     with tempfile.TemporaryDirectory() as work:
         for name, make, width in NETWORKS:
-            header, arrays = model_file(make, width, pathlib.Path(work) / f"{name}-{width}.mpq")
+            torch.manual_seed(0)       # the untrained weights
+            header, arrays = untrained_model_file(make(width=width), PRECISION, SHAPE,
+                                                  pathlib.Path(work) / f"{name}-{width}.mpq")
             row = {"network": name, "width": width,
                    **measure(header, arrays, config, args.compile)}
             rows.append(row)

@@ -30,33 +30,19 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from bench.common import RESULTS, write_json  # noqa: E402
+from bench.common import RESULTS, untrained_model_file, write_json  # noqa: E402
 from common.files import write_atomically  # noqa: E402
 from hw.config import get_config  # noqa: E402
 from sw.compile.network import compile_network  # noqa: E402
 from sw.energy.designs import host_traffic  # noqa: E402
 from sw.energy.model import EnergyModel  # noqa: E402
 from sw.energy.summary import measured_fused_pe_factor, network_counters  # noqa: E402
-from sw.quantize.config import parse_precision  # noqa: E402
-from sw.quantize.convert import calibrate, quantize_network  # noqa: E402
-from sw.quantize.export import read_model_file, write_model_file  # noqa: E402
 from sw.quantize.models import MODELS  # noqa: E402
 
 NETWORKS = [("vgg9", 0.25), ("resnet8", 1.0)]
 ACT_BITS = (2, 3, 4)
 SHAPE = (3, 32, 32)
 DESIGNS = {"packed": True, "4-bit slots": False}
-
-
-def model_file(name, width, act_bits, path):
-    torch.manual_seed(0)
-    precision = parse_precision(f"w4a{act_bits},first=w8,last=w8")
-    network = quantize_network(MODELS[name](width=width), precision, SHAPE,
-                               input_mean=0.5, input_std=0.25)
-    calibrate(network, torch.randint(0, 256, (4, *SHAPE), dtype=torch.uint8))
-    network.eval()
-    write_model_file(network, str(path))
-    return read_model_file(str(path))
 
 
 def measure(header, arrays, config, factor):
@@ -111,7 +97,9 @@ def main():
     cases = [(name, width, bits) for name, width in NETWORKS for bits in ACT_BITS]
     with tempfile.TemporaryDirectory() as work:
         for name, width, bits in tqdm(cases, desc="networks", mininterval=0, file=sys.stdout):
-            header, arrays = model_file(name, width, bits, pathlib.Path(work) / f"{name}-a{bits}.mpq")
+            torch.manual_seed(0)       # the untrained weights
+            header, arrays = untrained_model_file(MODELS[name](width=width), f"w4a{bits},first=w8,last=w8",
+                                                  SHAPE, pathlib.Path(work) / f"{name}-a{bits}.mpq")
             designs = {design: measure(header, arrays, config, factor) for design, config in configs.items()}
             packed, wide = designs["packed"], designs["4-bit slots"]
             assert packed["cycles"] == wide["cycles"], "the slot width changes no cycle"

@@ -44,3 +44,21 @@ def save_figure(figure, path, **options):
     new one, never half of one."""
     with writing_file(path) as temporary:
         figure.savefig(temporary, format=pathlib.Path(path).suffix.lstrip(".") or "png", **options)
+
+
+def untrained_model_file(model, precision, shape, path):
+    """(header, arrays) of `model` quantized at `precision` (a string),
+    calibrated on four random images of `shape` (seed 0) and written to
+    `path`: a network whose map shapes, not its weights, are what a
+    benchmark measures."""
+    import torch
+
+    from sw.quantize.config import parse_precision
+    from sw.quantize.convert import calibrate, quantize_network
+    from sw.quantize.export import read_model_file, write_model_file
+    torch.manual_seed(0)
+    network = quantize_network(model, parse_precision(precision), shape, input_mean=0.5, input_std=0.25)
+    calibrate(network, torch.randint(0, 256, (4, *shape), dtype=torch.uint8))
+    network.eval()
+    write_model_file(network, str(path))
+    return read_model_file(str(path))
