@@ -385,8 +385,9 @@ class PoolWriter(wiring.Component):
     """S5: writes each code as an activation slot of s bits (isa.slot_bits
     of `act_bits`): bank p mod C, bits s*k .. s*k + s - 1 from word
     out_base + (y * out_wb + p div C) * out_words (one write, also where
-    they straddle two words), where p is column x's position: x, or with `out_split` n > 0 (a
-    parity-split map) x div 2, plus n when x is even), or with `pool` the
+    they straddle two words), where p is column x's position: x, or with
+    `out_split` n > 0 (a parity-split map) x div 2, plus n when x is
+    even), or with `pool` the
     maximum of each 2x2 window at (x/2, y/2): the even column's code waits
     in a register, the even row's pair maxima in a line buffer (the row
     pair is two consecutive tiles). A raw layer writes `total` to result
