@@ -5,6 +5,7 @@ import dataclasses
 
 from hw.config import get_config
 from sw.compile.network import compile_network
+from sw.energy.designs import act_write_bits
 from sw.quantize.export import read_model_file
 from tests.sim.conftest import make_model_file
 
@@ -20,6 +21,8 @@ def test_the_manifest_gives_each_layers_activation_bits_and_what_is_stored(tmp_p
         assert {layer["act_bits_stored"] for layer in layers[:-1]} == {bits}
         assert layers[-1]["raw"] and layers[-1]["act_bits"] is None
         assert layers[-1]["act_bits_stored"] == 32
+        # What the energy model prices the writes at.
+        assert act_write_bits(network) == bits
         # A core without packed slots keeps 4 bits a value, in more words.
         config = dataclasses.replace(get_config("small"), name="small_unpacked",
                                      packed_activations=False)

@@ -60,6 +60,13 @@ def test_a_hand_counted_layer_priced_by_hand():
         assert got[name] == pytest.approx(energy, rel=1e-12), name
     assert report.total() == pytest.approx(sum(expected.values()), rel=1e-12)
     assert report.total("compute") == pytest.approx(expected["pe_cycles_w2a2"], rel=1e-12)
+    # The layer's map in 2-bit slots (packed_activations): its writes priced
+    # at 2 bits, given directly or as the run's traffic says.
+    for packed in (model.price(HAND_COUNTERS, act_write_bits=2),
+                   model.price(HAND_COUNTERS, {"host_writes": {}, "host_reads": {},
+                                               "external_bytes": 0, "act_write_bits": 2})):
+        writes = {event.name: event.energy_pj for event in packed.events}["activations.write"]
+        assert writes == pytest.approx(16 * sram(4096 * 2, 2), rel=1e-12)
 
 
 def test_the_rules_reproduce_the_cited_points():
