@@ -28,8 +28,17 @@ def run_compile(args):
     print(f"wrote {args.output}: {len(manifest['layers'])} layers in {len(manifest['phases'])} "
           f"phase(s) for `{args.config}`"
           + (f", {cycles:,} cycles per inference" if cycles else "")
-          + f", external memory {manifest['external_bytes_per_inference']:,} bytes per inference")
+          + f", external memory {manifest['external_bytes_per_inference']:,} bytes per inference"
+          + _activation_summary(manifest))
     return 0
+
+
+def _activation_summary(manifest):
+    """The activation memory the maps take, and their slot widths."""
+    words = manifest["activation_words"]
+    slots = sorted({layer["act_bits_stored"] for layer in manifest["layers"] if not layer["raw"]})
+    return (f"; activations {words['used']:,} of {words['depth']:,} words per bank"
+            + (f" in {'/'.join(map(str, slots))}-bit slots" if slots else ""))
 
 
 def register(subparsers):

@@ -17,6 +17,7 @@ from sw.compile.network import compile_network, layer_specs
 from sw.quantize.data import load_digits
 from sw.quantize.export import read_model_file
 from sw.quantize.reference import IntegerModel
+from tests.sim.conftest import make_model_file
 
 
 def reference_outputs(model_path, images):
@@ -107,6 +108,15 @@ def test_compile_is_deterministic(digits_models, tmp_path):
     assert digest(tmp_path / "a") == digest(tmp_path / "b")
     network, manifest, golden = read_compiled(tmp_path / "a")
     assert golden["inputs"].shape[0] == manifest["golden_images"] == 4
+
+
+def test_compile_says_what_the_activations_take(tmp_path, capsys):
+    """The summary line names the activation memory the maps take and their
+    slots: 3-bit activations in 3-bit slots on a core with packed slots."""
+    model = make_model_file(tmp_path / "w2a3.mpq", precision="w2a3")
+    assert mpq(["compile", str(model), "--config", "small", "-o", str(tmp_path / "out")]) == 0
+    line = capsys.readouterr().out
+    assert "activations " in line and "of 4,096 words per bank in 3-bit slots" in line, line
 
 
 def test_unsupported_layers_are_named(digits_models):
