@@ -30,7 +30,7 @@ import numpy as np
 
 from common.errors import UserError
 from hw.counters import COUNTERS, counter_reading
-from hw.isa import Memory
+from hw.isa import ACT_SLOT_BITS, Memory
 from sw.compile import host_word_stream, run_golden
 from sw.compile.encoding import act_address, decode_result, map_words_per_bank, slot_value
 from sw.compile.lower import SlotBits
@@ -93,12 +93,18 @@ def cases_from_network(network, golden, count=None):
     return cases
 
 
+def _slot_bits(output):
+    """An activation output's slot bits: a cases file written before packed
+    slots names none, and its maps are in 4-bit slots (unsigned, as it read them)."""
+    return output.get("slot_bits") or ACT_SLOT_BITS
+
+
 def readback_ranges(output, config):
     """[(mem, bank, start, count)] holding an output region."""
     channels, height, width = output["shape"]
     if output["memory"] == "results":
         return [(Memory.RESULTS, 0, output["base"], channels * height * width)]
-    count = map_words_per_bank(height, width, channels, config.cols, output["slot_bits"])
+    count = map_words_per_bank(height, width, channels, config.cols, _slot_bits(output))
     return [(Memory.ACTIVATIONS, bank, output["base"], count) for bank in range(config.cols)]
 
 
@@ -117,12 +123,12 @@ def decode_output(output, config, entries):
                     out[k, y, x] = decode_result(banks[(Memory.RESULTS, 0)].get(
                         output["base"] + (y * width + x) * channels + k, 0))
                 else:
-                    bits = output["slot_bits"]
+                    bits = _slot_bits(output)
                     bank, word, shift = act_address(y, x, k, output["base"], width, channels,
-                                                    config.cols, bits, output["split"])
+                                                    config.cols, bits, output.get("split", False))
                     words = banks[(Memory.ACTIVATIONS, bank)]
                     out[k, y, x] = slot_value(words.get(word, 0), words.get(word + 1, 0), shift, bits)
-                    if output["signed"]:
+                    if output.get("signed", False):
                         out[k, y, x] -= (out[k, y, x] >> (bits - 1)) << bits
     return out
 

@@ -196,3 +196,22 @@ def test_golden_stops_on_unknown_opcode():
     execution = execute(config, images)
     assert execution.error and execution.error_pc == 1
     assert execution.counters["program_reads"] == 2
+
+
+def test_a_cases_file_from_before_packed_slots_still_reads():
+    """An FPGA cases output written before packed slots names no slot
+    width: its map is in 4-bit slots, and decodes as such."""
+    from hw.config import get_config
+    from sw.fpga.cases import decode_output, readback_ranges
+    config = get_config("small")
+    codes = np.arange(2 * 3 * 5).reshape(5, 2, 3) % 16          # (channels, height, width)
+    banks = [dict() for _ in range(config.cols)]
+    for k in range(5):
+        for y in range(2):
+            for x in range(3):
+                bank, word, shift = enc.act_address(y, x, k, 7, 3, 5, config.cols, 4)
+                banks[bank][word] = banks[bank].get(word, 0) | int(codes[k, y, x]) << shift
+    old = {"memory": "activations", "base": 7, "shape": [5, 2, 3]}
+    ranges = readback_ranges(old, config)
+    entries = [[banks[bank].get(start + i, 0) for i in range(count)] for _, bank, start, count in ranges]
+    assert np.array_equal(decode_output(old, config, entries), codes)
