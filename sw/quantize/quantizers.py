@@ -66,6 +66,18 @@ class _Replace(torch.autograd.Function):
         return grad, None
 
 
+class _ClampReplace(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, surrogate, low, high, value):
+        ctx.save_for_backward((surrogate >= low) & (surrogate <= high))
+        return value
+
+    @staticmethod
+    def backward(ctx, grad):
+        inside, = ctx.saved_tensors
+        return grad * inside, None, None, None
+
+
 def round_ste(x):
     """Round half up; the gradient passes straight through."""
     return _RoundSTE.apply(x)
@@ -80,6 +92,14 @@ def ste_replace(surrogate, value):
     """Forward: exactly `value` (computed without gradient, e.g. in integers);
     backward: the gradient of `surrogate` (the straight-through estimator)."""
     return _Replace.apply(surrogate, value.detach().to(surrogate.dtype))
+
+
+def clamp_ste(surrogate, low, high, value):
+    """`ste_replace(surrogate.clamp(low, high), value)` in one step: forward
+    `value`, backward the gradient of the clamp (passed where `low <=
+    surrogate <= high`, as `torch.clamp`'s), without building the clamped
+    tensor or its three-pass backward."""
+    return _ClampReplace.apply(surrogate, low, high, value.detach().to(surrogate.dtype))
 
 
 def step_size(step):

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from common import fixedpoint
-from sw.quantize.layers import QuantLayer, update_running_statistics
+from sw.quantize.layers import QuantLayer, batch_statistics, update_running_statistics
 
 
 @pytest.mark.parametrize("momentum", [0.1, 0.3, None])
@@ -20,10 +20,27 @@ def test_running_statistics_follow_pytorch(momentum, shape):
     for step in range(4):
         y = torch.randn(shape, generator=generator) * (step + 1) + step
         reference(y)
-        update_running_statistics(ours, y)
+        mean, var = batch_statistics(y)
+        update_running_statistics(ours, mean, var, y.numel() // y.shape[1])
     assert torch.equal(ours.num_batches_tracked, reference.num_batches_tracked)
     assert torch.allclose(ours.running_mean, reference.running_mean, rtol=0, atol=1e-6)
     assert torch.allclose(ours.running_var, reference.running_var, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(8, 5, 4, 4), (16, 5)])
+def test_batch_statistics_and_their_gradients_are_torch_s(shape):
+    x = (torch.randn(shape, generator=torch.Generator().manual_seed(1)) * 3 + 2).double()
+    dims = [d for d in range(x.dim()) if d != 1]
+    ours = x.clone().requires_grad_(True)
+    theirs = x.clone().requires_grad_(True)
+    mean, var = batch_statistics(ours)
+    weights = torch.arange(1.0, 6.0, dtype=torch.float64)
+    ((mean * weights).sum() + (var * weights.flip(0)).sum()).backward()
+    expected = ((theirs.mean(dim=dims) * weights).sum()
+                + (theirs.var(dim=dims, unbiased=False) * weights.flip(0)).sum())
+    expected.backward()
+    assert torch.allclose(mean, x.mean(dim=dims)) and torch.allclose(var, x.var(dim=dims, unbiased=False))
+    assert torch.allclose(ours.grad, theirs.grad)
 
 
 @pytest.mark.parametrize("act_bits", [2, 4])

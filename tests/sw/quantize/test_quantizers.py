@@ -6,7 +6,7 @@ import torch
 from common.errors import UserError
 from sw.quantize import groups
 from sw.quantize.config import parse_precision
-from sw.quantize.quantizers import ActivationQuantizer, WeightQuantizer, grad_scale, round_ste, ste_replace
+from sw.quantize.quantizers import ActivationQuantizer, WeightQuantizer, clamp_ste, grad_scale, round_ste, ste_replace
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
@@ -89,6 +89,20 @@ def test_straight_through_helpers():
     out = ste_replace(x * 3, torch.tensor([7.0, 8.0]))
     out.sum().backward()
     assert out.tolist() == [7.0, 8.0] and x.grad.tolist() == [3.0, 3.0]
+
+
+def test_clamp_ste_is_ste_replace_of_the_clamp():
+    """Forward the integer value; backward exactly torch.clamp's gradient,
+    the bounds included (where the surrogate equals low or high)."""
+    real = torch.tensor([-1.0, 0.0, 0.4, 2.9, 3.0, 3.5, 7.0])
+    value = torch.tensor([0, 0, 0, 3, 3, 3, 3])
+    weights = torch.arange(1.0, 8.0)
+    ours, theirs = real.clone().requires_grad_(True), real.clone().requires_grad_(True)
+    out = clamp_ste(ours * 2 / 2, 0, 3, value)
+    (out * weights).sum().backward()
+    (ste_replace(theirs.clamp(0, 3), value) * weights).sum().backward()
+    assert out.dtype == torch.float32 and out.tolist() == value.float().tolist()
+    assert ours.grad.tolist() == theirs.grad.tolist() == [0, 2, 3, 4, 5, 0, 0]
 
 
 def test_groups_take_precision_and_shift():
