@@ -91,6 +91,9 @@ CRITERIA = ("switching", "fisher", "random")
 EXTRA_VARIANTS = ("freezing-w2", "lrrule-w2")
 # The protocol's settings that make rows comparable: a state folder keeps the
 # ones it was started with.
+# Batch norm re-estimated after retraining over this many training images
+# (Nagel et al. 2022 use a few thousand): a second score per row, no retraining.
+BN_REESTIMATE_IMAGES = 5120
 IDENTITY = ("model", "dataset", "width", "float_checkpoint", "float_epochs", "train_images",
             "test_images", "qat_epochs", "batch_size", "lr", "unit", "lr_rule")
 
@@ -444,8 +447,11 @@ def run_row(row, protocol, state, dataset, args, deadline):
         "eval_seconds": time.time() - began,
         "mpq_config": dataclasses.asdict(config), "model_file": model_path,
         "device": str(device), "threads": torch.get_num_threads(), **provenance()}
-    record["seconds"] = sum(record["seconds_per_epoch"]) + record["eval_seconds"]
     record["energy"] = row_energy(model_path)
+    if args.bn_images:
+        record.update(bn_reestimated(network, row, protocol, state, dataset, args.bn_images))
+    record["seconds"] = (sum(record["seconds_per_epoch"]) + record["eval_seconds"]
+                         + record.get("bn_reestimate_seconds", 0))
     if result["tracker"] is not None and row.variant.startswith("mpq-switching") and row.seed == 0:
         counters = result["tracker"].counters
         oscillations = torch.cat([c.oscillations.flatten() for c in counters]).numpy()
@@ -462,6 +468,29 @@ def run_row(row, protocol, state, dataset, args, deadline):
     return record
 
 
+def bn_reestimated(network, row, protocol, state, dataset, images):
+    """Batch norm re-estimated over `images` training images (the epoch after
+    the last one's order, the row's seed), exported beside the row's model and
+    scored the same way: the row's fields for it. Changes `network`."""
+    import itertools
+
+    from sw.quantize import data as data_module
+    from sw.quantize.convert import reestimate_batch_norm
+    from sw.quantize.export import read_model_file, write_model_file
+    from sw.quantize.reference import IntegerModel
+    began = time.time()
+    batch = protocol["batch_size"]
+    batches = data_module.epoch_batches(dataset, batch, protocol["qat_epochs"], row.seed)
+    reestimate_batch_norm(network, (x for x, _ in itertools.islice(batches, math.ceil(images / batch))))
+    network.eval()
+    path = os.path.join(state.models, row.file_stem + ".bn.mpq")
+    write_model_file(network, path, {"model": protocol["model"], "row": row.id, "bn_reestimated_images": images})
+    header, arrays = read_model_file(path)
+    accuracy = IntegerModel(header, arrays).accuracy(dataset.test_x, dataset.test_y, progress=True)
+    return {"integer_accuracy_bn_reestimated": accuracy, "bn_reestimate_images": images,
+            "bn_reestimate_seconds": time.time() - began, "bn_reestimated_model_file": path}
+
+
 # -- time estimates -------------------------------------------------------------------------------------
 def estimate_seconds(state, protocol, family, dataset_sizes):
     """`(epoch seconds, eval seconds, measured?)` of one row: the mean of
@@ -469,7 +498,8 @@ def estimate_seconds(state, protocol, family, dataset_sizes):
     rows = state.finished_rows()
     if rows:
         epochs = [s for r in rows for s in r["seconds_per_epoch"]]
-        return statistics.mean(epochs), statistics.mean(r["eval_seconds"] for r in rows), True
+        scoring = [r["eval_seconds"] + r.get("bn_reestimate_seconds", 0) for r in rows]
+        return statistics.mean(epochs), statistics.mean(scoring), True
     train_images, test_images = dataset_sizes
     scale = (protocol["width"] / family["width"]) ** 2
     return (family["seconds_per_image"] * scale * train_images,
@@ -633,6 +663,10 @@ def parse_args(argv=None):
     what.add_argument("--unit", default="hardware", choices=("hardware", "chunk"),
                       help="what the budget counts: compiler groups, or chunks (8 rows x a group: one "
                            "PE mode) (default %(default)s)")
+    what.add_argument("--bn-images", type=int, default=BN_REESTIMATE_IMAGES,
+                      help="training images over which each row also re-estimates batch norm after "
+                           "retraining and scores that model too (a second integer evaluation); 0: "
+                           "not (default %(default)s)")
     what.add_argument("--lr-rule", default="linear", choices=("linear", "none"),
                       help="MPQ rows' threshold learning-rate rule after the last assignment (default %(default)s)")
     plan = parser.add_argument_group("the plan")
@@ -679,6 +713,8 @@ def parse_args(argv=None):
     for name in ("width", "float_epochs", "qat_epochs", "batch_size", "lr"):
         if getattr(args, name) is None:
             setattr(args, name, family[name])
+    if args.bn_images < 0:
+        parser.error(f"--bn-images must be 0 or more, got {args.bn_images}")
     for name in ("float_epochs", "qat_epochs", "batch_size", "train_images", "test_images", "max_rows",
                  "threads", "overhead_steps", "overhead_repeats"):
         value = getattr(args, name)

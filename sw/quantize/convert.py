@@ -186,3 +186,31 @@ def calibrate(network, images):
         outputs[index] = layer(codes, step, branch)
     network.train(was_training)
     return network
+
+
+@torch.no_grad()
+def reestimate_batch_norm(network, batches):
+    """Batch norm's running statistics recomputed for the network as it now
+    quantizes: every running mean and variance reset, then the cumulative
+    average over `batches` (raw image tensors; forward in training mode,
+    without gradient; nothing else changes). Weights that oscillate across
+    a quantization threshold until the last steps leave running statistics
+    that average several states of the weights; re-estimated, they are the
+    final state's (Nagel et al. 2022, "Overcoming oscillations in
+    quantization-aware training")."""
+    norms = [layer.bn for layer in network.layers if layer.bn is not None]
+    momenta = [bn.momentum for bn in norms]
+    was_training = network.training
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None
+    network.train()
+    try:
+        for images in batches:
+            network(images.float())
+    finally:
+        for bn, momentum in zip(norms, momenta):
+            bn.momentum = momentum
+        network.train(was_training)
+    return network
+

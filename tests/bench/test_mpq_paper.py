@@ -3,6 +3,7 @@ rows skipped, a stopped row continued after its last epoch), and the report
 (bench/mpq_report.py)."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -67,6 +68,10 @@ def test_the_runner_continues_a_stopped_row_and_skips_finished_ones(tmp_path, ca
     assert second["criterion"] == "switching" and second["budget_percent"] == 25
     assert second["test_images"] == 50 and second["train_images"] == 64 and second["qat_epochs"] == 2
     assert 0 <= second["integer_accuracy"] <= 1 and second["compression_vs_uniform_w4"] > 1
+    # the same network with batch norm re-estimated, exported beside it and scored too
+    assert 0 <= second["integer_accuracy_bn_reestimated"] <= 1 and second["bn_reestimate_images"] == 5120
+    assert os.path.isfile(second["bn_reestimated_model_file"])
+    assert second["bn_reestimated_model_file"] != second["model_file"]
     # Priced as it finishes: the same network in uniform 4-bit storage costs more.
     assert second["energy"]["on_chip"]["bitfusion_over_mpq"] > 1
     assert second["energy"]["sized_for_w4"]["energy_uj"] > 0
@@ -101,6 +106,9 @@ def test_the_report_aggregates_rows_over_seeds_against_the_uniform_line(tmp_path
     rows += [_row("uniform-w4", s, a, 4.3) for s, a in ((0, 0.82), (1, 0.84))]
     rows += [_row("mpq-switching-25", s, a, 2.8) for s, a in ((0, 0.79), (1, 0.80))]
     rows += [_row("mpq-random-25", s, a, 2.8) for s, a in ((0, 0.74), (1, 0.75))]
+    rows[-1]["integer_accuracy_bn_reestimated"] = 0.76      # one seed of two has the second score
+    rows[0]["integer_accuracy_bn_reestimated"] = 0.71
+    rows[1]["integer_accuracy_bn_reestimated"] = 0.75
     for row, ratio in zip(rows[-2:], (1.2, 1.4)):
         row["energy"] = {scenario: {"bitfusion_over_mpq": ratio, "energy_uj": 1.0}
                          for scenario in ("on_chip", "sized_for_w4")}
@@ -128,6 +136,8 @@ def test_the_report_aggregates_rows_over_seeds_against_the_uniform_line(tmp_path
     assert "mpq-switching against mpq-random at 25%: +5.00 points" in text and "**switching better**" in text
     assert "headroom, uniform W4 over W2: +12.00 points (spreads 2.00 and 2.00; seeds 2 and 2): **beyond" in text
     assert "| mpq-switching-25 | 2 | 79.50 | 1.00 | 2.800 |" in text
+    assert "| uniform-w2 | 2 | 71.00 | 2.00 | 2.300 | 1.870x | +0.00 | 73.00 |" in text
+    assert "| 76.00 (1 seeds) |" in text
     assert ("chunkwise-switching against chunkwise-random at 10%: -1.50 points (spreads 0.00 and 1.00; seeds 1 "
             "and 2): **undecided: fewer than 2 seeds**") in text
     assert switching["bitfusion_over_mpq"] is None       # these rows have no model files to price

@@ -117,3 +117,35 @@ def test_pixel_unit_normalisation_is_refused_with_the_fractions_to_use():
         quantize_network(CustomForward(), W4A4, (3, 8, 8), input_mean=0.5)
     quantize_network(CustomForward(), W4A4, (3, 8, 8), input_mean=[0.4914, 0.4822, 0.4465],
                      input_std=[0.247, 0.243, 0.261])
+
+
+def test_batch_norm_reestimation_recomputes_only_the_running_statistics():
+    """Re-estimated over two copies of one batch, every running mean and
+    variance is that batch's (as a momentum-1 training forward leaves them);
+    weights, steps, momenta and the training flag are as they were."""
+    import copy
+
+    from sw.quantize.convert import calibrate, reestimate_batch_norm
+    torch.manual_seed(0)
+    network = quantize_network(vgg9(width=0.125), parse_precision("w4a4,first=w8,last=w8"), (3, 32, 32),
+                               input_mean=0.5, input_std=0.25)
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    calibrate(network, images)
+    norms = [layer.bn for layer in network.layers if layer.bn is not None]
+    for bn in norms:
+        bn.running_mean.add_(5.0)       # statistics that match no state of the weights
+    reference = copy.deepcopy(network).train()
+    for bn in (layer.bn for layer in reference.layers if layer.bn is not None):
+        bn.reset_running_stats()
+        bn.momentum = 1.0
+    with torch.no_grad():
+        reference(images.float())
+    before = {name: value.clone() for name, value in network.named_parameters()}
+    network.eval()
+    reestimate_batch_norm(network, [images, images])
+    assert not network.training and all(bn.momentum == 0.1 for bn in norms)
+    assert all(torch.equal(value, before[name]) for name, value in network.named_parameters())
+    for ours, theirs in zip(norms, (layer.bn for layer in reference.layers if layer.bn is not None)):
+        assert torch.allclose(ours.running_mean, theirs.running_mean, rtol=1e-5, atol=1e-5)
+        assert torch.allclose(ours.running_var, theirs.running_var, rtol=1e-5, atol=1e-6)
+        assert int(ours.num_batches_tracked) == 2
