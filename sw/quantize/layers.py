@@ -252,7 +252,7 @@ class QuantLayer(nn.Module):
         c = (g * (bias - mean) + beta) / step
         multiplier, shift, bias_int = self.integer_requant(r, c)
         quantizer = self.act_quantizer
-        real = acc * r.reshape(shape) + c.reshape(shape)
+        real = torch.addcmul(c.reshape(shape), acc, r.reshape(shape))   # acc * r + c, one pass
         branch = {}
         if self.residual:
             res_codes, res_step = residual

@@ -69,7 +69,8 @@ class _Replace(torch.autograd.Function):
 class _ClampReplace(torch.autograd.Function):
     @staticmethod
     def forward(ctx, surrogate, low, high, value):
-        ctx.save_for_backward((surrogate >= low) & (surrogate <= high))
+        if ctx.needs_input_grad[0]:     # (not under no_grad: evaluation, calibration)
+            ctx.save_for_backward((surrogate >= low) & (surrogate <= high))
         return value
 
     @staticmethod
