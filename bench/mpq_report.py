@@ -67,6 +67,8 @@ def summarise(rows):
             "upgraded_units_that_oscillated": _scored_share(group) if first["criterion"] == "switching" else None,
             "integer_accuracy_bn_reestimated": [r["integer_accuracy_bn_reestimated"] for r in group
                                                 if "integer_accuracy_bn_reestimated" in r],
+            "bn_reestimation_gain": [r["integer_accuracy_bn_reestimated"] - r["integer_accuracy"] for r in group
+                                     if "integer_accuracy_bn_reestimated" in r],
             "seconds_per_epoch": statistics.mean(s for r in group for s in r["seconds_per_epoch"]),
             "bitfusion_over_mpq": _energy_mean(group),
             "per_layer": layers})
@@ -105,7 +107,7 @@ def _bn_reestimated(entry):
     values = entry["integer_accuracy_bn_reestimated"]
     if not values:
         return ""
-    covered = "" if len(values) == len(entry["seeds"]) else f" ({len(values)} seeds)"
+    covered = "" if len(values) == len(entry["seeds"]) else f" ({len(values)} of {len(entry['seeds'])} seeds)"
     return f"{100 * statistics.mean(values):.2f}{covered}"
 
 
@@ -198,6 +200,11 @@ def targets(summary, overheads):
                          f"{100 * difference:+.2f} points (spreads {100 * s['integer_accuracy_spread']:.2f} and "
                          f"{100 * control['integer_accuracy_spread']:.2f}; seeds {len(s['seeds'])} and "
                          f"{len(control['seeds'])}): **{verdict}**")
+        gains = [g for s in entries for g in s["bn_reestimation_gain"]]
+        if gains:
+            lines.append(f"* {title}: batch-norm re-estimation after retraining (item 5), accuracy change over "
+                         f"{len(gains)} row(s): mean {100 * statistics.mean(gains):+.2f} points, "
+                         f"{100 * min(gains):+.2f} to {100 * max(gains):+.2f}")
     for folder, overhead in sorted(overheads.items()):
         percent = overhead["overhead_percent"]
         lines.append(f"* {folder}: tracking overhead per QAT step: " + ", ".join(

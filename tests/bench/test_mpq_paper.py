@@ -137,7 +137,9 @@ def test_the_report_aggregates_rows_over_seeds_against_the_uniform_line(tmp_path
     assert "headroom, uniform W4 over W2: +12.00 points (spreads 2.00 and 2.00; seeds 2 and 2): **beyond" in text
     assert "| mpq-switching-25 | 2 | 79.50 | 1.00 | 2.800 |" in text
     assert "| uniform-w2 | 2 | 71.00 | 2.00 | 2.300 | 1.870x | +0.00 | 73.00 |" in text
-    assert "| 76.00 (1 seeds) |" in text
+    assert "| 76.00 (1 of 2 seeds) |" in text
+    assert ("batch-norm re-estimation after retraining (item 5), accuracy change over 3 row(s): mean +1.67 "
+            "points, +1.00 to +3.00") in text
     assert ("chunkwise-switching against chunkwise-random at 10%: -1.50 points (spreads 0.00 and 1.00; seeds 1 "
             "and 2): **undecided: fewer than 2 seeds**") in text
     assert switching["bitfusion_over_mpq"] is None       # these rows have no model files to price
