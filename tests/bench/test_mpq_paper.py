@@ -78,6 +78,12 @@ def test_the_runner_continues_a_stopped_row_and_skips_finished_ones(tmp_path, ca
     capsys.readouterr()
     assert mpq_paper.main(common + ["--plan"]) == 0
     assert "2 of 2 rows done" in capsys.readouterr().out
+    # the tracking overhead: per step without assignments, and the assignments timed apart
+    assert mpq_paper.main(common + ["--overhead", "--overhead-steps", "1", "--overhead-repeats", "1"]) == 0
+    overhead = json.loads((state / "digits-cnn_w1" / "overhead.json").read_text())
+    assert overhead["assignment_seconds"] > 0 and overhead["assignments_per_row"] == 2
+    assert set(overhead["overhead_percent"]) == {"switching", "fisher", "switching+lr_rule"}
+    assert all(overhead["overhead_percent"][k] > v for k, v in overhead["per_step_percent"].items())
     # other settings in the same state folder are refused
     assert mpq_paper.main(common[:-3] + ["--qat-epochs", "3", "--only", "lsq/uniform-w3/s0"]) == 2
     assert "qat_epochs" in capsys.readouterr().err
