@@ -504,8 +504,8 @@ def threshold_distance(u, low, high):
 
 def lr_scale(distance, rule, lr_min, width):
     """The update scale at `distance` (steps) from a threshold."""
-    if rule == "linear":
-        return lr_min + (1 - lr_min) * torch.clamp(distance / width, 0, 1)
+    if rule == "linear":   # lr_min + (1 - lr_min) * min(distance / width, 1), distance >= 0
+        return (distance * ((1 - lr_min) / width)).add_(lr_min).clamp_(max=1.0)
     if rule == "gauss":
         return 1 - (1 - lr_min) * torch.exp(-0.5 * (distance / width) ** 2)
     raise UserError(f"mpq: unknown lr_rule {rule!r}")
@@ -542,7 +542,7 @@ class ThresholdLR:
     def after_step(self):
         for layer, (before, scale) in zip(self.layers, self._before):
             weight = layer.op.weight
-            weight.copy_(before + scale * (weight - before))
+            weight.copy_(before.lerp_(weight, scale))      # before + scale * (weight - before)
         self._before = None
 
 
