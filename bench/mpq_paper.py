@@ -89,11 +89,11 @@ QUANTIZERS = {"lsq": "learned", "stats": "statistics"}
 UNITS = {"mpq": None, "layerwise": "layer", "chunkwise": "chunk"}
 CRITERIA = ("switching", "fisher", "random")
 EXTRA_VARIANTS = ("freezing-w2", "lrrule-w2")
-# The protocol's settings that make rows comparable: a state folder keeps the
-# ones it was started with.
 # Batch norm re-estimated after retraining over this many training images
 # (Nagel et al. 2022 use a few thousand): a second score per row, no retraining.
 BN_REESTIMATE_IMAGES = 5120
+# The protocol's settings that make rows comparable: a state folder keeps the
+# ones it was started with.
 IDENTITY = ("model", "dataset", "width", "float_checkpoint", "float_epochs", "train_images",
             "test_images", "qat_epochs", "batch_size", "lr", "unit", "lr_rule")
 
