@@ -35,6 +35,8 @@ from sw.quantize.quantizers import ActivationQuantizer, WeightQuantizer, clamp_s
 BIAS_MAX = (1 << 31) - 1
 # Float32 holds every integer below this exactly.
 FLOAT32_EXACT = 1 << 24
+# The 32-bit integer carrier of requantization in training holds up to this.
+INT32_MAX = (1 << 31) - 1
 
 
 
@@ -127,13 +129,26 @@ class QuantLayer(nn.Module):
         return F.linear(x, w)
 
     def accumulate(self, codes, w_int):
-        """`(acc, acc_int)`: the float accumulator (with gradient) and the same
-        values exactly as int64."""
+        """`(acc, exact)`: the float accumulator (with gradient) and the same
+        values exactly, without gradient (float32 below 2**24, else float64),
+        for the integer carrier the requantization picks."""
         if self.accumulator_bound() < FLOAT32_EXACT:
             acc = self._linear_op(codes, w_int)
-            return acc, acc.detach().to(torch.int64)
+            return acc, acc.detach()
         acc64 = self._linear_op(codes.double(), w_int.double())
-        return acc64.to(codes.dtype), acc64.detach().to(torch.int64)
+        return acc64.to(codes.dtype), acc64.detach()
+
+    def integer_carrier(self, bias_int, multiplier, shift, residual=None, residual_multiplier=None,
+                        residual_shift=0):
+        """The integer type that computes this layer's requantization exactly:
+        int32 where `fixedpoint.requantize_sum_magnitude` proves every
+        intermediate fits (most layers: 2-3x faster than int64 on a CPU,
+        where a 64-bit multiply does not vectorise), else int64."""
+        magnitude = fixedpoint.requantize_sum_magnitude(
+            self.accumulator_bound(), int(bias_int.abs().max()), int(multiplier.abs().max()), shift,
+            0 if residual is None else int(residual.detach().abs().max()),
+            0 if residual_multiplier is None else int(residual_multiplier.abs().max()), residual_shift)
+        return torch.int32 if magnitude <= INT32_MAX else torch.int64
 
     # -- batch norm and requantization parameters -----------------------------
     def _channel_shape(self):
@@ -234,13 +249,13 @@ class QuantLayer(nn.Module):
         codes, in_step = self._pool_input(codes, in_step)
         weight, bias = self.folded_weight_bias()
         w_int, w_step = self.weight_quantizer(weight)
-        acc, acc_int = self.accumulate(codes, w_int)
+        acc, exact = self.accumulate(codes, w_int)
         acc_scale = in_step * w_step
         shape = self._channel_shape()
         if self.is_last:
             bias_real = bias / acc_scale
             bias_int = self.integer_bias(bias_real)
-            logits_int = acc_int + bias_int.reshape(shape)
+            logits_int = exact.to(torch.int64) + bias_int.reshape(shape)
             surrogate = (acc + bias_real.reshape(shape)) * acc_scale
             logits = ste_replace(surrogate, logits_int.to(acc.dtype) * acc_scale.detach())
             return logits, logits_int
@@ -257,13 +272,17 @@ class QuantLayer(nn.Module):
         if self.residual:
             res_codes, res_step = residual
             res_multiplier, res_shift = self.residual_requant(shift, step, res_step, len(r))
-            branch = dict(residual=res_codes.detach().to(torch.int64),
+            branch = dict(residual=res_codes.detach(),
                           residual_multiplier=res_multiplier.to(acc.device).reshape(shape),
                           residual_shift=res_shift)
             real = real + res_codes * (res_step / step)
-        codes_int = fixedpoint.requantize_sum(acc_int, bias_int.reshape(shape),
-                                              multiplier.reshape(shape), shift, quantizer.bits,
-                                              signed=quantizer.signed, **branch)
+        carrier = self.integer_carrier(bias_int, multiplier, shift, **branch)
+        if branch:
+            branch.update(residual=branch["residual"].to(carrier),
+                          residual_multiplier=branch["residual_multiplier"].to(carrier))
+        codes_int = fixedpoint.requantize_sum(exact.to(carrier), bias_int.reshape(shape).to(carrier),
+                                              multiplier.reshape(shape).to(carrier), shift,
+                                              quantizer.bits, signed=quantizer.signed, **branch)
         out = clamp_ste(real, quantizer.qmin, quantizer.qmax, codes_int)
         if self.pool is not None:
             out = F.max_pool2d(out, self.pool.kernel_size, self.pool.stride, self.pool.padding)

@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import numpy as np
@@ -63,3 +64,52 @@ def test_a_channel_above_the_ceiling_saturates_and_leaves_the_shift_to_the_other
     with_ceiling, without = (fixedpoint.quantize_multipliers(small, ceiling=16.0),
                              fixedpoint.quantize_multipliers(small))
     assert np.array_equal(with_ceiling[0], without[0]) and with_ceiling[1] == without[1]
+
+
+def _intermediates(acc, bias, multiplier, shift, residual, residual_multiplier, residual_shift):
+    main = (acc + bias) * multiplier
+    branch = (residual * residual_multiplier) << residual_shift
+    total = main + branch
+    return [acc + bias, main, residual * residual_multiplier, branch, total, total + (1 << (shift - 1))]
+
+
+def test_requantize_sum_magnitude_bounds_every_intermediate_and_is_reached():
+    bounds = dict(acc=7680, bias=4000, multiplier=32768, residual=15, residual_multiplier=32768)
+    shift, residual_shift = 20, 3
+    magnitude = fixedpoint.requantize_sum_magnitude(7680, 4000, 32768, shift, 15, 32768, residual_shift)
+    reached = 0
+    for signs in itertools.product((-1, 1), repeat=5):
+        values = {name: sign * bound for sign, (name, bound) in zip(signs, bounds.items())}
+        steps = _intermediates(values["acc"], values["bias"], values["multiplier"], shift,
+                               values["residual"], values["residual_multiplier"], residual_shift)
+        reached = max(reached, *map(abs, steps))
+    assert reached == magnitude
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_int32_computes_the_rule_exactly_where_the_magnitude_fits(seed):
+    """The training forward's 32-bit carrier: wherever `requantize_sum_magnitude`
+    is at most 2**31 - 1, int32 gives int64's codes, extremes included; one
+    step past it, int32 wraps (the bound is what keeps it exact)."""
+    generator = torch.Generator().manual_seed(seed)
+    acc_max, bias_max, residual_max, shift, residual_shift = 16000, 40000, 15, 24, 2
+    multiplier_max = 32767
+    assert fixedpoint.requantize_sum_magnitude(acc_max, bias_max, multiplier_max, shift, residual_max,
+                                               multiplier_max, residual_shift) <= (1 << 31) - 1
+    def draw(bound, shape):
+        values = torch.randint(-bound, bound + 1, shape, generator=generator)
+        values.view(-1)[:4] = torch.tensor([bound, -bound, bound, -bound])   # the extremes
+        return values
+    acc, residual = draw(acc_max, (64, 8)), draw(residual_max, (64, 8))
+    bias, multiplier = draw(bias_max, (1, 8)), draw(multiplier_max, (1, 8))
+    residual_multiplier = draw(multiplier_max, (1, 8))
+    def codes(dtype):
+        return fixedpoint.requantize_sum(acc.to(dtype), bias.to(dtype), multiplier.to(dtype), shift, 4,
+                                         residual=residual.to(dtype),
+                                         residual_multiplier=residual_multiplier.to(dtype),
+                                         residual_shift=residual_shift, signed=True)
+    assert torch.equal(codes(torch.int32).to(torch.int64), codes(torch.int64))
+    past = torch.tensor([[(1 << 31) // 32767 + 1]])
+    assert fixedpoint.requantize_sum_magnitude(int(past), 0, 32767, 0) > (1 << 31) - 1
+    wrapped = (past.to(torch.int32) * 32767).to(torch.int64)
+    assert not torch.equal(wrapped, past * 32767)

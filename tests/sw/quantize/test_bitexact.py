@@ -161,6 +161,40 @@ def test_degenerate_channels_train_and_export_bit_exact(make_images, tmp_path):
     assert saturated[0] & {32767, 32768} and saturated[1] & {32767, 32768}, saturated
 
 
+def test_a_layer_past_the_int32_carrier_trains_and_exports_bit_exact(make_images, tmp_path, monkeypatch):
+    """A channel with an offset of a million codes (a huge batch-norm beta)
+    needs a bias beyond what int32 holds beside a 16-bit multiplier: that
+    layer's requantization runs in int64, the others' in int32, and training,
+    export and the integer reference still agree on every code."""
+    from sw.quantize.layers import QuantLayer
+    carriers = []
+    pick = QuantLayer.integer_carrier
+    monkeypatch.setattr(QuantLayer, "integer_carrier",
+                        lambda self, *args, **kwargs: carriers.append(pick(self, *args, **kwargs)) or carriers[-1])
+    images, labels = make_images(64, size=8)
+    torch.manual_seed(0)
+    network = quantize_network(_vgg_like(), parse_precision("w4a4", group_size=4), (3, 8, 8),
+                               input_mean=0.4, input_std=0.25)
+    calibrate(network, images)
+    second = network.layers[1]
+    with torch.no_grad():
+        second.bn.bias[4] = 1e6 * second.act_quantizer.step.abs()
+        second.bn.bias[5] = -1e6 * second.act_quantizer.step.abs()
+    network.train()
+    network(images.float())
+    network.eval()
+    with torch.no_grad():
+        _, codes, logits_int = network(images.float(), return_codes=True)
+    assert torch.int64 in carriers and torch.int32 in carriers, carriers
+    path = tmp_path / "model.mpq"
+    write_model_file(network, str(path))
+    ref_logits, ref_codes = IntegerModel.load(str(path))(images, return_codes=True)
+    for layer, (fake, exact) in enumerate(zip(codes, ref_codes)):
+        assert torch.equal(fake, exact), f"activation codes differ after layer {layer}"
+    assert torch.equal(logits_int, ref_logits)
+    assert (ref_codes[1][:, 4] == 15).all() and (ref_codes[1][:, 5] == 0).all()
+
+
 def test_a_diverged_channel_is_named_at_export(make_images, tmp_path):
     """NaN has no integer: export names the layer and channel and what to do."""
     network = quantize_network(_vgg_like(), parse_precision("w4a4", group_size=4), (3, 8, 8))

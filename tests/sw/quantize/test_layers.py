@@ -68,3 +68,17 @@ def test_a_steep_channel_steps_where_its_real_map_does(act_bits):
     differing = (got != real.to(torch.int64)).sum(dim=0)
     steep_channels = torch.from_numpy(np.abs(r) >= qmax + 1)
     assert differing[steep_channels].max() <= 1, differing
+
+
+def test_the_requantization_carrier_is_int32_only_where_every_intermediate_fits():
+    """64 inputs of 4 bits, 4-bit weights: |acc| <= 64 * 15 * 8 = 7680. A
+    16-bit multiplier leaves room in int32 for a bias up to ~57,000; a larger
+    bias, or a residual branch shifted far enough, needs int64."""
+    layer = QuantLayer(nn.Linear(64, 3), None, None, 4, 4, 4, 4)
+    assert layer.accumulator_bound() == 7680
+    multiplier = torch.tensor([32767, -32768, 100])
+    assert layer.integer_carrier(torch.tensor([5, -50000, 0]), multiplier, 16) == torch.int32
+    assert layer.integer_carrier(torch.tensor([5, -60000, 0]), multiplier, 16) == torch.int64
+    residual = torch.tensor([[3.0, -8.0, 7.0]])
+    assert layer.integer_carrier(torch.tensor([5, 0, 0]), multiplier, 16, residual, multiplier, 2) == torch.int32
+    assert layer.integer_carrier(torch.tensor([5, 0, 0]), multiplier, 16, residual, multiplier, 14) == torch.int64
