@@ -18,7 +18,12 @@ bits it stores (`sw.quantize.mpq.weight_storage_bits`). Variants:
   array's rows x 16 weights one kernel position: what the PE runs in one
   mode), whatever `--unit` says: what the energy needs, since a chunk with
   one upgraded group runs in the 4-bit mode as if all its groups were;
-* extras on request (`--extra-variants`): `freezing-w2`, `lrrule-w2`.
+* extras on request (`--extra-variants`): `freezing-w2`, `lrrule-w2`;
+* ablations of an MPQ variant, `<variant>+<change>[+<change>]` (item 5), on
+  request: `once` (one assignment at 30% instead of two), `early` (one at
+  10%: the fine groups retrain 90% of the run), `long` (the oscillation
+  frequency averaged over ~1,000 steps, momentum 0.999, instead of ~50),
+  `nolr` (no learning-rate rule). `chunkwise-switching-10+early+nolr`.
 
 Quantizers: `lsq` (learned step) and `stats` (the paper-era step from the
 weights' statistics, no learned step). The plan is ordered so the rows that
@@ -89,6 +94,14 @@ QUANTIZERS = {"lsq": "learned", "stats": "statistics"}
 UNITS = {"mpq": None, "layerwise": "layer", "chunkwise": "chunk"}
 CRITERIA = ("switching", "fisher", "random")
 EXTRA_VARIANTS = ("freezing-w2", "lrrule-w2")
+# An MPQ variant's ablations (`<variant>+<change>`): what each changes in its
+# `MPQConfig`. The learning-rate rule still starts after the last assignment.
+ABLATIONS = {
+    "once": dict(assign_at=(0.3,)),
+    "early": dict(assign_at=(0.1,)),
+    "long": dict(momentum=0.999),
+    "nolr": dict(lr_rule=None),
+}
 # Batch norm re-estimated after retraining over this many training images
 # (Nagel et al. 2022 use a few thousand): a second score per row, no retraining.
 BN_REESTIMATE_IMAGES = 5120
@@ -104,6 +117,18 @@ def variant_config(variant, quantizer, seed, protocol):
     from sw.quantize import mpq
     step = QUANTIZERS[quantizer]
     lr_rule = dict(lr_rule="linear", lr_min=0.2, lr_width=0.2) if protocol["lr_rule"] == "linear" else {}
+    base, *changes = variant.split("+")
+    if changes:
+        unknown = [c for c in changes if c not in ABLATIONS]
+        if unknown or len(set(changes)) < len(changes) or not base.startswith(tuple(f"{k}-" for k in UNITS)):
+            raise UserError(f"unknown ablation {variant!r}: an MPQ variant (mpq-, layerwise- or chunkwise-"
+                            f"CRITERION-PERCENT) and +CHANGE, each once, from {', '.join(ABLATIONS)}")
+        config = variant_config(base, quantizer, seed, protocol)
+        for change in changes:
+            config = dataclasses.replace(config, **ABLATIONS[change])
+        if config.lr_rule:
+            config = dataclasses.replace(config, lr_start=max(config.assign_at))
+        return config
     kind, _, rest = variant.partition("-")
     if kind == "uniform":
         return mpq.MPQConfig(base_bits=int(rest.lstrip("w")), extra_bit=False, track=False,
@@ -698,7 +723,10 @@ def parse_args(argv=None):
     plan.add_argument("--headline-budget", type=int, default=25)
     plan.add_argument("--quantizers", nargs="+", default=["lsq", "stats"], choices=sorted(QUANTIZERS),
                       help="lsq: learned step; stats: the paper-era step from the weights' statistics")
-    plan.add_argument("--extra-variants", nargs="*", default=[], choices=EXTRA_VARIANTS)
+    plan.add_argument("--extra-variants", nargs="*", default=[], metavar="VARIANT",
+                      help=f"more variants for every seed and quantizer: {', '.join(EXTRA_VARIANTS)}, any "
+                           f"MPQ variant, or an ablation <variant>+<change> with changes from "
+                           f"{', '.join(ABLATIONS)} (see the top of this file)")
     slices = parser.add_argument_group("this sitting")
     slices.add_argument("--only", nargs="+", default=None, metavar="PATTERN",
                         help="rows whose id (e.g. vgg9_w0.25/lsq/uniform-w4/s0) matches a pattern "
@@ -817,6 +845,8 @@ def main(argv=None):
         state = State(args.state, folder)
         protocol = protocol_settings(args, family)
         plan = selected(build_plan(folder, args), args.only)
+        for row in plan:   # a misspelt --extra-variants fails here, not hours into the run
+            variant_config(row.variant, row.quantizer, row.seed, {"unit": args.unit, "lr_rule": args.lr_rule})
         if not plan:
             raise UserError(f"--only {' '.join(args.only)}: no row of the plan matches (see --plan)")
         if args.plan:

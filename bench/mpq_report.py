@@ -26,11 +26,14 @@ def _energy_mean(group):
 
 def method_of(variant):
     """The curve a variant belongs to: uniform, <kind>-<criterion> for a
-    variant with a budget (`mpq-switching-25`: `mpq-switching`), or itself."""
+    variant with a budget (`mpq-switching-25`: `mpq-switching`), with its
+    ablations (`chunkwise-switching-10+early`: `chunkwise-switching+early`),
+    or itself."""
     if variant.startswith("uniform"):
         return "uniform"
-    method, _, budget = variant.rpartition("-")
-    return method if budget.isdigit() else variant
+    base, plus, changes = variant.partition("+")
+    method, _, budget = base.rpartition("-")
+    return method + plus + changes if budget.isdigit() else variant
 
 
 def summarise(rows):
@@ -141,6 +144,18 @@ def _headroom(title, w2, w4):
             f"seeds {len(w2['seeds'])} and {len(w4['seeds'])}): **{verdict}**")
 
 
+def _against(what, a, b, name_a, name_b):
+    """One line: `a`'s mean accuracy against `b`'s, judged by the larger seed spread."""
+    difference = a["integer_accuracy_mean"] - b["integer_accuracy_mean"]
+    bound = max(a["integer_accuracy_spread"], b["integer_accuracy_spread"])
+    verdict = ("undecided: fewer than 2 seeds" if min(len(a["seeds"]), len(b["seeds"])) < 2
+               else f"{name_a} better" if difference > bound else f"{name_b} better" if -difference > bound
+               else "no difference beyond the seed spread")
+    return (f"* {what}: {100 * difference:+.2f} points (spreads {100 * a['integer_accuracy_spread']:.2f} and "
+            f"{100 * b['integer_accuracy_spread']:.2f}; seeds {len(a['seeds'])} and {len(b['seeds'])}): "
+            f"**{verdict}**")
+
+
 def targets(summary, overheads):
     """The issue's targets, stated per setting from the summary."""
     lines = []
@@ -189,17 +204,15 @@ def targets(summary, overheads):
         for s in sweeps:
             unit = s["method"].removesuffix("-switching")
             control = by_variant.get(f"{unit}-random-{s['budget_percent']}")
-            if not control:
-                continue
-            difference = s["integer_accuracy_mean"] - control["integer_accuracy_mean"]
-            bound = max(s["integer_accuracy_spread"], control["integer_accuracy_spread"])
-            verdict = ("undecided: fewer than 2 seeds" if min(len(s["seeds"]), len(control["seeds"])) < 2
-                       else "switching better" if difference > bound else "random better" if -difference > bound
-                       else "no difference beyond the seed spread")
-            lines.append(f"* {title}: {s['method']} against {control['method']} at {s['budget_percent']}%: "
-                         f"{100 * difference:+.2f} points (spreads {100 * s['integer_accuracy_spread']:.2f} and "
-                         f"{100 * control['integer_accuracy_spread']:.2f}; seeds {len(s['seeds'])} and "
-                         f"{len(control['seeds'])}): **{verdict}**")
+            if control:
+                lines.append(_against(f"{title}: {s['method']} against {control['method']} at "
+                                      f"{s['budget_percent']}%", s, control, "switching", "random"))
+        # each ablation (item 5) against the variant it changes
+        for s in sorted((s for s in entries if "+" in s["variant"]), key=lambda s: s["variant"]):
+            base = by_variant.get(s["variant"].partition("+")[0])
+            if base:
+                lines.append(_against(f"{title}: ablation {s['variant']} against {base['variant']}",
+                                      s, base, "the ablation", "without it"))
         gains = [g for s in entries for g in s["bn_reestimation_gain"]]
         if gains:
             lines.append(f"* {title}: batch-norm re-estimation after retraining (item 5), accuracy change over "

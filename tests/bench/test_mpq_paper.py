@@ -2,6 +2,7 @@
 rows skipped, a stopped row continued after its last epoch), and the report
 (bench/mpq_report.py)."""
 
+import dataclasses
 import json
 import os
 
@@ -41,6 +42,29 @@ def test_the_plan_puts_the_decisive_rows_first():
     assert {row.name for row in only} == {f"stats/uniform-w{b}/s{s}" for b in (2, 3, 4) for s in (0, 1, 2)}
     for row in plan:   # every variant is one the runner can build
         mpq_paper.variant_config(row.variant, row.quantizer, row.seed, {"unit": "hardware", "lr_rule": "linear"})
+
+
+def test_an_ablation_changes_one_thing_of_the_variant_it_names(tmp_path, capsys):
+    protocol = {"unit": "hardware", "lr_rule": "linear"}
+    base = mpq_paper.variant_config("chunkwise-switching-10", "lsq", 0, protocol)
+    early = mpq_paper.variant_config("chunkwise-switching-10+early+nolr", "lsq", 0, protocol)
+    assert early.assign_at == (0.1,) and early.lr_rule is None
+    assert dataclasses.replace(early, assign_at=base.assign_at, lr_rule=base.lr_rule) == base
+    once = mpq_paper.variant_config("mpq-fisher-25+once", "stats", 1, protocol)
+    assert once.assign_at == (0.3,) and once.lr_start == 0.3     # the rule after the (only) assignment
+    assert once.criterion == "fisher" and once.weight_step == "statistics" and once.seed == 1
+    assert mpq_paper.variant_config("mpq-switching-25+long", "lsq", 0, protocol).momentum == 0.999
+    assert mpq_report.method_of("chunkwise-switching-10+early+nolr") == "chunkwise-switching+early+nolr"
+    for bad in ("uniform-w2+early", "mpq-switching-25+later", "mpq-switching-25+once+once", "lrrule-w2+once"):
+        with pytest.raises(mpq_paper.UserError, match="ablation"):
+            mpq_paper.variant_config(bad, "lsq", 0, protocol)
+    # asked for on the command line: refused before anything runs
+    assert mpq_paper.main(["--model", "digits-cnn", "--state", str(tmp_path / "state"),
+                           "--extra-variants", "mpq-switching-25+later"]) == 2
+    assert "unknown ablation 'mpq-switching-25+later'" in capsys.readouterr().err
+    assert not (tmp_path / "state").exists()
+    args = mpq_paper.parse_args(["--extra-variants", "chunkwise-switching-10+early"])
+    assert "lsq/chunkwise-switching-10+early/s1" in [row.name for row in mpq_paper.build_plan("x", args)]
 
 
 def test_the_runner_continues_a_stopped_row_and_skips_finished_ones(tmp_path, capsys, keep_threads):
@@ -94,7 +118,7 @@ def _row(variant, seed, accuracy, bits, quantizer="lsq"):
     return {"id": f"vgg9_w0.25/{quantizer}/{variant}/s{seed}", "model": "vgg9", "width": 0.25,
             "quantizer": quantizer, "variant": variant, "seed": seed, "criterion": criterion,
             "granularity": None if criterion is None else "hardware",
-            "budget_percent": None if criterion is None else int(variant.rsplit("-", 1)[1]),
+            "budget_percent": None if criterion is None else int(variant.partition("+")[0].rsplit("-", 1)[1]),
             "train_images": 50000, "test_images": 10000, "qat_epochs": 10, "float_epochs": 30,
             "float_accuracy": 0.85, "integer_accuracy": accuracy, "hardware_bits_per_weight": bits,
             "average_weight_bits": bits - 0.3, "compression_vs_uniform_w4": 4.3 / bits,
@@ -121,6 +145,8 @@ def test_the_report_aggregates_rows_over_seeds_against_the_uniform_line(tmp_path
     # the chunk unit's criterion against its own control
     rows += [_row("chunkwise-switching-10", 0, 0.76, 2.5)]
     rows += [_row("chunkwise-random-10", s, a, 2.5) for s, a in ((0, 0.77), (1, 0.78))]
+    # an ablation, judged against the variant it changes
+    rows += [_row("mpq-switching-25+early", s, a, 2.8) for s, a in ((0, 0.81), (1, 0.82))]
     stem = str(tmp_path / "report")
     mpq_report.write_report(rows, {}, {"vgg9_w0.25": {"overhead_percent": {"switching": 1.0, "fisher": 2.0}}},
                            stem)
@@ -148,6 +174,9 @@ def test_the_report_aggregates_rows_over_seeds_against_the_uniform_line(tmp_path
             "points, +1.00 to +3.00") in text
     assert ("chunkwise-switching against chunkwise-random at 10%: -1.50 points (spreads 0.00 and 1.00; seeds 1 "
             "and 2): **undecided: fewer than 2 seeds**") in text
+    assert ("ablation mpq-switching-25+early against mpq-switching-25: +2.00 points (spreads 1.00 and 1.00; "
+            "seeds 2 and 2): **the ablation better**") in text
+    assert entries["mpq-switching-25+early"]["method"] == "mpq-switching+early"
     assert switching["bitfusion_over_mpq"] is None       # these rows have no model files to price
     assert entries["mpq-random-25"]["bitfusion_over_mpq"]["on_chip"] == pytest.approx(1.3)
     assert "| 1.300x, 1.300x |" in text
