@@ -95,12 +95,14 @@ UNITS = {"mpq": None, "layerwise": "layer", "chunkwise": "chunk"}
 CRITERIA = ("switching", "fisher", "random")
 EXTRA_VARIANTS = ("freezing-w2", "lrrule-w2")
 # An MPQ variant's ablations (`<variant>+<change>`): what each changes in its
-# `MPQConfig`. The learning-rate rule still starts after the last assignment.
+# `MPQConfig`, and where that changes the training at all (a row identical to
+# its base would cost hours for nothing). The learning-rate rule still starts
+# after the last assignment.
 ABLATIONS = {
-    "once": dict(assign_at=(0.3,)),
-    "early": dict(assign_at=(0.1,)),
-    "long": dict(momentum=0.999),
-    "nolr": dict(lr_rule=None),
+    "once": (dict(assign_at=(0.3,)), lambda config: True),
+    "early": (dict(assign_at=(0.1,)), lambda config: True),
+    "long": (dict(momentum=0.999), lambda config: config.criterion == "switching"),
+    "nolr": (dict(lr_rule=None), lambda config: config.lr_rule is not None),
 }
 # Batch norm re-estimated after retraining over this many training images
 # (Nagel et al. 2022 use a few thousand): a second score per row, no retraining.
@@ -124,8 +126,16 @@ def variant_config(variant, quantizer, seed, protocol):
             raise UserError(f"unknown ablation {variant!r}: an MPQ variant (mpq-, layerwise- or chunkwise-"
                             f"CRITERION-PERCENT) and +CHANGE, each once, from {', '.join(ABLATIONS)}")
         config = variant_config(base, quantizer, seed, protocol)
+        touched = [field for change in changes for field in ABLATIONS[change][0]]
+        if len(set(touched)) < len(touched):
+            raise UserError(f"ablation {variant!r}: two changes set the same thing (once and early both "
+                            f"set when the bit is assigned); keep one")
         for change in changes:
-            config = dataclasses.replace(config, **ABLATIONS[change])
+            fields, applies = ABLATIONS[change]
+            if not applies(config):
+                raise UserError(f"ablation {variant!r}: +{change} changes nothing in {base} with these "
+                                f"settings (long: the switching criterion only; nolr: with --lr-rule linear)")
+            config = dataclasses.replace(config, **fields)
         if config.lr_rule:
             config = dataclasses.replace(config, lr_start=max(config.assign_at))
         return config

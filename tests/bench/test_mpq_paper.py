@@ -55,7 +55,10 @@ def test_an_ablation_changes_one_thing_of_the_variant_it_names(tmp_path, capsys)
     assert once.criterion == "fisher" and once.weight_step == "statistics" and once.seed == 1
     assert mpq_paper.variant_config("mpq-switching-25+long", "lsq", 0, protocol).momentum == 0.999
     assert mpq_report.method_of("chunkwise-switching-10+early+nolr") == "chunkwise-switching+early+nolr"
-    for bad in ("uniform-w2+early", "mpq-switching-25+later", "mpq-switching-25+once+once", "lrrule-w2+once"):
+    with pytest.raises(mpq_paper.UserError, match="nolr changes nothing"):   # no rule to drop
+        mpq_paper.variant_config("mpq-switching-25+nolr", "lsq", 0, {"unit": "hardware", "lr_rule": "none"})
+    for bad in ("uniform-w2+early", "mpq-switching-25+later", "mpq-switching-25+once+once", "lrrule-w2+once",
+                "mpq-fisher-25+long", "mpq-random-10+once+early"):  # long: switching only
         with pytest.raises(mpq_paper.UserError, match="ablation"):
             mpq_paper.variant_config(bad, "lsq", 0, protocol)
     # asked for on the command line: refused before anything runs
