@@ -265,7 +265,7 @@ class State:
             info = json.load(open(path))
         except (OSError, ValueError):
             return None
-        if info.get("host") == socket.gethostname() and not _alive(info.get("pid")):
+        if info.get("host") == socket.gethostname() and not _alive(info.get("pid"), info.get("process")):
             try:
                 os.remove(path)
             except OSError:
@@ -282,7 +282,8 @@ class State:
         except FileExistsError:
             return False
         with os.fdopen(fd, "w") as f:
-            json.dump({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}, f)
+            json.dump({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
+                       "process": _process_identity(os.getpid())}, f)
         return True
 
     def unlock(self, row):
@@ -330,14 +331,33 @@ def file_sha256(path):
     return digest.hexdigest()
 
 
-def _alive(pid):
+def _process_identity(pid):
+    """What tells this process from a later one given the same pid: the boot
+    and the start time (Linux's /proc; None elsewhere). Sessions on a fresh
+    machine of the same host name reuse small pids, so a pid alone would keep
+    a dead runner's row locked."""
+    try:
+        boot = open("/proc/sys/kernel/random/boot_id").read().strip()
+        stat = open(f"/proc/{int(pid)}/stat").read()
+    except (OSError, TypeError, ValueError):
+        return None
+    # field 22, counted after the parenthesised command name (which may hold spaces)
+    return f"{boot}/{stat.rpartition(')')[2].split()[19]}"
+
+
+def _alive(pid, identity=None):
+    """Whether the process that wrote a lock still runs: its pid lives and,
+    where the lock recorded one, with the same identity."""
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
         return False
     except (PermissionError, TypeError, ValueError):
+        pass
+    if identity is None:
         return True
-    return True
+    current = _process_identity(pid)
+    return current is None or current == identity
 
 
 # -- the protocol's settings and float checkpoint --------------------------------------------------------

@@ -116,6 +116,27 @@ def test_the_runner_continues_a_stopped_row_and_skips_finished_ones(tmp_path, ca
     assert "qat_epochs" in capsys.readouterr().err
 
 
+def test_a_lock_left_by_a_dead_runner_is_taken_over_even_where_its_pid_lives_again(tmp_path):
+    import socket
+    state = mpq_paper.State(str(tmp_path), "vgg9_w0.25")
+    row = mpq_paper.Row("vgg9_w0.25", "lsq", "uniform-w2", 0)
+    assert state.lock(row) and state.holder(row)["pid"] == os.getpid()
+    assert not state.lock(row)                      # held by a live runner: this one
+    info = json.loads(open(state.lock_file(row)).read())
+    if info["process"] is None:
+        pytest.skip("no /proc: the lock keeps the pid only")
+    # A fresh machine of the same name gives a new process the pid of a
+    # runner from an earlier session: the start time tells them apart.
+    stale = dict(info, process=info["process"] + "0")
+    open(state.lock_file(row), "w").write(json.dumps(stale))
+    assert state.holder(row) is None and not os.path.exists(state.lock_file(row))
+    # a runner on another host is never judged from here
+    open(state.lock_file(row), "w").write(json.dumps(dict(stale, host=socket.gethostname() + "-other")))
+    assert state.holder(row) is not None and not state.lock(row)
+    state.unlock(row)
+    assert state.lock(row)
+
+
 def _row(variant, seed, accuracy, bits, quantizer="lsq"):
     criterion = None if variant.startswith("uniform") else variant.split("-")[1]
     return {"id": f"vgg9_w0.25/{quantizer}/{variant}/s{seed}", "model": "vgg9", "width": 0.25,
