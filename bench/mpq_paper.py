@@ -227,6 +227,18 @@ def selected(plan, patterns):
 
 
 # -- the state folder -----------------------------------------------------------------------------------
+def read_state_json(path):
+    """A finished row, protocol or overhead file of a state folder; a file
+    that is not JSON (edited by hand, or from elsewhere) is named, not a
+    traceback. The runner writes them atomically, so it never leaves one half-written."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path}: not a readable JSON file ({error}); move it aside (a row "
+                        f"file: its row runs again) or restore it") from None
+
+
 class State:
     """One `<model>_w<width>` folder: finished rows, locks, partial rows."""
 
@@ -249,7 +261,7 @@ class State:
         return os.path.isfile(self.row_file(row))
 
     def finished_rows(self):
-        return [json.load(open(path)) for path in sorted(glob.glob(os.path.join(self.rows, "*.json")))]
+        return [read_state_json(path) for path in sorted(glob.glob(os.path.join(self.rows, "*.json")))]
 
     def epochs_done(self, row):
         try:
@@ -297,7 +309,7 @@ class State:
         whose settings differ (its rows would not be comparable)."""
         path = os.path.join(self.path, "protocol.json")
         if os.path.isfile(path):
-            saved = json.load(open(path))
+            saved = read_state_json(path)
             different = [k for k in IDENTITY if k != "float_checkpoint" and saved.get(k) != protocol.get(k)]
             if not same_checkpoint(saved, protocol):
                 different.insert(0, "float_checkpoint")
@@ -573,7 +585,7 @@ def show_plan(plan, state, protocol, estimate):
     print(f"{'#':>3}  {'row':<46} status")
     for index, row in enumerate(plan, 1):
         if state.done(row):
-            record = json.load(open(state.row_file(row)))
+            record = read_state_json(state.row_file(row))
             status = (f"done: {100 * record['integer_accuracy']:.2f}%, "
                       f"{record['hardware_bits_per_weight']:.3f} bits/weight, {duration(record['seconds'])}")
         else:
@@ -813,7 +825,7 @@ def read_reports(root):
         for what, target in (("protocol.json", protocols), ("overhead.json", overheads)):
             path = os.path.join(state_path, what)
             if os.path.isfile(path):
-                target[name] = json.load(open(path))
+                target[name] = read_state_json(path)
     return rows, protocols, overheads
 
 
@@ -882,7 +894,7 @@ def main(argv=None):
         if args.plan:
             saved = os.path.join(state.path, "protocol.json")
             if os.path.isfile(saved):
-                protocol = dict(json.load(open(saved)))
+                protocol = dict(read_state_json(saved))
             sizes = (args.train_images or (50000 if family["dataset"] == "cifar10" else 1437),
                      args.test_images or (10000 if family["dataset"] == "cifar10" else 360))
             show_plan(plan, state, protocol, estimate_seconds(state, protocol, family, sizes))

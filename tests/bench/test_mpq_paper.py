@@ -137,6 +137,17 @@ def test_a_lock_left_by_a_dead_runner_is_taken_over_even_where_its_pid_lives_aga
     assert state.lock(row)
 
 
+def test_a_row_file_that_is_not_json_is_named_and_nothing_is_written(tmp_path, capsys):
+    rows = tmp_path / "vgg9_w0.25" / "rows"
+    rows.mkdir(parents=True)
+    (rows / "lsq__uniform-w2__s0.json").write_text("{edited by hand")
+    out = tmp_path / "report"
+    assert mpq_paper.main(["--report", "--state", str(tmp_path), "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert "lsq__uniform-w2__s0.json: not a readable JSON file" in error and "Traceback" not in error
+    assert not list(tmp_path.glob("report*"))
+
+
 def _row(variant, seed, accuracy, bits, quantizer="lsq"):
     criterion = None if variant.startswith("uniform") else variant.split("-")[1]
     return {"id": f"vgg9_w0.25/{quantizer}/{variant}/s{seed}", "model": "vgg9", "width": 0.25,
