@@ -364,6 +364,114 @@ def _ranking(scores, ties, generator):
     return order[torch.argsort(scores[order], descending=True, stable=True)]
 
 
+@dataclasses.dataclass
+class LayerUnits:
+    """One layer's units as `assign_extra_bit` ranks them: per unit its
+    score, weight count, whether it is still coarse and (fill) its switch
+    count; `hardware`: the compiler-group weight shape where a per-weight
+    quantizer is scored by compiler groups; `chunk`: (rows, outputs) where
+    the units are whole chunks."""
+    index: int
+    score: torch.Tensor
+    members: torch.Tensor
+    coarse: torch.Tensor
+    ties: torch.Tensor | None
+    hardware: tuple | None = None
+    chunk: tuple | None = None
+
+
+def _layer_units(index, layers, per_weight, counters, config, draws):
+    """Score layer `index`'s units (`config.granularity`'s) for
+    `assign_extra_bit`: the sum of the members' per-weight scores (their
+    maximum for select=threshold); a layer's score is per weight."""
+    layer = layers[index]
+    quantizer = layer.weight_quantizer
+    size, shape = quantizer.group_size, quantizer.weight_shape
+    device = quantizer.group_shift.device
+    coarse = quantizer.group_shift > 0
+    mode = "max" if config.select == "threshold" else "sum"
+    fill = config.fill and config.criterion == "switching"
+    rows = hardware = chunk = None
+    if config.granularity in ("hardware", "chunk") and size == 1:
+        # score whole compiler groups; a group is coarse while any member is
+        previous = layers[index - 1].op.weight.shape[0] if index > 0 else None
+        shape = hardware = hardware_shape(layer, previous)
+        coarse_weights = coarse.permute(0, 3, 1, 2) if coarse.dim() == 4 else coarse
+        coarse = per_group(coarse_weights.reshape(shape).float(), HW_GROUP_SIZE, "sum") > 0
+        size = HW_GROUP_SIZE
+        rows = config.chunk_rows if config.granularity == "chunk" else None
+
+    def pooled(values, reduce):
+        grouped = per_group(values.reshape(shape), size, reduce).to(device)
+        return chunk_reduce(grouped, rows, reduce) if rows else grouped
+
+    score = pooled(per_weight[index], mode)
+    ties = pooled(counters[index].switches.float(), "sum") if fill else None
+    members = group_members(shape, size).to(device)
+    if rows:
+        # whole chunks: `rows` consecutive output channels' groups at one
+        # position (the compiler's channel tile), scored and chosen together
+        members = chunk_reduce(members, rows, "sum")
+        coarse = chunk_reduce(coarse.float(), rows, "sum") > 0
+        chunk = (rows, int(shape[0]))
+    if config.granularity == "layer":
+        # one unit per layer, ranked by its score per weight
+        weights = members.sum()
+        score = (score.sum() / weights).reshape(1)
+        ties = ties.sum().reshape(1) if fill else None
+        members, coarse = weights.reshape(1), coarse.any().reshape(1)
+    if config.criterion == "random":
+        score = torch.rand(score.shape, generator=draws).to(device)
+    return LayerUnits(index, score, members, coarse, ties, hardware, chunk)
+
+
+def _upgrade_units(layer, units, chosen, granularity):
+    """Move `units`' `chosen` (bool, the units' layout) to the fine grid;
+    returns the number of weights moved."""
+    quantizer = layer.weight_quantizer
+    if granularity == "layer":
+        if not chosen.any():
+            return 0
+        before = fine_weights(layer)
+        upgrade(quantizer, torch.ones_like(quantizer.group_shift, dtype=torch.bool))
+        return fine_weights(layer) - before
+    if units.chunk:
+        rows, outputs = units.chunk
+        chosen = chosen.repeat_interleave(rows, dim=0)[:outputs]
+    if units.hardware:
+        before = int((quantizer.group_shift == 0).sum())
+        upgrade_hardware(quantizer, tuple(layer.op.weight.shape), units.hardware, chosen)
+        return int((quantizer.group_shift == 0).sum()) - before
+    upgrade(quantizer, chosen)
+    return int(units.members[chosen].sum())
+
+
+def _take_within_budget(pool, budget, config, draws):
+    """The units of `pool` (a list of `LayerUnits`, flattened in order) to
+    upgrade: in rank order while their weights fit `budget` (whole layers
+    greedily, skipping one that no longer fits); already fine units never.
+    Returns the chosen flat indices and the flat scores."""
+    fill = config.fill and config.criterion == "switching"
+    scores = torch.cat([torch.where(u.coarse, u.score, torch.full_like(u.score, -1.0)).flatten()
+                        for u in pool]).cpu()
+    sizes = torch.cat([u.members.flatten() for u in pool]).double().cpu()
+    ties = torch.cat([u.ties.flatten() for u in pool]).cpu() if fill else None
+    order = _ranking(scores, ties, draws)
+    if config.granularity == "layer":
+        take, left = [], budget
+        for unit in order.tolist():
+            if scores[unit] >= 0 and sizes[unit] <= left + 1e-9:
+                take.append(unit)
+                left -= float(sizes[unit])
+        take = torch.tensor(take, dtype=torch.long)
+    else:
+        take = order[torch.cumsum(sizes[order], 0) <= budget + 1e-9]
+    # The switching criterion without fill upgrades only units that
+    # oscillated; the others spend the budget.
+    positive_only = config.criterion == "switching" and not fill
+    return (take[scores[take] > 0] if positive_only else take[scores[take] >= 0]), scores
+
+
 @torch.no_grad()
 def assign_extra_bit(layers, counters, config, fraction=None, fisher=None, stats=None):
     """Move the top-ranked coarse units of `layers` to the fine grid; returns
@@ -381,113 +489,38 @@ def assign_extra_bit(layers, counters, config, fraction=None, fisher=None, stats
     passes `config.threshold`. `stats`, a dict, receives the counts of units
     chosen and of chosen units whose own score is positive (for switching:
     that oscillated)."""
-    mode = "max" if config.select == "threshold" else "sum"
     per_weight = _criterion_scores(layers, counters, config, fisher)
-    fill = config.fill and config.criterion == "switching"
+    # one generator for the random scores, then the rankings' tie-breaks
     draws = torch.Generator().manual_seed(int(config.seed))
-    candidates, hardware, chunks = [], {}, {}
-    for index, layer in enumerate(layers):
-        quantizer = layer.weight_quantizer
-        size = quantizer.group_size
-        shape = quantizer.weight_shape
-        device = quantizer.group_shift.device
-        coarse = quantizer.group_shift > 0
-        rows = None
-        if config.granularity in ("hardware", "chunk") and size == 1:
-            # score whole compiler groups; a group is coarse while any member is
-            previous = layers[index - 1].op.weight.shape[0] if index > 0 else None
-            shape = hardware_shape(layer, previous)
-            coarse_weights = coarse.permute(0, 3, 1, 2) if coarse.dim() == 4 else coarse
-            coarse = per_group(coarse_weights.reshape(shape).float(), HW_GROUP_SIZE, "sum") > 0
-            size = HW_GROUP_SIZE
-            hardware[index] = shape
-            rows = config.chunk_rows if config.granularity == "chunk" else None
-
-        def pooled(values, reduce, shape=shape, size=size, rows=rows, device=device):
-            grouped = per_group(values.reshape(shape), size, reduce).to(device)
-            return chunk_reduce(grouped, rows, reduce) if rows else grouped
-
-        score = pooled(per_weight[index], mode)
-        ties = pooled(counters[index].switches.float(), "sum") if fill else None
-        members = group_members(shape, size).to(device)
-        if rows:
-            # whole chunks: `rows` consecutive output channels' groups at one
-            # position (the compiler's channel tile), scored and chosen together
-            members = chunk_reduce(members, rows, "sum")
-            coarse = chunk_reduce(coarse.float(), rows, "sum") > 0
-            chunks[index] = (rows, int(shape[0]))
-        if config.granularity == "layer":
-            # one unit per layer, ranked by its score per weight
-            weights = members.sum()
-            score = (score.sum() / weights).reshape(1)
-            ties = ties.sum().reshape(1) if fill else None
-            members, coarse = weights.reshape(1), coarse.any().reshape(1)
-        if config.criterion == "random":
-            score = torch.rand(score.shape, generator=draws).to(device)
-        candidates.append((index, score, members, coarse, ties))
+    candidates = [_layer_units(index, layers, per_weight, counters, config, draws)
+                  for index in range(len(layers))]
     upgraded = 0
-
-    def apply(index, chosen, members):
-        quantizer = layers[index].weight_quantizer
-        if config.granularity == "layer":
-            if not chosen.any():
-                return 0
-            before = fine_weights(layers[index])
-            upgrade(quantizer, torch.ones_like(quantizer.group_shift, dtype=torch.bool))
-            return fine_weights(layers[index]) - before
-        if index in chunks:
-            rows, outputs = chunks[index]
-            chosen = chosen.repeat_interleave(rows, dim=0)[:outputs]
-        if index in hardware:
-            before = int((quantizer.group_shift == 0).sum())
-            upgrade_hardware(quantizer, tuple(layers[index].op.weight.shape), hardware[index], chosen)
-            return int((quantizer.group_shift == 0).sum()) - before
-        upgrade(quantizer, chosen)
-        return int(members[chosen].sum())
-
     if config.select == "threshold":
-        for index, score, members, coarse, _ in candidates:
-            upgraded += apply(index, coarse & (score > config.threshold), members)
+        for units in candidates:
+            chosen = units.coarse & (units.score > config.threshold)
+            upgraded += _upgrade_units(layers[units.index], units, chosen, config.granularity)
         return upgraded
     share = config.fraction if fraction is None else fraction
     # One budget over all layers, or (budget="per_layer") the same share of
     # every layer: the global one spends the bits where the criterion ranks
     # highest, the per-layer one keeps every layer's fine share bounded, and
     # so its share of W4 chunks (cycles and weight reads, docs/energy.md).
-    pools = [candidates] if config.budget == "global" else [[c] for c in candidates]
-    # The switching criterion without fill upgrades only units that
-    # oscillated; the others spend the budget.
-    positive_only = config.criterion == "switching" and not fill
+    pools = [candidates] if config.budget == "global" else [[units] for units in candidates]
     chosen_units = scored_units = 0
     for pool in pools:
-        total = sum(int(members.sum()) for _, _, members, _, _ in pool)
-        already = sum(fine_weights(layers[index]) for index, *_ in pool)
-        budget = share * total - already
-        scores = torch.cat([torch.where(coarse, score, torch.full_like(score, -1.0)).flatten()
-                            for _, score, _, coarse, _ in pool]).cpu()
-        sizes = torch.cat([members.flatten() for _, _, members, _, _ in pool]).double().cpu()
-        ties = torch.cat([t.flatten() for *_, t in pool]).cpu() if fill else None
-        order = _ranking(scores, ties, draws)
-        if config.granularity == "layer":
-            take, left = [], budget
-            for unit in order.tolist():
-                if scores[unit] >= 0 and sizes[unit] <= left + 1e-9:
-                    take.append(unit)
-                    left -= float(sizes[unit])
-            take = torch.tensor(take, dtype=torch.long)
-        else:
-            take = order[torch.cumsum(sizes[order], 0) <= budget + 1e-9]
-        take = take[scores[take] > 0] if positive_only else take[scores[take] >= 0]
+        total = sum(int(units.members.sum()) for units in pool)
+        already = sum(fine_weights(layers[units.index]) for units in pool)
+        take, scores = _take_within_budget(pool, share * total - already, config, draws)
         chosen_units += len(take)
         scored_units += int((scores[take] > 0).sum())
         chosen_flat = torch.zeros(len(scores), dtype=torch.bool)
         chosen_flat[take] = True
         start = 0
-        for index, score, members, coarse, _ in pool:
-            count = score.numel()
-            chosen = chosen_flat[start:start + count].reshape(score.shape).to(score.device)
+        for units in pool:
+            count = units.score.numel()
+            chosen = chosen_flat[start:start + count].reshape(units.score.shape).to(units.score.device)
             start += count
-            upgraded += apply(index, chosen, members)
+            upgraded += _upgrade_units(layers[units.index], units, chosen, config.granularity)
     if stats is not None:
         stats.update(units=chosen_units, scored_units=scored_units)
     return upgraded
