@@ -619,6 +619,93 @@ def _load_counter_state(counter, state):
         setattr(counter, name, value)
 
 
+class _Retraining:
+    """What `retrain` carries from step to step: the optimizer and schedule,
+    the trackers `config` asks for, the step count and the assignments; and
+    how all of it is saved after an epoch and loaded to continue."""
+
+    def __init__(self, network, config, opt, scheduler, total_steps, settings):
+        self.network, self.config, self.opt, self.scheduler = network, config, opt, scheduler
+        self.settings, self.total_steps = settings, total_steps
+        self.layers = layers = middle_layers(network)
+        self.tracker = SwitchTracker(layers, config.momentum) if config.track else None
+        self.counters = self.tracker.counters if self.tracker else None
+        self.lr_rule = (ThresholdLR(layers, config.lr_rule, config.lr_min, config.lr_width)
+                        if config.lr_rule else None)
+        self.freezer = (OscillationFreezer(layers, self.counters, config.freeze_threshold)
+                        if config.freeze_threshold is not None and self.tracker else None)
+        self.fisher = FisherTracker(layers) if config.extra_bit and config.criterion == "fisher" else None
+        ranks = self.tracker is not None or config.criterion != "switching"
+        self.assign_steps = sorted({max(1, int(round(f * total_steps))) for f in config.assign_at}) \
+            if config.extra_bit and ranks else []
+        self.share = config.fraction / max(1, len(self.assign_steps))
+        self.step, self.upgraded, self.history, self.assignments, self.epoch = 0, 0, [], [], 0
+
+    def train_step(self, images, labels):
+        """One optimizer step, with the trackers, the learning-rate rule (from
+        `lr_start` of the steps on), freezing and any assignment due."""
+        loss = F.cross_entropy(self.network(images), labels)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.fisher:
+            self.fisher.observe()
+        damped = self.lr_rule is not None and self.step >= self.config.lr_start * self.total_steps
+        if damped:
+            self.lr_rule.before_step()
+        self.opt.step()
+        if damped:
+            self.lr_rule.after_step()
+        if self.freezer:
+            self.freezer.after_step()
+        self.scheduler.step()
+        self.step += 1
+        if self.step in self.assign_steps:
+            self.assign()
+
+    def assign(self):
+        """The extra bit, up to this assignment's share of the budget; levels
+        are forgotten so that a move to the fine grid is not a switch."""
+        stats = {}
+        fraction = self.share * (self.assign_steps.index(self.step) + 1)
+        count = assign_extra_bit(self.layers, self.counters, self.config, fraction, fisher=self.fisher,
+                                 stats=stats)
+        self.upgraded += count
+        self.assignments.append(dict(stats, step=self.step, fraction=fraction, upgraded_weights=count))
+        for counter in self.counters or []:
+            counter.forget_levels()
+
+    def save(self, path):
+        with writing_file(path) as temporary:
+            torch.save({
+                "format": RETRAIN_STATE_FORMAT, "settings": self.settings, "epoch": self.epoch,
+                "network": self.network.state_dict(), "optimizer": self.opt.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "rng": torch.get_rng_state(),
+                "counters": [_counter_state(c) for c in self.counters] if self.tracker else None,
+                "fisher": self.fisher.fisher if self.fisher else None,
+                "fisher_steps": self.fisher.steps if self.fisher else 0,
+                "freezer": (self.freezer.masks, self.freezer.values) if self.freezer else None,
+                "step": self.step, "upgraded": self.upgraded, "history": self.history,
+                "assignments": self.assignments}, temporary)
+
+    def load(self, path, device):
+        state = torch.load(path, map_location=device, weights_only=False)
+        if state.get("format") != RETRAIN_STATE_FORMAT or state.get("settings") != self.settings:
+            raise UserError(f"{path} holds the state of a different retraining; remove it "
+                            "to start this one over")
+        self.network.load_state_dict(state["network"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        for counter, saved in zip(self.counters or [], state["counters"] or []):
+            _load_counter_state(counter, saved)
+        if self.fisher:
+            self.fisher.fisher, self.fisher.steps = state["fisher"], state["fisher_steps"]
+        if self.freezer:
+            self.freezer.masks, self.freezer.values = state["freezer"]
+        self.step, self.upgraded, self.history, self.assignments, self.epoch = (
+            state["step"], state["upgraded"], state["history"], state["assignments"], state["epoch"])
+
+
 def retrain(network, dataset, config, epochs, lr, batch_size=64, seed=0, optimizer="sgd",
             weight_decay=5e-4, device="cpu", progress=None, evaluate_each_epoch=True,
             state_path=None, stop=None, on_step=None):
@@ -642,105 +729,43 @@ def retrain(network, dataset, config, epochs, lr, batch_size=64, seed=0, optimiz
                                weight_decay=weight_decay)
     opt = _optimizer(train_config, network)
     steps_per_epoch = math.ceil(len(dataset.train_y) / batch_size)
-    scheduler = _schedule(train_config, opt, steps_per_epoch)
-    layers = middle_layers(network)
-    tracker = SwitchTracker(layers, config.momentum) if config.track else None
-    lr_rule = ThresholdLR(layers, config.lr_rule, config.lr_min, config.lr_width) if config.lr_rule else None
-    freezer = (OscillationFreezer(layers, tracker.counters, config.freeze_threshold)
-               if config.freeze_threshold is not None and tracker else None)
-    fisher = FisherTracker(layers) if config.extra_bit and config.criterion == "fisher" else None
-    total_steps = epochs * steps_per_epoch
-    ranks = tracker is not None or config.criterion != "switching"
-    assign_steps = sorted({max(1, int(round(f * total_steps))) for f in config.assign_at}) \
-        if config.extra_bit and ranks else []
-    share = config.fraction / max(1, len(assign_steps))
-    torch.manual_seed(seed)
-    step, upgraded, history, assignments, start = 0, 0, [], [], 0
     settings = {"config": dataclasses.asdict(config), "epochs": epochs, "lr": lr, "batch_size": batch_size,
                 "seed": seed, "optimizer": optimizer, "weight_decay": weight_decay,
                 "train_images": len(dataset.train_y)}
+    run = _Retraining(network, config, opt, _schedule(train_config, opt, steps_per_epoch),
+                      epochs * steps_per_epoch, settings)
+    torch.manual_seed(seed)
     if state_path is not None and os.path.isfile(state_path):
-        state = torch.load(state_path, map_location=device, weights_only=False)
-        if state.get("format") != RETRAIN_STATE_FORMAT or state.get("settings") != settings:
-            raise UserError(f"{state_path} holds the state of a different retraining; remove it "
-                            "to start this one over")
-        network.load_state_dict(state["network"])
-        opt.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
-        for counter, saved in zip(tracker.counters if tracker else [], state["counters"] or []):
-            _load_counter_state(counter, saved)
-        if fisher:
-            fisher.fisher, fisher.steps = state["fisher"], state["fisher_steps"]
-        if freezer:
-            freezer.masks, freezer.values = state["freezer"]
-        step, upgraded, history, assignments = (state["step"], state["upgraded"], state["history"],
-                                                state["assignments"])
-        start = state["epoch"]
+        run.load(state_path, device)
     stopped = False
-    for epoch in range(start, epochs):
+    for epoch in range(run.epoch, epochs):
         network.train()
         began = time.time()
         for images, labels in data_module.epoch_batches(dataset, batch_size, epoch, seed):
-            images, labels = images.to(device).float(), labels.to(device)
-            loss = F.cross_entropy(network(images), labels)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if fisher:
-                fisher.observe()
-            damped = lr_rule is not None and step >= config.lr_start * total_steps
-            if damped:
-                lr_rule.before_step()
-            opt.step()
-            if damped:
-                lr_rule.after_step()
-            if freezer:
-                freezer.after_step()
-            scheduler.step()
-            step += 1
-            if step in assign_steps:
-                stats = {}
-                fraction = share * (assign_steps.index(step) + 1)
-                count = assign_extra_bit(layers, tracker.counters if tracker else None, config,
-                                         fraction, fisher=fisher, stats=stats)
-                upgraded += count
-                assignments.append(dict(stats, step=step, fraction=fraction, upgraded_weights=count))
-                for counter in tracker.counters if tracker else []:
-                    counter.forget_levels()
+            run.train_step(images.to(device).float(), labels.to(device))
             if on_step:
                 on_step()
         entry = {"epoch": epoch + 1, "seconds": time.time() - began}
         if evaluate_each_epoch:
             _, entry["fake_quant_accuracy"] = evaluate(network, dataset, device)
-        history.append(entry)
+        run.history.append(entry)
+        run.epoch = epoch + 1
         # Also after the last epoch: a run that dies while exporting or scoring
         # resumes with no epoch trained again.
         if state_path is not None:
-            _save_retrain_state(state_path, {
-                "format": RETRAIN_STATE_FORMAT, "settings": settings, "epoch": epoch + 1,
-                "network": network.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
-                "counters": [_counter_state(c) for c in tracker.counters] if tracker else None,
-                "fisher": fisher.fisher if fisher else None, "fisher_steps": fisher.steps if fisher else 0,
-                "freezer": (freezer.masks, freezer.values) if freezer else None,
-                "step": step, "upgraded": upgraded, "history": history, "assignments": assignments})
+            run.save(state_path)
         if progress:
-            progress(history[-1])
+            progress(entry)
         if stop is not None and epoch + 1 < epochs and stop():
             stopped = True
             break
-    if tracker:
-        tracker.remove()
+    if run.tracker:
+        run.tracker.remove()
     network.eval()
-    return {"history": history, "upgraded_weights": upgraded,
-            "frozen_weights": freezer.frozen() if freezer else 0, "assignments": assignments,
-            "switches": tracker.summary() if tracker else None, "tracker": tracker,
-            "fisher": fisher, "stopped": stopped}
-
-
-def _save_retrain_state(path, state):
-    with writing_file(path) as temporary:
-        torch.save(state, temporary)
+    return {"history": run.history, "upgraded_weights": run.upgraded,
+            "frozen_weights": run.freezer.frozen() if run.freezer else 0, "assignments": run.assignments,
+            "switches": run.tracker.summary() if run.tracker else None, "tracker": run.tracker,
+            "fisher": run.fisher, "stopped": stopped}
 
 
 # -- compression accounting ------------------------------------------------------------------------------
