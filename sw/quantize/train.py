@@ -1,9 +1,9 @@
 """Training: float pre-training and quantization-aware retraining.
 
 One epoch loop for both; on one CPU, one GPU, or several processes under
-`torchrun` (DDP: gloo on CPU, NCCL on GPU). Every epoch appends a JSON line to
-`OUT/log.jsonl` and replaces `OUT/checkpoint.pt` atomically with everything a
-resume needs (model, optimizer, scheduler, RNG states, log); the data order and
+`torchrun` (DDP: gloo on CPU, NCCL on GPU). Every epoch rewrites `OUT/log.jsonl`
+(a JSON line per epoch) and replaces `OUT/checkpoint.pt` with everything a
+resume needs, both atomically (model, optimizer, scheduler, RNG states, log); the data order and
 augmentation of epoch `e` come from a generator seeded by `(seed, e)`. A run
 killed and resumed with `--resume` therefore ends with exactly the weights of
 an uninterrupted one.
@@ -216,6 +216,17 @@ def _atomic_save(obj, path):
         torch.save(obj, temporary)
 
 
+def _is_log(path):
+    """Whether `path` reads as a log this command wrote (one JSON entry with
+    an epoch and its seconds per line), so a new run may replace it."""
+    try:
+        with open(path) as f:
+            entries = [json.loads(line) for line in f if line.strip()]
+    except (OSError, ValueError):
+        return False
+    return all(isinstance(e, dict) and "epoch" in e and "seconds" in e for e in entries)
+
+
 def _write_log(path, entries):
     write_atomically(path, "".join(json.dumps(entry) + "\n" for entry in entries))
 
@@ -259,6 +270,11 @@ def train(config, on_step=None):
     if os.path.isfile(checkpoint_path) and not (config.resume or config.force):
         raise UserError(f"--out {config.out} holds a checkpoint of an earlier run; pass --resume "
                         "to continue it, --force to start over (it is replaced), or another --out")
+    log_path = os.path.join(config.out, LOG)
+    if not config.resume and not config.force and os.path.isfile(log_path) and not _is_log(log_path):
+        raise UserError(f"--out {config.out} holds a {LOG} that is not a training log (this "
+                        "command writes its log there); move it, give another --out, or pass "
+                        "--force to replace it")
     world, rank, local_rank = _distributed()
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -283,7 +299,6 @@ def train(config, on_step=None):
     except OSError as error:
         raise UserError(f"--out {config.out}: cannot create the folder ({error.strerror}); "
                         "give a writable folder path") from None
-    log_path = os.path.join(config.out, LOG)
     log, start = [], 0
     if config.resume:
         checkpoint = load_checkpoint(checkpoint_path, device)
@@ -295,10 +310,6 @@ def train(config, on_step=None):
         scheduler.load_state_dict(checkpoint["scheduler"])
         _set_rng_state(checkpoint["rng"])
         log, start = checkpoint["log"], checkpoint["epoch"] + 1
-        if rank == 0:
-            _write_log(log_path, log)
-    elif rank == 0 and os.path.exists(log_path):
-        os.remove(log_path)
     model = network
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(
@@ -348,8 +359,9 @@ def train(config, on_step=None):
                           "model": network.state_dict(), "optimizer": optimizer.state_dict(),
                           "scheduler": scheduler.state_dict(), "rng": _rng_state(), "log": log},
                          checkpoint_path)
-            with open(log_path, "a") as f:
-                f.write(json.dumps(entry) + "\n")
+            # the whole log, atomically: an earlier run's is replaced at the
+            # first epoch, a resumed one's continues
+            _write_log(log_path, log)
             accuracy_name = "fake-quant" if is_quantized else "float"
             print(f"epoch {epoch + 1}/{config.epochs}: loss {entry['train_loss']:.4f}, "
                   f"{accuracy_name} test accuracy {100 * test_accuracy:.2f}%, {seconds:.1f} s",

@@ -42,6 +42,21 @@ def test_log_and_checkpoint_every_epoch(tmp_path):
     assert load_checkpoint(str(tmp_path / "run" / "checkpoint.pt"))["epoch"] == 2
 
 
+def test_a_log_file_this_command_did_not_write_is_never_replaced(tmp_path):
+    from common.errors import UserError
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "log.jsonl").write_text("my own notes\n")
+    with pytest.raises(UserError, match="not a training log"):
+        train(_config(out, epochs=1))
+    assert (out / "log.jsonl").read_text() == "my own notes\n" and not (out / "checkpoint.pt").exists()
+    # an earlier run's log without its checkpoint (killed in its first epoch) is replaced
+    (out / "log.jsonl").write_text(json.dumps({"epoch": 1, "seconds": 1.0}) + "\n")
+    train(_config(out, epochs=1))
+    assert [json.loads(line)["epoch"] for line in open(out / "log.jsonl")] == [1]
+    assert "train_loss" in json.loads(open(out / "log.jsonl").readline())
+
+
 @pytest.mark.parametrize("precision", ["float", "w4a4"])
 def test_resume_after_stop_gives_the_same_weights(tmp_path, float_checkpoint, precision):
     init = None if precision == "float" else float_checkpoint
