@@ -218,6 +218,14 @@ def targets(summary, overheads):
             lines.append(f"* {title}: batch-norm re-estimation after retraining (item 5), accuracy change over "
                          f"{len(gains)} row(s): mean {100 * statistics.mean(gains):+.2f} points, "
                          f"{100 * min(gains):+.2f} to {100 * max(gains):+.2f}")
+    # item 4: the paper-era quantizer against LSQ, variant by variant
+    lsq = {(s["model"], s["width"], s["variant"]): s for s in summary if s["quantizer"] == "lsq"}
+    for s in sorted((s for s in summary if s["quantizer"] == "stats"),
+                    key=lambda s: (s["model"], s["width"], s["variant"])):
+        other = lsq.get((s["model"], s["width"], s["variant"]))
+        if other:
+            lines.append(_against(f"{s['model']} width {s['width']:g}: {s['variant']}, paper-era quantizer "
+                                  f"(stats) against LSQ", s, other, "stats", "LSQ"))
     for folder, overhead in sorted(overheads.items()):
         percent = overhead["overhead_percent"]
         # measured before the assignments were timed apart: per step, with them in a short run

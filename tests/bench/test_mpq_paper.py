@@ -182,12 +182,14 @@ def test_the_report_aggregates_rows_over_seeds_against_the_uniform_line(tmp_path
     rows += [_row("chunkwise-random-10", s, a, 2.5) for s, a in ((0, 0.77), (1, 0.78))]
     # an ablation, judged against the variant it changes
     rows += [_row("mpq-switching-25+early", s, a, 2.8) for s, a in ((0, 0.81), (1, 0.82))]
+    # the paper-era quantizer's row, against LSQ's of the same variant (item 4)
+    rows += [_row("uniform-w2", s, a, 2.3, quantizer="stats") for s, a in ((0, 0.66), (1, 0.67))]
     stem = str(tmp_path / "report")
     mpq_report.write_report(rows, {}, {"vgg9_w0.25": {"overhead_percent": {"switching": 1.0, "fisher": 2.0}}},
                            stem)
     report = json.loads((tmp_path / "report.json").read_text())
     assert {"command", "revision", "machine"} <= set(report)
-    entries = {s["variant"]: s for s in report["summary"]}
+    entries = {s["variant"]: s for s in report["summary"] if s["quantizer"] == "lsq"}
     for entry in entries.values():
         assert {"model", "width", "variant", "seeds", "train_images", "qat_epochs", "float_epochs",
                 "integer_accuracy_mean", "integer_accuracy_spread", "hardware_bits_per_weight",
@@ -212,6 +214,8 @@ def test_the_report_aggregates_rows_over_seeds_against_the_uniform_line(tmp_path
     assert ("ablation mpq-switching-25+early against mpq-switching-25: +2.00 points (spreads 1.00 and 1.00; "
             "seeds 2 and 2): **the ablation better**") in text
     assert entries["mpq-switching-25+early"]["method"] == "mpq-switching+early"
+    assert ("vgg9 width 0.25: uniform-w2, paper-era quantizer (stats) against LSQ: -4.50 points (spreads 1.00 "
+            "and 2.00; seeds 2 and 2): **LSQ better**") in text
     assert switching["bitfusion_over_mpq"] is None       # these rows have no model files to price
     assert entries["mpq-random-25"]["bitfusion_over_mpq"]["on_chip"] == pytest.approx(1.3)
     assert "| 1.300x, 1.300x |" in text
