@@ -3,8 +3,8 @@
 One epoch loop for both; on one CPU, one GPU, or several processes under
 `torchrun` (DDP: gloo on CPU, NCCL on GPU). Every epoch rewrites `OUT/log.jsonl`
 (a JSON line per epoch) and replaces `OUT/checkpoint.pt` with everything a
-resume needs, both atomically (model, optimizer, scheduler, RNG states, log); the data order and
-augmentation of epoch `e` come from a generator seeded by `(seed, e)`. A run
+resume needs (model, optimizer, scheduler, RNG states, log), both atomically;
+the data order and augmentation of epoch `e` come from a generator seeded by `(seed, e)`. A run
 killed and resumed with `--resume` therefore ends with exactly the weights of
 an uninterrupted one.
 """
