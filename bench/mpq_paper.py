@@ -365,7 +365,7 @@ def _alive(pid, identity=None):
     except ProcessLookupError:
         return False
     except (PermissionError, TypeError, ValueError):
-        pass
+        pass   # another user's process, or an unreadable pid: held unless its identity says otherwise
     if identity is None:
         return True
     current = _process_identity(pid)
