@@ -310,6 +310,8 @@ def train(config, on_step=None):
         scheduler.load_state_dict(checkpoint["scheduler"])
         _set_rng_state(checkpoint["rng"])
         log, start = checkpoint["log"], checkpoint["epoch"] + 1
+        if rank == 0:   # the checkpoint's log: a run killed between its two writes lost a line
+            _write_log(log_path, log)
     model = network
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(
