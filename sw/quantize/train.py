@@ -264,26 +264,9 @@ def train(config, on_step=None):
     if user_model.is_user_model(config.model):  # the same run from any folder (--resume)
         config = dataclasses.replace(config, model=user_model.locate(config.model).spec)
     checkpoint_path = os.path.join(config.out, CHECKPOINT)
-    if config.resume and not os.path.isfile(checkpoint_path):
-        raise UserError(f"--resume: {config.out} holds no {CHECKPOINT} to continue; start the "
-                        "run without --resume, or give the --out of the run to continue")
-    if os.path.isfile(checkpoint_path) and not (config.resume or config.force):
-        raise UserError(f"--out {config.out} holds a checkpoint of an earlier run; pass --resume "
-                        "to continue it, --force to start over (it is replaced), or another --out")
     log_path = os.path.join(config.out, LOG)
-    if not config.resume and not config.force and os.path.isfile(log_path) and not _is_log(log_path):
-        raise UserError(f"--out {config.out} holds a {LOG} that is not a training log (this "
-                        "command writes its log there); move it, give another --out, or pass "
-                        "--force to replace it")
-    world, rank, local_rank = _distributed()
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    device = _device(config.device, local_rank)
-    if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        torch.distributed.init_process_group(backend)
+    _check_out(config, checkpoint_path, log_path)
+    world, rank, device = _start_processes(config)
     dataset = data_module.load_dataset(config.dataset, config.data, config.download,
                                        config.limit_train, config.limit_test)
     spec = model_spec(config, dataset)
@@ -301,15 +284,7 @@ def train(config, on_step=None):
                         "give a writable folder path") from None
     log, start = [], 0
     if config.resume:
-        checkpoint = load_checkpoint(checkpoint_path, device)
-        _resume_config_check(checkpoint["config"], config)
-        if user_model.is_user_model(config.model):
-            user_model.check_unchanged(config.model, checkpoint["spec"].get("model_sha256"))
-        _load_weights(network, checkpoint, checkpoint_path)
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        _set_rng_state(checkpoint["rng"])
-        log, start = checkpoint["log"], checkpoint["epoch"] + 1
+        log, start = _resume(config, checkpoint_path, device, network, optimizer, scheduler)
         if rank == 0:   # the checkpoint's log: a run killed between its two writes lost a line
             _write_log(log_path, log)
     model = network
@@ -320,35 +295,26 @@ def train(config, on_step=None):
     for epoch in range(start, config.epochs):
         if config.stop_after_epoch is not None and epoch > config.stop_after_epoch:
             break
-        began = time.time()
-        model.train()
-        total_loss, total_correct, total_count = 0.0, 0, 0
         batches = data_module.epoch_batches(dataset, config.batch_size, epoch, config.seed, rank, world)
         # A bar on a terminal, a line every few seconds in a log; the epoch's
         # summary line below replaces it.
         bar = Progress(f"epoch {epoch + 1}/{config.epochs}", steps_per_epoch, "batch",
                        leave=False) if config.progress and rank == 0 else None
-        for step, (images, labels) in enumerate(batches, 1):
-            images, labels = images.to(device).float(), labels.to(device)
-            logits = model(images)
-            loss = F.cross_entropy(logits, labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total_loss += loss.item() * len(labels)
-            total_correct += (logits.argmax(1) == labels).sum().item()
-            total_count += len(labels)
+
+        def after_step(step, epoch=epoch, bar=bar):
             if bar:
                 bar.update()
             if on_step:
                 on_step(epoch + 1, step, steps_per_epoch)
+
+        began = time.time()
+        train_loss, train_accuracy = _train_epoch(model, batches, optimizer, scheduler, device,
+                                                  after_step)
         if bar:
             bar.close()
         seconds = time.time() - began
         test_loss, test_accuracy = evaluate(network, dataset, device)
-        entry = {"epoch": epoch + 1, "train_loss": total_loss / max(total_count, 1),
-                 "train_accuracy": total_correct / max(total_count, 1),
+        entry = {"epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": train_accuracy,
                  "test_loss": test_loss,
                  ("fake_quant_accuracy" if is_quantized else "test_accuracy"): test_accuracy,
                  "lr": optimizer.param_groups[0]["lr"], "seconds": seconds,
@@ -365,9 +331,74 @@ def train(config, on_step=None):
             # first epoch, a resumed one's continues
             _write_log(log_path, log)
             accuracy_name = "fake-quant" if is_quantized else "float"
-            print(f"epoch {epoch + 1}/{config.epochs}: loss {entry['train_loss']:.4f}, "
+            print(f"epoch {epoch + 1}/{config.epochs}: loss {train_loss:.4f}, "
                   f"{accuracy_name} test accuracy {100 * test_accuracy:.2f}%, {seconds:.1f} s",
                   file=sys.stderr, flush=True)
         if world > 1:
             torch.distributed.barrier()
     return log
+
+
+def _check_out(config, checkpoint_path, log_path):
+    """Refuse, before anything is loaded, an --out whose files this run would
+    replace without being asked to."""
+    if config.resume and not os.path.isfile(checkpoint_path):
+        raise UserError(f"--resume: {config.out} holds no {CHECKPOINT} to continue; start the "
+                        "run without --resume, or give the --out of the run to continue")
+    if os.path.isfile(checkpoint_path) and not (config.resume or config.force):
+        raise UserError(f"--out {config.out} holds a checkpoint of an earlier run; pass --resume "
+                        "to continue it, --force to start over (it is replaced), or another --out")
+    if not config.resume and not config.force and os.path.isfile(log_path) and not _is_log(log_path):
+        raise UserError(f"--out {config.out} holds a {LOG} that is not a training log (this "
+                        "command writes its log there); move it, give another --out, or pass "
+                        "--force to replace it")
+
+
+def _start_processes(config):
+    """This process's place in a distributed run (torchrun's variables; one
+    process otherwise) and its device; joins the process group. Returns
+    (world, rank, device)."""
+    world, rank, local_rank = _distributed()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = _device(config.device, local_rank)
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        torch.distributed.init_process_group(backend)
+    return world, rank, device
+
+
+def _resume(config, checkpoint_path, device, network, optimizer, scheduler):
+    """Load the checkpoint's weights, optimizer, schedule and random state;
+    returns (its log, the epoch to start at)."""
+    checkpoint = load_checkpoint(checkpoint_path, device)
+    _resume_config_check(checkpoint["config"], config)
+    if user_model.is_user_model(config.model):
+        user_model.check_unchanged(config.model, checkpoint["spec"].get("model_sha256"))
+    _load_weights(network, checkpoint, checkpoint_path)
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    _set_rng_state(checkpoint["rng"])
+    return checkpoint["log"], checkpoint["epoch"] + 1
+
+
+def _train_epoch(model, batches, optimizer, scheduler, device, after_step):
+    """One pass over `batches`; `after_step(step)` (1-based) after each.
+    Returns (mean training loss, training accuracy)."""
+    model.train()
+    total_loss, total_correct, total_count = 0.0, 0, 0
+    for step, (images, labels) in enumerate(batches, 1):
+        images, labels = images.to(device).float(), labels.to(device)
+        logits = model(images)
+        loss = F.cross_entropy(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total_loss += loss.item() * len(labels)
+        total_correct += (logits.argmax(1) == labels).sum().item()
+        total_count += len(labels)
+        after_step(step)
+    return total_loss / max(total_count, 1), total_correct / max(total_count, 1)
