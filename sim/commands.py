@@ -56,9 +56,8 @@ def simulate(directory, count, *, simulator="verilator", data_path=None, dataset
     import numpy as np
 
     from common.files import write_atomically
-    from hw.pe import PeMode
     from sim.core_sim import build_core
-    from sim.network_sim import first_mismatch, run_network_on_rtl
+    from sim.network_sim import run_network_on_rtl
     from sim.shards import connect, rtl_status
     from sw.compile.artifacts import read_compiled
     from sw.quantize.reference import IntegerModel
@@ -92,37 +91,12 @@ def simulate(directory, count, *, simulator="verilator", data_path=None, dataset
             client.close()
     checked = time.perf_counter()
     progress(f"{count}/{count} images; checking them against the integer reference")
-    mismatches, correct = [], 0
-    for start in range(0, count, CHECK_BATCH):
-        logits, trace = model(images[start:start + CHECK_BATCH], return_codes=True)
-        for offset, (result, label) in enumerate(zip(results[start:start + CHECK_BATCH],
-                                                     labels[start:start + CHECK_BATCH])):
-            expected = [t[offset].numpy() for t in trace] + [logits[offset].numpy()]
-            problem = first_mismatch(result["outputs"], expected, names)
-            if not result["status"]["done"] or result["status"]["error"]:
-                problem = f"core status {result['status']}"
-            if problem:
-                mismatches.append({"image": start + offset, "problem": problem})
-            correct += int(np.argmax(result["outputs"][-1].reshape(-1)) == int(label))
+    mismatches, correct = check_against_reference(model, images, labels, results, names)
     check_s = time.perf_counter() - checked
     wall = time.perf_counter() - started
 
     cycles = [r["counters"]["cycles"] for r in results]
-    peak = network.config.rows * network.config.cols
-    layers = []
-    for spec, layer in zip(network.specs, network.layers):
-        counters = layer.expected_counters
-        macs = spec.out_channels * int(np.prod(spec.conv_output_hw)) * spec.in_channels \
-            * int(np.prod(spec.kernel))
-        issued = sum(counters[key] for key in counters if key.startswith("macs_"))
-        # The array's peak depends on the modes the layer ran in: a W2A2 step
-        # is 4 MACs per PE. Effective lanes: issued MAC slots per PE-step.
-        pe_steps = sum(counters[f"macs_{mode.name.lower()}"] / mode.lanes for mode in PeMode)
-        lanes = issued / pe_steps if pe_steps else 1
-        layers.append({"name": spec.name, "cycles": counters["cycles"],
-                       "useful_macs": macs, "issued_mac_slots": issued, "lanes": lanes,
-                       "utilization": (macs / (peak * lanes * counters["cycles"])
-                                       if counters["cycles"] else 0)})
+    layers = layer_utilization(network)
     report = {
         "directory": str(directory), "config": manifest["config"], "simulator": simulator,
         "images": count, "data": source, "bit_exact": not mismatches,
@@ -143,18 +117,71 @@ def simulate(directory, count, *, simulator="verilator", data_path=None, dataset
     }
     write_atomically(directory / "sim_report.json", json.dumps(report, indent=1, default=int) + "\n")
     if mismatches:
-        # A waveform of the first failing image, for whoever debugs it.
-        # Named and stalled as in the run, it runs exactly as it did there.
-        first = mismatches[0]["image"]
-        wave_dir = (build_dir / "waveforms" / f"image{first}").resolve()
-        try:
-            run_network_on_rtl(network, [images_np[first]], first_index=first,
-                               simulator=simulator, build_dir=build_dir, seed=seed, stall=stall,
-                               waves=True, work_root=wave_dir)
-        except UserError:
-            pass  # the failing image is reported either way; the waveform is a bonus
-        report["waveform_dir"] = str(wave_dir)
+        report["waveform_dir"] = str(record_waveform(network, images_np, mismatches[0]["image"],
+                                                     simulator, build_dir, seed, stall))
     return report
+
+
+def check_against_reference(model, images, labels, results, names):
+    """Each RTL result against the integer reference's codes, layer by layer;
+    returns (mismatches: image and first problem, images classified right)."""
+    import numpy as np
+
+    from sim.network_sim import first_mismatch
+
+    mismatches, correct = [], 0
+    for start in range(0, len(results), CHECK_BATCH):
+        logits, trace = model(images[start:start + CHECK_BATCH], return_codes=True)
+        for offset, (result, label) in enumerate(zip(results[start:start + CHECK_BATCH],
+                                                     labels[start:start + CHECK_BATCH])):
+            expected = [t[offset].numpy() for t in trace] + [logits[offset].numpy()]
+            problem = first_mismatch(result["outputs"], expected, names)
+            if not result["status"]["done"] or result["status"]["error"]:
+                problem = f"core status {result['status']}"
+            if problem:
+                mismatches.append({"image": start + offset, "problem": problem})
+            correct += int(np.argmax(result["outputs"][-1].reshape(-1)) == int(label))
+    return mismatches, correct
+
+
+def layer_utilization(network):
+    """Per layer: cycles, useful MACs, issued MAC slots, effective lanes and
+    the array's utilization (the golden model's counters)."""
+    import numpy as np
+
+    from hw.pe import PeMode
+
+    peak = network.config.rows * network.config.cols
+    layers = []
+    for spec, layer in zip(network.specs, network.layers):
+        counters = layer.expected_counters
+        macs = spec.out_channels * int(np.prod(spec.conv_output_hw)) * spec.in_channels \
+            * int(np.prod(spec.kernel))
+        issued = sum(counters[key] for key in counters if key.startswith("macs_"))
+        # The array's peak depends on the modes the layer ran in: a W2A2 step
+        # is 4 MACs per PE. Effective lanes: issued MAC slots per PE-step.
+        pe_steps = sum(counters[f"macs_{mode.name.lower()}"] / mode.lanes for mode in PeMode)
+        lanes = issued / pe_steps if pe_steps else 1
+        layers.append({"name": spec.name, "cycles": counters["cycles"],
+                       "useful_macs": macs, "issued_mac_slots": issued, "lanes": lanes,
+                       "utilization": (macs / (peak * lanes * counters["cycles"])
+                                       if counters["cycles"] else 0)})
+    return layers
+
+
+def record_waveform(network, images_np, image, simulator, build_dir, seed, stall):
+    """A waveform of one (failing) image, for whoever debugs it; named and
+    stalled as in the run, it runs exactly as it did there. Returns its folder."""
+    from sim.network_sim import run_network_on_rtl
+
+    wave_dir = (pathlib.Path(build_dir) / "waveforms" / f"image{image}").resolve()
+    try:
+        run_network_on_rtl(network, [images_np[image]], first_index=image,
+                           simulator=simulator, build_dir=build_dir, seed=seed, stall=stall,
+                           waves=True, work_root=wave_dir)
+    except UserError:
+        pass  # the failing image is reported either way; the waveform is a bonus
+    return wave_dir
 
 
 def run_sim(args):

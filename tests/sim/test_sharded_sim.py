@@ -4,7 +4,9 @@ is the same apart from timings; results come back in image order under
 their global indices; host-stream stalls change nothing."""
 
 import concurrent.futures
+import json
 import logging
+import pathlib
 import socket
 import time
 
@@ -123,3 +125,33 @@ def _command(process):
         return process.cmdline()
     except psutil.Error:   # it ended (or is ending) while we looked
         return []
+
+
+@pytest.mark.cocotb
+@pytest.mark.slow
+def test_a_mismatch_is_reported_by_image_and_layer_with_a_waveform_of_it(compiled, rtl_build,
+                                                                          monkeypatch):
+    """The core is right; the reference is made to expect one logit more for
+    the second image (a fault injected where the comparison reads it), so the
+    report must name that image and the logits layer and leave a waveform."""
+    from sw.quantize.reference import IntegerModel
+
+    original = IntegerModel.__call__
+
+    def off_by_one_on_image_1(self, images, return_codes=False):
+        logits, trace = original(self, images, return_codes=True)
+        logits = logits.clone()
+        logits[1, 0] += 1
+        return (logits, trace) if return_codes else logits
+
+    monkeypatch.setattr(IntegerModel, "__call__", off_by_one_on_image_1)
+    report = simulate(compiled, 3, build_dir=rtl_build, jobs=1)
+    assert not report["bit_exact"]
+    assert [m["image"] for m in report["mismatches"]] == [1]
+    network, _, _ = read_compiled(compiled)
+    assert network.specs[-1].label in report["mismatches"][0]["problem"]
+    waves = [p for p in pathlib.Path(report["waveform_dir"]).rglob("*")
+             if p.suffix in (".fst", ".vcd") and p.stat().st_size > 0]
+    assert waves, f"no waveform under {report['waveform_dir']}"
+    written = json.loads((compiled / "sim_report.json").read_text())
+    assert written["mismatches"] == report["mismatches"] and not written["bit_exact"]
