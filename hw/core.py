@@ -84,38 +84,9 @@ class Core(wiring.Component):
         wiring.connect(m, ppu.activations, memories.activation_write)
         wiring.connect(m, ppu.results, memories.result_write)
 
-        # The round engine's read ports.
-        reads = [(engine.wptr, memories.wptr), (engine.chunks, memories.chunks),
-                 *zip(engine.weights, memories.weights)]
-        if not config.residual:
-            reads += zip(engine.acts, memories.activations)
-        for request, port in reads:
-            m.d.comb += [port.addr.eq(request.addr), port.en.eq(request.en), request.data.eq(port.data)]
+        self._connect_reads(m, engine, memories, loader if config.residual else None)
         if config.residual:
-            # The activation banks' read ports, shared: the shortcut loader
-            # reads only in the cycles after a residual tile's last round,
-            # before the next round's first activation read (hw/timing.py,
-            # shortcut_start_gap), so at most one asks.
-            for request, shortcut, port in zip(engine.acts, loader.acts, memories.activations):
-                m.d.comb += [port.addr.eq(Mux(shortcut.en, shortcut.addr, request.addr)),
-                             port.en.eq(request.en | shortcut.en),
-                             request.data.eq(port.data), shortcut.data.eq(port.data)]
-            # A residual tile's shortcut, read in the cycles after its last
-            # round's done (the next round reads no activation meanwhile:
-            # shortcut_start_gap), for the tile of that round's record.
-            m.d.comb += [
-                loader.start.eq(controller.drain.valid & controller.drain.p.last
-                                & controller.layer.sc_enable),
-                loader.buffer.eq(controller.drain.p.buffer),
-                loader.y.eq(controller.drain.p.tile.y), loader.x0.eq(controller.drain.p.tile.x0),
-                loader.ktile.eq(controller.drain.p.tile.ktile),
-                loader.sc_base.eq(controller.layer.sc_base),
-                loader.out_wb.eq(controller.layer.out_wb),
-                loader.sc_words.eq(controller.layer.sc_words),
-                loader.slot_bits.eq(controller.layer.sc_bits),
-                shortcut_buffer.slot_bits.eq(controller.layer.sc_bits),
-                shortcut_buffer.signed.eq(controller.layer.sc_signed),
-            ]
+            self._connect_shortcut(m, controller, loader, shortcut_buffer)
         # The controller starts rounds and gives the OAB their records; the
         # array between engine and OAB drains on its own.
         m.d.comb += [
@@ -158,6 +129,43 @@ class Core(wiring.Component):
         for name in counters.events.shape().members:
             m.d.comb += counters.events[name].eq(events[name])
         return m
+
+    def _connect_reads(self, m, engine, memories, loader):
+        """The round engine's read ports onto the memories; with a shortcut
+        `loader`, the activation banks' read ports shared with it."""
+        reads = [(engine.wptr, memories.wptr), (engine.chunks, memories.chunks),
+                 *zip(engine.weights, memories.weights)]
+        if loader is None:
+            reads += zip(engine.acts, memories.activations)
+        for request, port in reads:
+            m.d.comb += [port.addr.eq(request.addr), port.en.eq(request.en), request.data.eq(port.data)]
+        if loader is not None:
+            # The loader reads only in the cycles after a residual tile's last
+            # round, before the next round's first activation read
+            # (hw/timing.py, shortcut_start_gap), so at most one asks.
+            for request, shortcut, port in zip(engine.acts, loader.acts, memories.activations):
+                m.d.comb += [port.addr.eq(Mux(shortcut.en, shortcut.addr, request.addr)),
+                             port.en.eq(request.en | shortcut.en),
+                             request.data.eq(port.data), shortcut.data.eq(port.data)]
+
+    @staticmethod
+    def _connect_shortcut(m, controller, loader, shortcut_buffer):
+        """A residual tile's shortcut, read in the cycles after its last
+        round's done (the next round reads no activation meanwhile:
+        shortcut_start_gap), for the tile of that round's record."""
+        m.d.comb += [
+            loader.start.eq(controller.drain.valid & controller.drain.p.last
+                            & controller.layer.sc_enable),
+            loader.buffer.eq(controller.drain.p.buffer),
+            loader.y.eq(controller.drain.p.tile.y), loader.x0.eq(controller.drain.p.tile.x0),
+            loader.ktile.eq(controller.drain.p.tile.ktile),
+            loader.sc_base.eq(controller.layer.sc_base),
+            loader.out_wb.eq(controller.layer.out_wb),
+            loader.sc_words.eq(controller.layer.sc_words),
+            loader.slot_bits.eq(controller.layer.sc_bits),
+            shortcut_buffer.slot_bits.eq(controller.layer.sc_bits),
+            shortcut_buffer.signed.eq(controller.layer.sc_signed),
+        ]
 
     def _events(self, controller, engine, oab, ppu, shortcut_reads):
         """This cycle's count of each event of hw/counters.py."""
