@@ -76,7 +76,6 @@ def layer_specs(header, arrays):
     shapes = {IMAGE: tuple(header["input"]["shape"])}
     readers = {}     # producer -> [(reader, stride; None for a shortcut)]
     group_size = int(header["group_size"])
-    names = []
     for index, ((source, residual), fields, layer) in enumerate(zip(layer_sources(header),
                                                                       header["layers"], arrays)):
         name = fields.get("name") or f"layer{index}"
@@ -89,63 +88,16 @@ def layer_specs(header, arrays):
         if source != IMAGE and specs[source].act_signed:
             raise UserError(f"{where}: reads the signed codes of {specs[source].label}; the PEs "
                             f"take unsigned activations (only a residual shortcut may be signed)")
-        shortcut = {}
-        if residual is not None:
-            if residual == IMAGE:
-                raise UserError(f"{where}: adds the input image as its shortcut; the core adds "
-                                f"4-bit activation codes of a layer's output")
-            producer = specs[residual]
-            shortcut = dict(residual_multiplier=layer["residual_multiplier"].astype(np.int64),
-                            residual_shift=int(fields["residual_shift"]),
-                            shortcut_bits=producer.act_bits_out,
-                            shortcut_signed=producer.act_signed)
+        shortcut = _shortcut_fields(where, residual, specs, layer, fields)
         weights = layer["weight"].astype(np.int64)
         bits = layer["weight_bits"].astype(np.int64)
         shifts = layer["weight_shift"].astype(np.int64)
-        values = weights << expand_groups(shifts, weights.shape, group_size)
-        # Per-weight precisions and shifts from the model's groups (any size);
-        # every hardware group below is built from these directly, once.
-        weight_bits = expand_groups(bits, weights.shape, group_size)
-        weight_shifts = expand_groups(shifts, weights.shape, group_size)
-        all_8bit = bool((bits == 8).all())
-
-        def groups_of(conv_values, conv_bits, conv_shifts):
-            return hardware_groups(conv_values, None if all_8bit else conv_bits, conv_shifts)
-
         pool = fields.get("pool")
         problem = pool and pool_problem(pool["kernel_size"], pool["stride"], pool["padding"])
         if problem:
             raise UserError(f"{where}: {problem}")
-        stride = 1
-        if fields["kind"] == "conv2d":
-            problem = conv_problem(fields["kernel_size"], fields["stride"], fields["padding"])
-            if problem:
-                raise UserError(f"{where}: {problem}")
-            stride, padding = fields["stride"][0], fields["padding"][0]
-            kind, input_shape = "conv", shape
-            precision, shift = ((bits, shifts) if group_size == GROUP_SIZE
-                                else groups_of(values, weight_bits, weight_shifts))
-            if len(shape) != 3:
-                raise UserError(f"{where}: a convolution needs a (C, H, W) input, got {shape}")
-        elif fields["flatten_input"] and len(shape) == 3 and shape[1:] != (1, 1):
-            channels, height, width = shape
-            conv_shape = (values.shape[0], channels, height, width)
-            values = values.reshape(conv_shape)
-            precision, shift = groups_of(values, weight_bits.reshape(conv_shape),
-                                               weight_shifts.reshape(conv_shape))
-            kind, padding, input_shape = "conv", 0, shape
-        else:
-            channels = shape[0] if global_pool else int(np.prod(shape))
-            kind, padding = "linear", 0
-            input_shape = tuple(shape) if global_pool else (channels, 1, 1)
-            if group_size == GROUP_SIZE:
-                precision, shift = bits, shifts
-            else:
-                conv_shape = values.shape + (1, 1)
-                precision, shift = groups_of(values.reshape(conv_shape),
-                                                   weight_bits.reshape(conv_shape),
-                                                   weight_shifts.reshape(conv_shape))
-                precision, shift = precision[:, 0, 0, :], shift[:, 0, 0, :]
+        kind, stride, padding, input_shape, values, precision, shift = _geometry_and_groups(
+            where, fields, shape, weights, bits, shifts, group_size, global_pool)
         # LayerSpec takes the weights' values (q << e) and checks them against
         # their groups' precision and shift.
         spec = LayerSpec(
@@ -168,10 +120,60 @@ def layer_specs(header, arrays):
         if residual is not None:
             readers.setdefault(residual, []).append((index, None))   # read in column order
         specs.append(spec)
-        names.append(name)
         shapes[index] = tuple(spec.output_shape)
     _choose_layouts(specs, readers)
     return specs
+
+
+def _shortcut_fields(where, residual, specs, layer, fields):
+    """LayerSpec's residual fields for a layer that adds the output of layer
+    `residual` (None: none)."""
+    if residual is None:
+        return {}
+    if residual == IMAGE:
+        raise UserError(f"{where}: adds the input image as its shortcut; the core adds "
+                        f"4-bit activation codes of a layer's output")
+    producer = specs[residual]
+    return dict(residual_multiplier=layer["residual_multiplier"].astype(np.int64),
+                residual_shift=int(fields["residual_shift"]),
+                shortcut_bits=producer.act_bits_out, shortcut_signed=producer.act_signed)
+
+
+def _geometry_and_groups(where, fields, shape, weights, bits, shifts, group_size, global_pool):
+    """How the core runs a layer that reads a map of `shape`: (kind, stride,
+    padding, input shape, the weights' values q << e in that kind's shape,
+    the hardware groups' precision and shift). A linear layer on a (C, H, W)
+    map runs as a convolution over the whole map."""
+    values = weights << expand_groups(shifts, weights.shape, group_size)
+    # Per-weight precisions and shifts from the model's groups (any size);
+    # every hardware group below is built from these directly, once.
+    weight_bits = expand_groups(bits, weights.shape, group_size)
+    weight_shifts = expand_groups(shifts, weights.shape, group_size)
+    all_8bit = bool((bits == 8).all())
+
+    def groups_of(conv_shape):
+        return hardware_groups(values.reshape(conv_shape),
+                               None if all_8bit else weight_bits.reshape(conv_shape),
+                               weight_shifts.reshape(conv_shape))
+
+    if fields["kind"] == "conv2d":
+        problem = conv_problem(fields["kernel_size"], fields["stride"], fields["padding"])
+        if problem:
+            raise UserError(f"{where}: {problem}")
+        if len(shape) != 3:
+            raise UserError(f"{where}: a convolution needs a (C, H, W) input, got {shape}")
+        precision, shift = ((bits, shifts) if group_size == GROUP_SIZE
+                            else groups_of(values.shape))
+        return "conv", fields["stride"][0], fields["padding"][0], shape, values, precision, shift
+    if fields["flatten_input"] and len(shape) == 3 and shape[1:] != (1, 1):
+        conv_shape = (values.shape[0], *shape)
+        precision, shift = groups_of(conv_shape)
+        return "conv", 1, 0, shape, values.reshape(conv_shape), precision, shift
+    input_shape = tuple(shape) if global_pool else (int(np.prod(shape)), 1, 1)
+    if group_size == GROUP_SIZE:
+        return "linear", 1, 0, input_shape, values, bits, shifts
+    precision, shift = groups_of(values.shape + (1, 1))
+    return "linear", 1, 0, input_shape, values, precision[:, 0, 0, :], shift[:, 0, 0, :]
 
 
 def _choose_layouts(specs, readers):
