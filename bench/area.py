@@ -226,6 +226,15 @@ def _cells(summary, target):
 
 
 def report(data):
+    """area.md from area.json: the runs, per configuration its components,
+    fused against fixed PEs, block RAMs, the area model's check."""
+    configs = data["configs"]
+    return "\n".join(_report_header(data) + _component_tables(data) + _fused_against_fixed(configs)
+                     + _block_rams(data) + _model_check(data["model_check"]))
+
+
+def _report_header(data):
+    """How and where the runs were made, and what the columns count."""
     lines = ["# Area: Yosys synthesis per component and configuration", "",
              f"Made by `{data['command']}` at {data['revision'][:10]}"
              f"{' (dirty tree)' if data['worktree_dirty'] else ''}, {data['date']}; "
@@ -249,7 +258,12 @@ def report(data):
              f"Memories synthesized at depth min(depth, {area.SYNTH_MAX_DEPTH}); the block "
              "RAMs at the real depths are in the next table. Whole-core figures are 24-bit "
              "accumulators throughout.", ""]
-    configs = data["configs"]
+    return lines
+
+
+def _component_tables(data):
+    """Per configuration: every component on every target."""
+    configs, lines = data["configs"], []
     for name, entry in configs.items():
         lines += [f"## {name} ({entry['config']}, {entry['rows']}x{entry['cols']})", "",
                   "| component | generic | iCE40 | ECP5 |", "|---|---|---|---|"]
@@ -279,7 +293,12 @@ def report(data):
             lines.append(f"\n{t} whole core of {name}: {why}.")
         lines.append("")
 
-    lines += ["## Fused against fixed", "",
+    return lines
+
+
+def _fused_against_fixed(configs):
+    """The array and the core with fused PEs over those with fixed 4-bit PEs."""
+    lines = ["## Fused against fixed", "",
               "| config | target | metric | array fused | array fixed | ratio | core fused | "
               "core fixed | ratio |", "|---|---|---|---|---|---|---|---|---|"]
     for name, entry in configs.items():
@@ -295,7 +314,12 @@ def report(data):
                           f"fixed {e['array_per_position']['fixed']['ice40']['luts']:.1f}"
                           for n, e in configs.items()) + ".", ""]
 
-    lines += ["## Block RAMs", "",
+    return lines
+
+
+def _block_rams(data):
+    """Block RAMs by the rule and by Yosys."""
+    lines = ["## Block RAMs", "",
               "Rule (hw/area.bram_count): each memory of `config.memory_shapes()` is tiled by "
               "the one block shape that needs fewest blocks (iCE40 SB_RAM40_4K 4 kbit: 256x16, "
               "512x8, 1024x4, 2048x2; ECP5 DP16KD 18 kbit: 16384x1 ... 2048x9, 1024x18, "
@@ -305,7 +329,7 @@ def report(data):
               "(TRELLIS_DPR16X4), as Yosys chose here.", "",
               "| config | target | rule, synthesized depths | Yosys, synthesized depths | "
               "rule, real depths | memory bits, real |", "|---|---|---|---|---|---|"]
-    for name, entry in configs.items():
+    for name, entry in data["configs"].items():
         for t in ("ice40", "ecp5"):
             b = entry["brams"][t]
             yosys = b["synth_depths_yosys"] if b["synth_depths_yosys"] is not None else "n/a"
@@ -316,8 +340,12 @@ def report(data):
               "synthesized cores (both targets)." + (f" Disagreements: {agree['disagree']}."
                                                      if agree["disagree"] else ""), ""]
 
-    check = data["model_check"]
-    lines += ["## Area model (hw/area.estimate_area)", ""]
+    return lines
+
+
+def _model_check(check):
+    """hw/area.estimate_area against the measured points."""
+    lines = ["## Area model (hw/area.estimate_area)", ""]
     if "error" in check:
         lines.append(f"Not checked: {check['error']}.")
     else:
@@ -329,7 +357,7 @@ def report(data):
             lines.append(f"| {key}{'' if c['fitted'] else ' (held out)'} | {c['estimate']} | "
                          f"{c['measured']} | {c['error']:+.1%} |")
     lines.append("")
-    return "\n".join(lines)
+    return lines
 
 
 def plot(data, path):
