@@ -23,7 +23,9 @@ bits it stores (`sw.quantize.mpq.weight_storage_bits`). Variants:
   request: `once` (one assignment at 30% instead of two), `early` (one at
   10%: the fine groups retrain 90% of the run), `long` (the oscillation
   frequency averaged over ~1,000 steps, momentum 0.999, instead of ~50),
-  `nolr` (no learning-rate rule). `chunkwise-switching-10+early+nolr`.
+  `nolr` (no learning-rate rule), `damp` (Nagel et al.'s oscillation
+  dampening, final weight 0.1), `freeze` (Nagel et al.'s freezing at
+  frequency 0.02). `chunkwise-switching-10+early+nolr`.
 
 Quantizers: `lsq` (learned step) and `stats` (the paper-era step from the
 weights' statistics, no learned step). The plan is ordered so the rows that
@@ -97,12 +99,15 @@ EXTRA_VARIANTS = ("freezing-w2", "lrrule-w2")
 # An MPQ variant's ablations (`<variant>+<change>`): what each changes in its
 # `MPQConfig`, and where that changes the training at all (a row identical to
 # its base would cost hours for nothing). The learning-rate rule still starts
-# after the last assignment.
+# after the last assignment, and so do dampening and freezing (before it they
+# would hide the oscillations the switching criterion looks for).
 ABLATIONS = {
     "once": (dict(assign_at=(0.3,)), lambda config: True),
     "early": (dict(assign_at=(0.1,)), lambda config: True),
     "long": (dict(momentum=0.999), lambda config: config.criterion == "switching"),
     "nolr": (dict(lr_rule=None), lambda config: config.lr_rule is not None),
+    "damp": (dict(dampen=0.1), lambda config: True),
+    "freeze": (dict(freeze_threshold=0.02), lambda config: True),
 }
 # Batch norm re-estimated after retraining over this many training images
 # (Nagel et al. 2022 use a few thousand): a second score per row, no retraining.
@@ -136,8 +141,13 @@ def variant_config(variant, quantizer, seed, protocol):
                 raise UserError(f"ablation {variant!r}: +{change} changes nothing in {base} with these "
                                 f"settings (long: the switching criterion only; nolr: with --lr-rule linear)")
             config = dataclasses.replace(config, **fields)
+        last = max(config.assign_at)
         if config.lr_rule:
-            config = dataclasses.replace(config, lr_start=max(config.assign_at))
+            config = dataclasses.replace(config, lr_start=last)
+        if config.dampen:
+            config = dataclasses.replace(config, dampen_start=last)
+        if config.freeze_threshold is not None:
+            config = dataclasses.replace(config, freeze_start=last)
         return config
     kind, _, rest = variant.partition("-")
     if kind == "uniform":

@@ -99,6 +99,13 @@ class MPQConfig:
     lr_width: float = 0.2              # distance (in steps) where the scale returns to 1
     freeze_threshold: float | None = None  # Nagel et al.: freeze above this frequency
     track: bool = True                 # run the switch tracker (needed by extra_bit and freezing)
+    freeze_start: float = 0.0          # fraction of the steps after which freezing acts
+    # Nagel et al.'s oscillation dampening: the loss gains `dampen` times the
+    # squared distance of the middle layers' weights to their levels, the
+    # weight rising from 0 at `dampen_start` of the steps to `dampen` at the
+    # end along a half cosine (their schedule; 0.1 is their final weight)
+    dampen: float = 0.0
+    dampen_start: float = 0.0
 
     def __post_init__(self):
         if self.granularity not in GRANULARITIES:
@@ -122,6 +129,11 @@ class MPQConfig:
             raise UserError(f"mpq: weight_step must be learned or statistics, got {self.weight_step!r}")
         if self.lr_rule not in (None, "linear", "gauss"):
             raise UserError(f"mpq: lr_rule must be linear, gauss or None, got {self.lr_rule!r}")
+        if self.dampen < 0:
+            raise UserError(f"mpq: dampen must be 0 or more, got {self.dampen!r}")
+        for name in ("lr_start", "freeze_start", "dampen_start"):
+            if not 0 <= getattr(self, name) < 1:
+                raise UserError(f"mpq: {name} must lie in [0, 1), got {getattr(self, name)!r}")
         if self.base_bits + (1 if self.extra_bit else 0) not in (2, 3, 4, 8) or self.base_bits < 2:
             raise UserError(f"mpq: base_bits {self.base_bits} (+1) is not a weight precision")
 
@@ -579,6 +591,24 @@ class ThresholdLR:
         self._before = None
 
 
+def dampening_loss(layers):
+    """Nagel et al. 2022's oscillation dampening term: over `layers`' weights,
+    the squared distance of each weight (clipped to its grid's range) to its
+    quantized value, which is held constant, so the gradient pulls a weight
+    towards the centre of its level instead of across a threshold."""
+    total = 0.0
+    for layer in layers:
+        quantizer = layer.weight_quantizer
+        weight, _ = layer.folded_weight_bias()
+        with torch.no_grad():
+            w_int, step = quantizer(weight)
+            low, high, unit = quantizer._ranges(weight.device)
+            target, low, high = w_int * step, low * unit * step, high * unit * step
+        clipped = torch.maximum(torch.minimum(weight, high), low)
+        total = total + ((clipped - target) ** 2).sum()
+    return total
+
+
 class OscillationFreezer:
     """Nagel et al. 2022: a weight whose oscillation frequency passes
     `threshold` is frozen at its current integer level (its latent weight is
@@ -643,8 +673,12 @@ class _Retraining:
 
     def train_step(self, images, labels):
         """One optimizer step, with the trackers, the learning-rate rule (from
-        `lr_start` of the steps on), freezing and any assignment due."""
+        `lr_start` of the steps on), dampening and freezing (from their
+        starts) and any assignment due."""
         loss = F.cross_entropy(self.network(images), labels)
+        weight = self.dampening_weight()
+        if weight:
+            loss = loss + weight * dampening_loss(self.layers)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.fisher:
@@ -655,12 +689,21 @@ class _Retraining:
         self.opt.step()
         if damped:
             self.lr_rule.after_step()
-        if self.freezer:
+        if self.freezer and self.step >= self.config.freeze_start * self.total_steps:
             self.freezer.after_step()
         self.scheduler.step()
         self.step += 1
         if self.step in self.assign_steps:
             self.assign()
+
+    def dampening_weight(self):
+        """The dampening loss's weight at this step: 0 before `dampen_start`,
+        then rising along a half cosine to `dampen` at the last step."""
+        start = self.config.dampen_start * self.total_steps
+        if not self.config.dampen or self.step < start:
+            return 0.0
+        progress = (self.step - start) / max(1.0, self.total_steps - start)
+        return self.config.dampen * (1 - math.cos(math.pi * progress)) / 2
 
     def assign(self):
         """The extra bit, up to this assignment's share of the budget; levels
@@ -706,6 +749,20 @@ class _Retraining:
             state["step"], state["upgraded"], state["history"], state["assignments"], state["epoch"])
 
 
+# MPQConfig's fields added after retraining states were first saved: at
+# their defaults a config is the one it was before they existed, so they stay
+# out of a state's settings and a state saved before them still continues.
+LATER_FIELDS = ("freeze_start", "dampen", "dampen_start")
+
+
+def _settings_config(config):
+    fields = dataclasses.asdict(config)
+    for name in LATER_FIELDS:
+        if fields[name] == MPQConfig.__dataclass_fields__[name].default:
+            del fields[name]
+    return fields
+
+
 def retrain(network, dataset, config, epochs, lr, batch_size=64, seed=0, optimizer="sgd",
             weight_decay=5e-4, device="cpu", progress=None, evaluate_each_epoch=True,
             state_path=None, stop=None, on_step=None):
@@ -729,7 +786,7 @@ def retrain(network, dataset, config, epochs, lr, batch_size=64, seed=0, optimiz
                                weight_decay=weight_decay)
     opt = _optimizer(train_config, network)
     steps_per_epoch = math.ceil(len(dataset.train_y) / batch_size)
-    settings = {"config": dataclasses.asdict(config), "epochs": epochs, "lr": lr, "batch_size": batch_size,
+    settings = {"config": _settings_config(config), "epochs": epochs, "lr": lr, "batch_size": batch_size,
                 "seed": seed, "optimizer": optimizer, "weight_decay": weight_decay,
                 "train_images": len(dataset.train_y)}
     run = _Retraining(network, config, opt, _schedule(train_config, opt, steps_per_epoch),

@@ -54,6 +54,13 @@ def test_an_ablation_changes_one_thing_of_the_variant_it_names(tmp_path, capsys)
     assert once.assign_at == (0.3,) and once.lr_start == 0.3     # the rule after the (only) assignment
     assert once.criterion == "fisher" and once.weight_step == "statistics" and once.seed == 1
     assert mpq_paper.variant_config("mpq-switching-25+long", "lsq", 0, protocol).momentum == 0.999
+    # dampening and freezing from the last assignment on (before it they would hide the oscillations)
+    damped = mpq_paper.variant_config("chunkwise-switching-10+damp+freeze", "lsq", 0, protocol)
+    assert (damped.dampen, damped.dampen_start) == (0.1, 0.6)
+    assert (damped.freeze_threshold, damped.freeze_start) == (0.02, 0.6)
+    assert dataclasses.replace(damped, dampen=0.0, dampen_start=0.0, freeze_threshold=None,
+                               freeze_start=0.0) == base
+    assert mpq_paper.variant_config("chunkwise-switching-10+early+damp", "lsq", 0, protocol).dampen_start == 0.1
     assert mpq_report.method_of("chunkwise-switching-10+early+nolr") == "chunkwise-switching+early+nolr"
     with pytest.raises(mpq_paper.UserError, match="nolr changes nothing"):   # no rule to drop
         mpq_paper.variant_config("mpq-switching-25+nolr", "lsq", 0, {"unit": "hardware", "lr_rule": "none"})

@@ -12,7 +12,7 @@ from sw.quantize import mpq
 from sw.quantize.config import parse_precision
 from sw.quantize.convert import calibrate, quantize_network
 from sw.quantize.export import write_model_file
-from sw.quantize.quantizers import signed_range
+from sw.quantize.quantizers import WeightQuantizer, signed_range
 from sw.quantize.reference import IntegerModel
 
 
@@ -188,3 +188,67 @@ def test_retraining_resumes_from_its_state_with_the_same_result(make_cnn, synthe
     assert finished["upgraded_weights"] == expected["upgraded_weights"]
     for (name, value), (_, other) in zip(whole.state_dict().items(), again.state_dict().items()):
         assert torch.equal(value, other), name
+
+
+def test_dampening_pulls_each_weight_towards_its_level_and_only_from_its_start():
+    weight = torch.tensor([[0.9, 2.2, 5.0, -3.4]], requires_grad=True)
+    layer = type("Layer", (), {})()
+    layer.folded_weight_bias = lambda: (weight, None)
+    layer.weight_quantizer = WeightQuantizer((1, 4), bits=3, group_size=4)
+    layer.weight_quantizer.step.data.fill_(1.0)
+    # 3-bit levels -4..3: the targets 1, 2, 3 and -3; 5.0 is clipped to 3 first
+    loss = mpq.dampening_loss([layer])
+    assert float(loss.detach()) == pytest.approx(0.1 ** 2 + 0.2 ** 2 + 0 + 0.4 ** 2)
+    loss.backward()
+    # 2 (w - level) inside the grid's range, nothing outside it
+    assert torch.allclose(weight.grad, torch.tensor([[-0.2, 0.4, 0.0, -0.8]]))
+    # the schedule: nothing before the start, the full weight at the last step
+    run = mpq._Retraining.__new__(mpq._Retraining)
+    run.config, run.total_steps = mpq.MPQConfig(dampen=0.1, dampen_start=0.6), 100
+    weights = {}
+    for run.step in (0, 59, 60, 80, 100):
+        weights[run.step] = run.dampening_weight()
+    assert weights[0] == weights[59] == weights[60] == 0
+    assert weights[80] == pytest.approx(0.05) and weights[100] == pytest.approx(0.1)
+
+
+def test_dampened_retraining_leaves_weights_nearer_their_levels(make_cnn, synthetic_dataset):
+    def distance(network):
+        with torch.no_grad():
+            return float(mpq.dampening_loss(mpq.middle_layers(network)))
+
+    distances = {}
+    for dampen in (0.0, 50.0):
+        config = mpq.MPQConfig(granularity="hardware", extra_bit=False, track=False, dampen=dampen)
+        network = _network(make_cnn, synthetic_dataset, config)
+        mpq.retrain(network, synthetic_dataset, config, epochs=2, lr=0.05, batch_size=32)
+        distances[dampen] = distance(network)
+    assert distances[50.0] < 0.5 * distances[0.0]
+
+
+def test_freezing_waits_for_its_start(make_cnn, synthetic_dataset):
+    frozen = {}
+    for start in (0.0, 0.9):
+        # momentum 0.5: a weight's frequency passes 0.3 only in the step it
+        # oscillates (and the next, if it does again)
+        config = mpq.MPQConfig(granularity="hardware", extra_bit=False, freeze_threshold=0.3,
+                               freeze_start=start, momentum=0.5)
+        network = _network(make_cnn, synthetic_dataset, config)
+        frozen[start] = mpq.retrain(network, synthetic_dataset, config, epochs=2, lr=0.05,
+                                    batch_size=32)["frozen_weights"]
+    assert frozen[0.0] > frozen[0.9] >= 0 and frozen[0.0] > 0
+
+
+def test_fields_added_later_at_their_defaults_keep_a_states_settings():
+    """A retraining state saved before `freeze_start`, `dampen` and
+    `dampen_start` existed continues: at their defaults they are not in the
+    settings it is matched by; set, they are."""
+    import dataclasses
+
+    plain = mpq._settings_config(mpq.MPQConfig())
+    assert not set(mpq.LATER_FIELDS) & set(plain)
+    assert plain == {name: value for name, value in dataclasses.asdict(mpq.MPQConfig()).items()
+                     if name not in mpq.LATER_FIELDS}
+    assert mpq._settings_config(mpq.MPQConfig(dampen=0.1))["dampen"] == 0.1
+    with pytest.raises(mpq.UserError, match="dampen_start"):
+        mpq.MPQConfig(dampen_start=1.0)
