@@ -9,6 +9,12 @@ from sw.quantize.train_config import DATASETS, LR_SCHEDULES, MODELS, OPTIMIZERS,
 
 
 def register(subparsers):
+    _register_train(subparsers)
+    _register_export(subparsers)
+    _register_eval(subparsers)
+
+
+def _register_train(subparsers):
     defaults = TrainConfig()
     parser = subparsers.add_parser(
         "train", help="float pre-training or quantization-aware retraining",
@@ -82,6 +88,8 @@ def register(subparsers):
     where.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(run=run_train)
 
+
+def _register_export(subparsers):
     parser = subparsers.add_parser(
         "export", help="write a retrained network as an integer model file",
         description="Export a quantized training checkpoint to the mpq-model format "
@@ -93,6 +101,8 @@ def register(subparsers):
                         help="replace -o even if it is not a model file")
     parser.set_defaults(run=run_export)
 
+
+def _register_eval(subparsers):
     parser = subparsers.add_parser(
         "eval", help="accuracy of the integer reference on a model file",
         description="Run the integer reference (int64 only) on the test set and print its "
