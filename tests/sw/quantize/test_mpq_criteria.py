@@ -159,11 +159,17 @@ def test_fisher_tracker_sums_squared_gradients(make_cnn, synthetic_dataset):
         assert torch.allclose(total, observed) and observed.sum() > 0
 
 
-def test_retraining_resumes_from_its_state_with_the_same_result(make_cnn, synthetic_dataset, tmp_path):
+@pytest.mark.parametrize("options", [
+    dict(criterion="fisher", lr_rule="linear", lr_start=0.6),
+    # switching, dampening and freezing from 30% of the steps: both before and after the stop
+    dict(criterion="switching", fill=True, dampen=1.0, dampen_start=0.3, freeze_threshold=0.02,
+         freeze_start=0.3, momentum=0.5),
+], ids=["fisher-lr-rule", "switching-damp-freeze"])
+def test_retraining_resumes_from_its_state_with_the_same_result(make_cnn, synthetic_dataset, tmp_path,
+                                                                options):
     dataset = synthetic_dataset
     dataset.train_x, dataset.train_y = dataset.train_x[:128], dataset.train_y[:128]     # 4 steps an epoch
-    config = mpq.MPQConfig(granularity="hardware", criterion="fisher", fraction=0.3, lr_rule="linear",
-                           lr_start=0.6)
+    config = mpq.MPQConfig(granularity="hardware", fraction=0.3, **options)
     whole = _network(make_cnn, synthetic_dataset, config)
     expected = mpq.retrain(whole, synthetic_dataset, config, epochs=2, lr=0.05, batch_size=32)
     state = tmp_path / "state.pt"
@@ -176,6 +182,7 @@ def test_retraining_resumes_from_its_state_with_the_same_result(make_cnn, synthe
                          state_path=str(state))
     assert not result["stopped"] and len(result["history"]) == 2
     assert result["upgraded_weights"] == expected["upgraded_weights"] > 0
+    assert result["frozen_weights"] == expected["frozen_weights"] >= (0 if config.freeze_threshold is None else 1)
     assert result["assignments"] == expected["assignments"]
     for (name, value), (_, other) in zip(whole.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(value, other), name
